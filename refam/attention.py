@@ -1,0 +1,221 @@
+"""The separate expression branch and the record of what it captured.
+
+RefAM reads grounding from a branch that pushes the referring expression through the
+*text-stream* weights of every joint block of a DiT (ConceptAttention, Helbling et al. 2025).
+The branch is one-way: expression tokens attend to ``[expression ; image]``; the caption and the
+image streams never see them, so the denoising output is untouched.
+
+The math lives here once. A backend only supplies a :class:`JointBlockAdapter` per block (the
+text-stream pieces: modulation, norms, q/k/v with QK-norm, output projection, MLP) and the image
+queries/keys/values of the real attention call, after QK-norm and RoPE.
+
+Several expressions share one pass: their tokens are concatenated along the token axis and a
+block-diagonal mask keeps each expression to itself, so the image keys/values are never copied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+__all__ = [
+    "BlockCapture",
+    "BranchOutput",
+    "CapturedAttention",
+    "ExpressionLayout",
+    "ImageAttention",
+    "ImageGeometry",
+    "JointBlockAdapter",
+    "expression_branch",
+]
+
+
+class JointBlockAdapter(Protocol):
+    """Text-stream pieces of one joint block, as the expression branch needs them."""
+
+    kind: str  # "double" (separate text weights) or "single" (shared weights)
+
+    def expression_qkv(
+        self, expr: torch.Tensor, vec: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """``expr [B, L, D]`` -> q, k, v ``[B, H, L, Dh]`` after QK-norm, plus state for the update."""
+        ...
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state: Any) -> torch.Tensor:
+        """``attn_out [B, L, H*Dh]`` -> the expression stream after this block (residuals and MLP)."""
+        ...
+
+
+@dataclass
+class ImageAttention:
+    """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and RoPE."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ExpressionLayout:
+    """Where each expression sits on the concatenated token axis of the branch."""
+
+    lengths: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.lengths or any(n <= 0 for n in self.lengths):
+            raise ValueError(f"every expression needs at least one token, got lengths {self.lengths}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        out, start = [], 0
+        for n in self.lengths:
+            out.append((start, start + n))
+            start += n
+        return out
+
+    def group_ids(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.repeat_interleave(
+            torch.arange(len(self.lengths), device=device), torch.tensor(self.lengths, device=device)
+        )
+
+    def text_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[L, L]`` bool: True where expression query i may attend expression key j."""
+        g = self.group_ids(device)
+        return g[:, None] == g[None, :]
+
+
+@dataclass
+class BranchOutput:
+    expr: torch.Tensor  # [B, L, D] the expression stream after the block
+    logits: torch.Tensor  # [B, N, L] float32: mean over heads of <q_img, k_expr> / sqrt(Dh)
+    text_mass: (
+        torch.Tensor
+    )  # [B, L] float32: attention mass each expression token receives from its own expression's queries
+
+
+def expression_branch(
+    adapter: JointBlockAdapter,
+    expr: torch.Tensor,
+    vec: torch.Tensor,
+    image: ImageAttention,
+    layout: ExpressionLayout,
+) -> BranchOutput:
+    """Run one block of the expression branch and read its maps.
+
+    ``vec`` is whatever the block's modulation takes (the timestep/guidance/pooled embedding).
+    """
+    q_e, k_e, v_e, state = adapter.expression_qkv(expr, vec)
+    b, h, n_expr, dh = q_e.shape
+    if n_expr != layout.total:
+        raise ValueError(f"expression stream has {n_expr} tokens, layout expects {layout.total}")
+    if image.q.shape[0] != b:
+        raise ValueError(f"batch mismatch: image stream {image.q.shape[0]} vs expression stream {b}")
+    scale = 1.0 / math.sqrt(dh)
+
+    # The grounding maps: image queries against expression keys, in float32 because downstream
+    # softmaxes over tokens amplify bf16 rounding of near-equal logits.
+    logits = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
+
+    # The branch's own attention, explicit rather than SDPA because its probabilities are needed
+    # for the text-to-text mass that detects global attention sinks.
+    keys = torch.cat([k_e, image.k], dim=2)
+    values = torch.cat([v_e, image.v], dim=2)
+    scores = torch.matmul(q_e.float(), keys.float().transpose(-1, -2)).mul_(scale)
+    n_img = image.k.shape[2]
+    allowed = torch.cat(
+        [layout.text_mask(scores.device), torch.ones(n_expr, n_img, dtype=torch.bool, device=scores.device)],
+        dim=1,
+    )
+    scores.masked_fill_(~allowed, float("-inf"))
+    probs = scores.softmax(dim=-1)
+
+    # Each key's mass from the queries of its own expression (the mask zeroes the others),
+    # averaged over heads and those queries.
+    lengths = torch.tensor(layout.lengths, device=probs.device, dtype=probs.dtype)
+    per_key = probs[..., :n_expr].mean(dim=1).sum(dim=1)  # [B, L]
+    text_mass = per_key / torch.repeat_interleave(lengths, lengths.long())
+
+    out = torch.matmul(probs.to(values.dtype), values)  # [B, H, L, Dh]
+    out = out.transpose(1, 2).reshape(b, n_expr, h * dh)
+    new_expr = adapter.expression_update(expr, out, state)
+    return BranchOutput(expr=new_expr, logits=logits, text_mass=text_mass)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How the patch grid maps back to the caller's pixels.
+
+    The image is stretched (never cropped) from ``original_size`` to ``model_size``; the model's
+    patch grid is ``grid``. A patch centre therefore maps to the original image exactly, whatever
+    the aspect ratio or divisibility of the input.
+    """
+
+    original_size: tuple[int, int]  # (H, W) of the image the user gave
+    model_size: tuple[int, int]  # (H, W) the model saw
+    grid: tuple[int, int]  # (h, w) latent patch grid, row-major token order
+
+    def patch_centre(self, row: float, col: float) -> tuple[float, float]:
+        """(x, y) in original-image pixels of the centre of patch (row, col)."""
+        h, w = self.grid
+        height, width = self.original_size
+        return (col + 0.5) * width / w, (row + 0.5) * height / h
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {
+            "original_size": list(self.original_size),
+            "model_size": list(self.model_size),
+            "grid": list(self.grid),
+        }
+
+
+@dataclass
+class BlockCapture:
+    """What one block gave: maps for every expression token and the text-to-text mass."""
+
+    name: str  # e.g. "double.3", "single.10"
+    index: int  # position in the model's block order (doubles first, then singles)
+    logits: torch.Tensor  # [B, N_img, L] float32, CPU
+    text_mass: torch.Tensor  # [B, L] float32, CPU
+
+
+@dataclass
+class CapturedAttention:
+    """Everything downstream needs: captured maps, token bookkeeping and image geometry.
+
+    ``expressions`` are :class:`refam.expression.TokenizedExpression`; the token axis ``L`` of every
+    block holds their non-padding tokens back to back, in ``layout`` order.
+    """
+
+    blocks: list[BlockCapture]
+    expressions: list[Any]
+    layout: ExpressionLayout
+    geometry: ImageGeometry
+    num_blocks: int  # blocks in the model (the branch may stop early)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.blocks[0].logits.shape[0] if self.blocks else 0
+
+    def block_names(self) -> list[str]:
+        return [b.name for b in self.blocks]
+
+    def expression_logits(self, index: int, blocks: Sequence[BlockCapture] | None = None) -> torch.Tensor:
+        """``[n_blocks, B, N, L_e]`` logits of expression ``index``."""
+        start, end = self.layout.spans[index]
+        chosen = self.blocks if blocks is None else blocks
+        return torch.stack([b.logits[..., start:end] for b in chosen])
+
+    def expression_text_mass(self, index: int, blocks: Sequence[BlockCapture] | None = None) -> torch.Tensor:
+        """``[n_blocks, B, L_e]`` text-to-text mass of expression ``index``."""
+        start, end = self.layout.spans[index]
+        chosen = self.blocks if blocks is None else blocks
+        return torch.stack([b.text_mass[..., start:end] for b in chosen])

@@ -1,0 +1,279 @@
+"""RefAM capture on a diffusers ``FluxTransformer2DModel``.
+
+The model is never modified: the capture lives in forward hooks that the context manager
+installs and always removes, also when the forward raises. Image queries/keys/values are read
+from the attention's own QK-norm and value projections (hooks cost nothing: the tensors exist
+anyway); RoPE is applied to the image slice with the same function diffusers uses.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from refam.attention import BlockCapture, ExpressionLayout, ImageAttention, expression_branch
+
+__all__ = [
+    "CaptureComplete",
+    "DiffusersDoubleAdapter",
+    "DiffusersSingleAdapter",
+    "FluxCapture",
+    "capture_flux_attention",
+    "flux_blocks",
+]
+
+
+class CaptureComplete(Exception):
+    """Raised from the last selected block to skip the blocks the caller does not need."""
+
+
+def _clip_fp16(x: torch.Tensor) -> torch.Tensor:
+    # Mirrors the blocks' own fp16 overflow guard so the branch sees what the model would.
+    return x.clip(-65504, 65504) if x.dtype == torch.float16 else x
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return x.unflatten(-1, (-1, head_dim))
+
+
+def _check_unfused(attn: nn.Module) -> None:
+    if getattr(attn, "fused_projections", False):
+        raise RuntimeError(
+            "RefAM reads the separate q/k/v projections; call transformer.unfuse_qkv_projections() first"
+        )
+
+
+class DiffusersDoubleAdapter:
+    """Text-stream pieces of a diffusers ``FluxTransformerBlock``."""
+
+    kind = "double"
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        _check_unfused(block.attn)
+
+    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
+        attn = self.block.attn
+        normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.block.norm1_context(expr, emb=vec)
+        q = attn.norm_added_q(_heads(attn.add_q_proj(normed), attn.head_dim))
+        k = attn.norm_added_k(_heads(attn.add_k_proj(normed), attn.head_dim))
+        v = _heads(attn.add_v_proj(normed), attn.head_dim)
+        return (
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            (gate_msa, shift_mlp, scale_mlp, gate_mlp),
+        )
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = state
+        block = self.block
+        expr = expr + gate_msa.unsqueeze(1) * block.attn.to_add_out(attn_out.to(expr.dtype))
+        normed = block.norm2_context(expr) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return _clip_fp16(expr + gate_mlp.unsqueeze(1) * block.ff_context(normed))
+
+
+class DiffusersSingleAdapter:
+    """Text-stream view of a diffusers ``FluxSingleTransformerBlock`` (weights shared by all tokens)."""
+
+    kind = "single"
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        _check_unfused(block.attn)
+
+    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
+        attn = self.block.attn
+        normed, gate = self.block.norm(expr, emb=vec)
+        q = attn.norm_q(_heads(attn.to_q(normed), attn.head_dim))
+        k = attn.norm_k(_heads(attn.to_k(normed), attn.head_dim))
+        v = _heads(attn.to_v(normed), attn.head_dim)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), (normed, gate)
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
+        normed, gate = state
+        block = self.block
+        mlp = block.act_mlp(block.proj_mlp(normed))
+        joined = torch.cat([attn_out.to(mlp.dtype), mlp], dim=2)
+        return _clip_fp16(expr + gate.unsqueeze(1) * block.proj_out(joined))
+
+
+def flux_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The joint blocks in execution order, named ``double.i`` / ``single.j``."""
+    if not (hasattr(transformer, "transformer_blocks") and hasattr(transformer, "single_transformer_blocks")):
+        raise TypeError(
+            f"expected a diffusers FluxTransformer2DModel, got {type(transformer).__name__}: "
+            "RefAM's diffusers backend needs FLUX double- and single-stream blocks"
+        )
+    named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
+    named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
+    return named
+
+
+def _rope_tail(x: torch.Tensor, rotary: Any, n_tail: int) -> torch.Tensor:
+    """RoPE on the last ``n_tail`` positions of ``x [B, S, H, Dh]`` (the image tokens)."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    if rotary is None:
+        return x
+    cos, sin = rotary
+    return apply_rotary_emb(x, (cos[-n_tail:], sin[-n_tail:]), sequence_dim=1)
+
+
+_BLOCK_PARAMS = ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb")
+
+
+@dataclass
+class _Scratch:
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+class FluxCapture:
+    """State of one capture: the expression stream between blocks and the records taken.
+
+    ``expression_embeds`` are the text encoder's outputs for the expression tokens (``[1, L, D]``
+    or ``[B, L, D]``); the transformer's own ``context_embedder`` maps them into the text stream,
+    exactly as it does for the caption.
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        expression_embeds: torch.Tensor,
+        layout: ExpressionLayout,
+        *,
+        blocks: Iterable[int] | None = None,
+        stop_after_last: bool = False,
+    ) -> None:
+        self.transformer = transformer
+        self.named_blocks = flux_blocks(transformer)
+        n = len(self.named_blocks)
+        selected = sorted(set(range(n) if blocks is None else blocks))
+        bad = [i for i in selected if not 0 <= i < n]
+        if bad or not selected:
+            raise ValueError(
+                f"block indices {bad or selected} out of range: the model has {n} blocks (0..{n - 1})"
+            )
+        if expression_embeds.shape[1] != layout.total:
+            raise ValueError(
+                f"expression embeddings hold {expression_embeds.shape[1]} tokens, layout expects {layout.total}"
+            )
+        self.expression_embeds = expression_embeds
+        self.layout = layout
+        self.selected = set(selected)
+        self.last = selected[-1]
+        self.stop_after_last = stop_after_last
+        self.records: list[BlockCapture] = []
+        self._expr: torch.Tensor | None = None
+        self._scratch: dict[int, _Scratch] = {}
+        self._adapters = [
+            (DiffusersDoubleAdapter if name.startswith("double") else DiffusersSingleAdapter)(block)
+            for name, block in self.named_blocks
+        ]
+        self._signatures = {i: inspect.signature(b.forward) for i, (_, b) in enumerate(self.named_blocks)}
+
+    def install(self) -> list[torch.utils.hooks.RemovableHandle]:
+        handles = [self.transformer.register_forward_pre_hook(self._on_model_start)]
+        for i, (_, block) in enumerate(self.named_blocks[: self.last + 1]):
+            scratch = self._scratch.setdefault(i, _Scratch())
+            attn = block.attn
+            handles.append(attn.norm_q.register_forward_hook(self._keep(scratch, "q")))
+            handles.append(attn.norm_k.register_forward_hook(self._keep(scratch, "k")))
+            handles.append(attn.to_v.register_forward_hook(self._keep(scratch, "v")))
+            handles.append(block.register_forward_hook(self._after_block(i), with_kwargs=True))
+        return handles
+
+    def release(self) -> None:
+        self._expr = None
+        self._scratch.clear()
+
+    @staticmethod
+    def _keep(scratch: _Scratch, slot: str):
+        def hook(_module, _inputs, output):
+            setattr(scratch, slot, output)
+
+        return hook
+
+    def _on_model_start(self, _module, _inputs) -> None:
+        self._expr = None
+
+    def _after_block(self, index: int):
+        def hook(block, args, kwargs, _output):
+            bound = self._signatures[index].bind_partial(*args, **kwargs).arguments
+            img, txt, temb, rotary = (bound.get(p) for p in _BLOCK_PARAMS)
+            scratch = self._scratch[index]
+            n_img = img.shape[1]
+            # Single blocks project text and image together: keep the image tail.
+            q = _rope_tail(scratch.q[:, -n_img:], rotary, n_img).transpose(1, 2)
+            k = _rope_tail(scratch.k[:, -n_img:], rotary, n_img).transpose(1, 2)
+            v = _heads(scratch.v[:, -n_img:], block.attn.head_dim).transpose(1, 2)
+            scratch.q = scratch.k = scratch.v = None
+
+            if self._expr is None:
+                embeds = self.expression_embeds.to(device=txt.device, dtype=txt.dtype)
+                embeds = embeds.expand(img.shape[0], -1, -1) if embeds.shape[0] == 1 else embeds
+                self._expr = self.transformer.context_embedder(embeds)
+            out = expression_branch(
+                self._adapters[index], self._expr, temb, ImageAttention(q, k, v), self.layout
+            )
+            self._expr = out.expr
+            # The single-block adapter runs norm_q/norm_k/to_v on the expression, which our own
+            # hooks saw: drop those references so nothing outlives the block.
+            scratch.q = scratch.k = scratch.v = None
+            if index in self.selected:
+                self.records.append(
+                    BlockCapture(
+                        name=self.named_blocks[index][0],
+                        index=index,
+                        logits=out.logits.to("cpu", torch.float32),
+                        text_mass=out.text_mass.to("cpu", torch.float32),
+                    )
+                )
+            if self.stop_after_last and index == self.last:
+                raise CaptureComplete
+
+        return hook
+
+
+@contextmanager
+def capture_flux_attention(
+    transformer: nn.Module,
+    expression_embeds: torch.Tensor,
+    layout: ExpressionLayout,
+    *,
+    blocks: Iterable[int] | None = None,
+    stop_after_last: bool = False,
+) -> Iterator[FluxCapture]:
+    """Install the expression branch on ``transformer`` for the duration of the block.
+
+    With ``stop_after_last`` the forward raises :class:`CaptureComplete` after the last selected
+    block (use :func:`run_until_captured`); otherwise the forward runs to the end and its output is
+    bit-identical to a forward without the capture.
+    """
+    session = FluxCapture(
+        transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last
+    )
+    handles: list[Any] = []
+    try:
+        handles = session.install()
+        yield session
+    finally:
+        for handle in handles:
+            handle.remove()
+        session.release()
+
+
+def run_until_captured(transformer: nn.Module, **forward_kwargs: Any) -> Any:
+    """Call the transformer; a :class:`CaptureComplete` early stop returns ``None``."""
+    try:
+        return transformer(**forward_kwargs)
+    except CaptureComplete:
+        return None

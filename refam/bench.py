@@ -1,0 +1,225 @@
+"""Benchmarks that print numbers (never pass/fail).
+
+``python -m refam.bench capture`` (or ``refam bench capture``): on a FLUX-architecture transformer
+with random weights (full width 3072 by default), measured side by side in one process:
+  (a) capture overhead   = time(forward with the expression branch) / time(plain forward)
+  (b) amortisation       = time(8 expressions, one pass) / time(1 expression, one pass)
+  (c) extra peak memory of the capture (MB): CUDA peak allocation on GPU, peak RSS on CPU
+Modes are interleaved run by run so machine noise hits all of them alike; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXPRESSIONS = (
+    "the cat on the left",
+    "a remote control",
+    "the man in a red shirt holding a bat",
+    "second giraffe from the right",
+    "the bowl closest to the camera",
+    "a white car parked behind the bus",
+    "the smallest elephant",
+    "woman with an umbrella on the top right",
+)
+
+
+def _shared_t5_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    here = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizers" / "t5"
+    if here.is_dir():
+        return AutoTokenizer.from_pretrained(str(here))
+    return None
+
+
+def _expression_lengths(n: int) -> tuple[int, ...]:
+    """Token counts of real expressions + the default magnets (the real T5 tokenizer when it is at hand)."""
+    tok = _shared_t5_tokenizer()
+    if tok is None:
+        return tuple(6 + 2 * i for i in range(n))
+    from refam.expression import tokenize_expression
+
+    return tuple(tokenize_expression(EXPRESSIONS[i % len(EXPRESSIONS)], tok).valid_length for i in range(n))
+
+
+def _peak_rss_reset() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _measure_peak(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory above the level before ``fn`` (MB)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if not _peak_rss_reset():
+        return float("nan")
+    base = _rss_mb("VmRSS")
+    fn()
+    return _rss_mb("VmHWM") - base
+
+
+def build_model(width_heads: int, double: int, single: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,
+            num_layers=double,
+            num_single_layers=single,
+            attention_head_dim=128,
+            num_attention_heads=width_heads,
+            joint_attention_dim=4096,
+            pooled_projection_dim=768,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        )
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def bench_capture(args: argparse.Namespace) -> dict[str, Any]:
+    from refam.attention import ExpressionLayout
+    from refam.backends.diffusers_flux import capture_flux_attention
+    from refam.backends.diffusers_flux_model import latent_image_ids
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    torch.set_grad_enabled(False)
+    t0 = time.perf_counter()
+    model = build_model(args.heads, args.double, args.single, dtype, device)
+    build_s = time.perf_counter() - t0
+    grid = args.size // 16
+    n_img = grid * grid
+    g = torch.Generator("cpu").manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(1, n_img, 64, generator=g).to(device, dtype),
+        encoder_hidden_states=torch.randn(1, args.text_len, 4096, generator=g).to(device, dtype),
+        pooled_projections=torch.randn(1, 768, generator=g).to(device, dtype),
+        timestep=torch.full((1,), 0.75, device=device, dtype=dtype),
+        guidance=torch.full((1,), 3.5, device=device),
+        img_ids=latent_image_ids(grid, grid, device),
+        txt_ids=torch.zeros(args.text_len, 3, device=device),
+        return_dict=False,
+    )
+    lengths = {n: _expression_lengths(n) for n in (1, 8)}
+    embeds = {n: torch.randn(1, sum(lengths[n]), 4096, generator=g).to(device, dtype) for n in lengths}
+
+    def plain() -> None:
+        model(**inputs)
+
+    def captured(n: int) -> Callable[[], None]:
+        def run() -> None:
+            with capture_flux_attention(model, embeds[n], ExpressionLayout(lengths[n])):
+                model(**inputs)
+
+        return run
+
+    modes = {"plain": plain, "capture_1": captured(1), "capture_8": captured(8)}
+
+    def timed(fn: Callable[[], None]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for fn in modes.values():  # warm-up: allocator, kernels, lazy imports
+        fn()
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.runs):
+        for name, fn in modes.items():
+            times[name].append(timed(fn))
+    peaks = {name: _measure_peak(fn, device) for name, fn in modes.items()}
+    med = {m: statistics.median(v) for m, v in times.items()}
+    result = {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "dtype": args.dtype,
+        "model": f"FLUX width {args.heads * 128}, {args.double} double + {args.single} single blocks (random)",
+        "image": f"{args.size}x{args.size} ({n_img} image tokens), caption {args.text_len} tokens",
+        "expression_tokens": {"1": sum(lengths[1]), "8": sum(lengths[8])},
+        "runs": args.runs,
+        "build_s": round(build_s, 1),
+        "median_s": {m: round(v, 4) for m, v in med.items()},
+        "all_s": {m: [round(x, 4) for x in v] for m, v in times.items()},
+        "capture_overhead": round(med["capture_1"] / med["plain"], 4),
+        "amortisation_8_vs_1": round(med["capture_8"] / med["capture_1"], 4),
+        "peak_mb": {m: round(v, 1) for m, v in peaks.items()},
+        "extra_peak_mb_capture_1": round(peaks["capture_1"] - peaks["plain"], 1),
+        "extra_peak_mb_capture_8": round(peaks["capture_8"] - peaks["plain"], 1),
+        "targets": {"capture_overhead": "<= 1.10", "amortisation_8_vs_1": "<= 1.5"},
+    }
+    return result
+
+
+def _print_capture_table(r: dict[str, Any]) -> None:
+    print(f"\nRefAM capture benchmark — {r['model']}, {r['image']}, {r['dtype']} on {r['device']}")
+    print(f"median of {r['runs']} runs (interleaved); expression tokens: 1 expr = {r['expression_tokens']['1']}, "
+          f"8 expr = {r['expression_tokens']['8']}")
+    print(f"{'mode':<12}{'median s':>10}{'peak MB':>10}")
+    for m in ("plain", "capture_1", "capture_8"):
+        print(f"{m:<12}{r['median_s'][m]:>10.3f}{r['peak_mb'][m]:>10.1f}")
+    print(f"(a) capture overhead  {r['capture_overhead']:.3f}  (target <= 1.10)")
+    print(f"(b) amortisation 8:1  {r['amortisation_8_vs_1']:.3f}  (target <= 1.5)")
+    print(f"(c) extra peak memory {r['extra_peak_mb_capture_1']:.1f} MB (1 expr), {r['extra_peak_mb_capture_8']:.1f} MB (8 expr)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="refam bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="which")
+    cap = sub.add_parser("capture", help="capture overhead, amortisation and memory on a random FLUX")
+    cap.add_argument("--double", type=int, default=2)
+    cap.add_argument("--single", type=int, default=2)
+    cap.add_argument("--heads", type=int, default=24, help="attention heads of 128 (24 = FLUX's width 3072)")
+    cap.add_argument("--size", type=int, default=512, help="image side in pixels (latent grid = size/16)")
+    cap.add_argument("--text-len", type=int, default=512, help="caption tokens (diffusers pads T5 to 512)")
+    cap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "fp16"))
+    cap.add_argument("--device", default=None)
+    cap.add_argument("--runs", type=int, default=5)
+    cap.add_argument("--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)")
+    cap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    if args.which in (None, "capture"):
+        if args.which is None:
+            args = parser.parse_args(["capture", *(argv or [])])
+        if args.full:
+            args.double, args.single, args.size = 19, 38, 1024
+        result = bench_capture(args)
+        _print_capture_table(result)
+        print(json.dumps(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

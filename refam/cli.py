@@ -1,0 +1,237 @@
+"""``refam`` command line: segment images by referring expressions, and benchmark.
+
+    refam segment IMAGE "the cat on the left" ["another expression" ...] --out DIR
+    refam bench [capture|...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+class StageLog:
+    """One line per stage with the elapsed time, on stderr so stdout stays machine-readable."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.start = time.perf_counter()
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[refam {time.perf_counter() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "expression"
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method (defaults: the paper's)")
+    g.add_argument("--caption", default="", help="caption conditioning the denoising pass (default: empty prompt)")
+    g.add_argument("--magnets", default=None, help="comma-separated attention magnets (default '_,with,to,and,pink'; '' = none)")
+    g.add_argument("--sigma", type=float, default=0.75, help="noise level σ (transformer timestep 1000·σ; default 0.75)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed")
+    g.add_argument("--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (ignored by schnell)")
+    g.add_argument("--resolution", type=int, default=1024, help="model sees ~N² pixels, aspect kept (default 1024)")
+    g.add_argument("--blocks", default=None, help="comma-separated block indices or names (double.3, single.10) to average")
+    g.add_argument("--skip-fraction", type=float, default=0.0, help="drop this leading fraction of blocks (paper Tab. 1)")
+    g.add_argument("--gas-threshold", type=float, default=10.0, help="global-attention-sink threshold (× mean mass)")
+    g.add_argument("--points", type=int, default=1, help="positive points per expression given to the segmenter")
+    for flag, what in (
+        ("stop-filter", "drop stop-word maps"),
+        ("magnet-filter", "drop magnet maps"),
+        ("eos-filter", "drop the EOS map"),
+        ("gas", "remove global attention sinks"),
+        ("np", "keep only the head noun phrase (spaCy)"),
+        ("sb", "spatial bias from direction words"),
+    ):
+        g.add_argument(f"--no-{flag}", action="store_true", help=f"do not {what}")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument(
+        "--model",
+        default=os.environ.get("REFAM_FLUX_MODEL"),
+        help="FLUX: diffusers folder, cached hub id, or transformer file (name under ComfyUI models/diffusion_models). "
+        "Env REFAM_FLUX_MODEL.",
+    )
+    g.add_argument("--t5", default=None, help="T5-XXL file for a single-file transformer (default: t5xxl_fp16.safetensors)")
+    g.add_argument("--clip-l", default=None, help="CLIP-L file for a single-file transformer (default: clip_l.safetensors)")
+    g.add_argument("--vae", default=None, help="FLUX VAE file for a single-file transformer (default: ae.safetensors)")
+    g.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder whose models/ to search")
+    g.add_argument("--segmenter", default=os.environ.get("REFAM_SEGMENTER"), help="SAM / SAM2 checkpoint (path or file name)")
+    g.add_argument("--segmenter-variant", default=None, help="e.g. vit_h, sam2.1_hiera_large (default: detected)")
+    g.add_argument("--sam2-image-size", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda if available)")
+    g.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    g.add_argument("--offload", action="store_true", help="keep models on the CPU; move each to the device only while it runs")
+
+
+def _options_from_args(args: argparse.Namespace):
+    from refam.expression import DEFAULT_MAGNETS
+    from refam.pipeline import RefAMOptions
+
+    magnets = DEFAULT_MAGNETS if args.magnets is None else tuple(m for m in args.magnets.split(",") if m.strip())
+    blocks: tuple[int | str, ...] = ()
+    if args.blocks:
+        blocks = tuple(int(b) if b.strip().isdigit() else b.strip() for b in args.blocks.split(","))
+    return RefAMOptions(magnets=magnets).replace(
+        sigma=args.sigma,
+        seed=args.seed,
+        guidance=args.guidance,
+        resolution=args.resolution,
+        points=args.points,
+        drop_stop_words=not args.no_stop_filter,
+        drop_magnets=not args.no_magnet_filter,
+        drop_eos=not args.no_eos_filter,
+        remove_gas=not args.no_gas,
+        gas_threshold=args.gas_threshold,
+        noun_phrase=not args.no_np,
+        spatial_bias=not args.no_sb,
+        blocks=blocks,
+        skip_fraction=args.skip_fraction,
+    )
+
+
+def _device_and_dtype(args: argparse.Namespace):
+    import torch
+
+    from refam.loading import parse_dtype
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = parse_dtype(args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+NO_MODEL_HELP = """no FLUX model given.
+Pass --model (or set REFAM_FLUX_MODEL) to one of:
+  - a diffusers folder of FLUX.1-dev / FLUX.1-schnell (e.g. a Hugging Face snapshot),
+  - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev),
+  - a transformer file such as flux1-dev.safetensors, with t5xxl_fp16.safetensors + clip_l.safetensors in
+    ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui)."""
+
+
+def _load_pipeline(args: argparse.Namespace, log: StageLog):
+    from refam.loading import load_flux
+    from refam.pipeline import RefAMPipeline
+
+    device, dtype = _device_and_dtype(args)
+    if not args.model:
+        raise SystemExit(f"refam: {NO_MODEL_HELP}")
+    backend = load_flux(
+        args.model,
+        t5=args.t5,
+        clip_l=args.clip_l,
+        vae=args.vae,
+        comfyui_path=args.comfyui,
+        device=device,
+        dtype=dtype,
+        offload=args.offload,
+        progress=log,
+    )
+    segmenter = None
+    if args.segmenter:
+        from refam.segment import load_segmenter, segmenter_search_dirs
+
+        log(f"loading segmenter {args.segmenter}")
+        segmenter = load_segmenter(
+            args.segmenter,
+            variant=args.segmenter_variant,
+            device=device,
+            search_dirs=segmenter_search_dirs(args.comfyui),
+            image_size=args.sam2_image_size,
+        )
+    else:
+        log("no --segmenter: writing heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
+    return RefAMPipeline(backend, segmenter, _options_from_args(args))
+
+
+def _write_outputs(out: Path, image: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    from PIL import Image
+
+    from refam.visualize import draw_points, heatmap_overlay, mask_overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {**meta, "results": []}
+    for i, res in enumerate(results):
+        stem = f"{i:02d}_{_slug(res.expression)}"
+        record = res.summary()
+        overlay = draw_points(heatmap_overlay(image, res.heatmap), [(p.x, p.y) for p in res.points])
+        Image.fromarray(overlay).save(out / f"{stem}_heatmap.png")
+        Image.fromarray((res.heatmap * 255).round().astype(np.uint8)).save(out / f"{stem}_heatmap_gray.png")
+        record["heatmap_overlay"] = f"{stem}_heatmap.png"
+        if res.mask is not None:
+            Image.fromarray(res.mask.astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
+            shown = draw_points(mask_overlay(image, res.mask), [(p.x, p.y) for p in res.points])
+            Image.fromarray(shown).save(out / f"{stem}_mask_overlay.png")
+            record["mask"] = f"{stem}_mask.png"
+        summary["results"].append(record)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from refam.images import load_image
+    from refam.pipeline import normalize_expressions
+
+    log = StageLog(args.quiet)
+    expressions = normalize_expressions(args.expressions)  # fail on empty input before loading anything
+    image = load_image(args.image)
+    pipe = _load_pipeline(args, log)
+    results = pipe.segment(image, expressions, args.caption, progress=log)
+    meta = {
+        "image": str(args.image),
+        "image_size": [int(image.shape[0]), int(image.shape[1])],
+        "model": pipe.backend.name,
+        "caption": args.caption,
+        "options": {"sigma": pipe.options.sigma, "seed": pipe.options.seed, "magnets": list(pipe.options.magnets)},
+    }
+    summary = _write_outputs(Path(args.out), image, results, meta)
+    log(f"wrote {len(results)} result(s) to {args.out}")
+    for r in summary["results"]:
+        print(json.dumps({k: r[k] for k in ("expression", "point", "mask_area", "warnings")}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refam", description="RefAM zero-shot referring segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment one image by one or more referring expressions")
+    seg.add_argument("image", help="image file (PNG/JPEG/...; gray, RGBA and 16-bit accepted)")
+    seg.add_argument("expressions", nargs="+", help="referring expression(s), e.g. 'the cat on the left'")
+    seg.add_argument("--out", default="refam_out", help="output folder (default: ./refam_out)")
+    seg.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_method_options(seg)
+    _add_model_options(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    bench = sub.add_parser("bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m refam.bench")
+    bench.set_defaults(func=lambda a: __import__("refam.bench", fromlist=["main"]).main(a.rest))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"refam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Image + referring expressions -> heatmaps, points and masks, whatever the backend.
+
+expression -> capture -> heatmap -> point -> mask, in that order and only that order:
+the backend knows nothing of filters, the heatmap nothing of segmenters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from refam.attention import CapturedAttention
+from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expression
+from refam.heatmap import BlockSelection, HeatmapOptions, TokenMap, build_heatmap
+from refam.images import MIN_SIDE, to_rgb_uint8
+from refam.language import LanguageCues, analyze_expression
+from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
+
+__all__ = [
+    "AttentionBackend",
+    "ExpressionResult",
+    "RefAMOptions",
+    "RefAMPipeline",
+    "normalize_expressions",
+]
+
+ProgressFn = Callable[[str], None]
+
+
+class AttentionBackend(Protocol):
+    """What a DiT backend offers the pipeline (diffusers FLUX, ComfyUI FLUX, Mochi, the toy)."""
+
+    name: str
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def text_pad_length(self) -> int: ...
+
+    def capture(
+        self,
+        images: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        caption: str = "",
+        *,
+        sigma: float,
+        seed: int,
+        guidance: float,
+        resolution: int | None,
+        blocks: Iterable[int] | None,
+        progress: ProgressFn | None,
+    ) -> CapturedAttention: ...
+
+
+@dataclass(frozen=True)
+class RefAMOptions:
+    """Every knob of the method; the defaults are the paper's (FLUX images)."""
+
+    magnets: tuple[str, ...] = DEFAULT_MAGNETS
+    sigma: float = 0.75  # paper: "timestep 750"; transformer timestep = 1000·σ
+    seed: int = 0
+    guidance: float = 3.5  # FLUX.1-dev's distilled guidance; ignored by models without it
+    resolution: int | None = 1024  # model sees ~resolution² pixels, aspect kept
+    capture_blocks: tuple[int, ...] | None = None  # None = all blocks
+    heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
+    points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
+    point_min_distance: int = 2  # patches between peaks when points > 1
+
+    def replace(self, **changes: Any) -> RefAMOptions:
+        """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
+        heat_fields = {f.name for f in dataclasses.fields(HeatmapOptions)}
+        heat = {k: changes.pop(k) for k in list(changes) if k in heat_fields}
+        if "skip_fraction" in changes or "blocks" in changes:
+            heat["blocks"] = BlockSelection(
+                indices=tuple(changes.pop("blocks", ()) or ()),
+                skip_fraction=changes.pop("skip_fraction", 0.0),
+            )
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown RefAM option(s): {', '.join(sorted(unknown))}")
+        out = dataclasses.replace(self, **changes)
+        return dataclasses.replace(out, heatmap=dataclasses.replace(out.heatmap, **heat)) if heat else out
+
+
+@dataclass
+class ExpressionResult:
+    """One expression on one image."""
+
+    expression: str
+    image_index: int
+    heatmap: np.ndarray  # [H, W] float32 in [0, 1], original image size
+    heatmap_grid: np.ndarray  # [h, w] on the latent grid
+    point: Point
+    points: list[Point]
+    mask: np.ndarray | None  # [H, W] bool, None without a segmenter
+    mask_score: float | None
+    token_maps: list[TokenMap]
+    gas_tokens: list[str]
+    noun_phrase: str | None
+    spatial: tuple[str | None, str | None] | None
+    blocks: list[str]
+    warnings: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (no arrays)."""
+        return {
+            "expression": self.expression,
+            "image_index": self.image_index,
+            "point": {"x": self.point.x, "y": self.point.y, "score": self.point.score},
+            "points": points_to_json(self.points),
+            "mask_area": int(self.mask.sum()) if self.mask is not None else None,
+            "mask_score": self.mask_score,
+            "noun_phrase": self.noun_phrase,
+            "spatial": list(self.spatial) if self.spatial else None,
+            "gas_tokens": self.gas_tokens,
+            "tokens": [
+                {"piece": t.piece, "role": t.role.value, "kept": t.kept, "gas": t.gas}
+                for t in self.token_maps
+            ],
+            "blocks": self.blocks,
+            "warnings": self.warnings,
+        }
+
+
+def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
+    """One string (one expression) or a list; empty entries are an error, not silently dropped."""
+    if isinstance(expressions, str):
+        expressions = [expressions]
+    if not isinstance(expressions, Sequence) or not expressions:
+        raise ValueError("give at least one referring expression, e.g. 'the cat on the left'")
+    out = []
+    for i, e in enumerate(expressions):
+        if not isinstance(e, str):
+            raise TypeError(f"expression {i} must be a string, got {type(e).__name__}")
+        if not e.strip():
+            raise ValueError(f"expression {i} is empty: type what to segment, e.g. 'the cat on the left'")
+        out.append(e.strip())
+    return out
+
+
+def _as_batch(images: Any) -> tuple[np.ndarray, list[str]]:
+    warnings: list[str] = []
+    if isinstance(images, (list, tuple)):
+        arrays = [to_rgb_uint8(im, name=f"image {i}") for i, im in enumerate(images)]
+    else:
+        arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        arrays = (
+            [to_rgb_uint8(im, name=f"image {i}") for i, im in enumerate(arr)]
+            if arr.ndim == 4
+            else [to_rgb_uint8(arr)]
+        )
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        raise ValueError(f"all images of a batch must have one size; got {sorted(sizes)}")
+    h, w = arrays[0].shape[:2]
+    if min(h, w) < MIN_SIDE:
+        warnings.append(f"image is {w}x{h} px; below {MIN_SIDE} px the heatmap is coarse")
+    return np.stack(arrays), warnings
+
+
+class RefAMPipeline:
+    """RefAM on one backend with an optional point-prompted segmenter."""
+
+    def __init__(
+        self, backend: AttentionBackend, segmenter: Any | None = None, options: RefAMOptions | None = None
+    ):
+        self.backend = backend
+        self.segmenter = segmenter
+        self.options = options or RefAMOptions()
+
+    def tokenize(
+        self, expressions: str | Sequence[str], options: RefAMOptions | None = None
+    ) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
+        opts = options or self.options
+        texts = normalize_expressions(expressions)
+        tokenized = [
+            tokenize_expression(
+                t,
+                self.backend.tokenizer,
+                magnets=opts.magnets,
+                max_length=self.backend.text_pad_length,
+                pad_to=self.backend.text_pad_length,
+            )
+            for t in texts
+        ]
+        cues = [
+            analyze_expression(t, noun_phrase=opts.heatmap.noun_phrase, spatial=opts.heatmap.spatial_bias)
+            for t in texts
+        ]
+        return tokenized, cues
+
+    def capture(
+        self,
+        images: Any,
+        expressions: Sequence[TokenizedExpression],
+        caption: str = "",
+        options: RefAMOptions | None = None,
+        progress: ProgressFn | None = None,
+    ) -> CapturedAttention:
+        opts = options or self.options
+        batch, _ = _as_batch(images)
+        return self.backend.capture(
+            batch,
+            expressions,
+            caption or "",
+            sigma=opts.sigma,
+            seed=opts.seed,
+            guidance=opts.guidance,
+            resolution=opts.resolution,
+            blocks=opts.capture_blocks,
+            progress=progress,
+        )
+
+    def segment_batch(
+        self,
+        images: Any,
+        expressions: str | Sequence[str],
+        caption: str = "",
+        *,
+        progress: ProgressFn | None = None,
+        **overrides: Any,
+    ) -> list[list[ExpressionResult]]:
+        """Results ``[image][expression]``; one DiT pass serves every expression of the batch."""
+        opts = self.options.replace(**overrides) if overrides else self.options
+        batch, image_warnings = _as_batch(images)
+        tokenized, cues = self.tokenize(expressions, opts)
+        captured = self.capture(batch, tokenized, caption, opts, progress)
+
+        results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
+        for e, (expr, cue) in enumerate(zip(tokenized, cues)):
+            spatial = (cue.spatial.horizontal, cue.spatial.vertical) if cue.spatial else None
+            heat = build_heatmap(
+                captured,
+                e,
+                opts.heatmap,
+                noun_phrase_words=cue.noun_phrase_words,
+                spatial=spatial if opts.heatmap.spatial_bias else None,
+            )
+            full = upsample_heatmap(heat.grid, captured.geometry)
+            warnings = [*image_warnings, *expr.warnings, *cue.warnings, *heat.warnings]
+            for b in range(batch.shape[0]):
+                grid = heat.grid[b]
+                if opts.points > 1:
+                    points = peak_points(grid, captured.geometry, opts.points, opts.point_min_distance)
+                else:
+                    points = [argmax_point(grid, captured.geometry)]
+                results[b].append(
+                    ExpressionResult(
+                        expression=expr.text,
+                        image_index=b,
+                        heatmap=full[b].numpy(),
+                        heatmap_grid=grid.numpy(),
+                        point=points[0],
+                        points=points,
+                        mask=None,
+                        mask_score=None,
+                        token_maps=heat.token_maps[b],
+                        gas_tokens=heat.gas_tokens[b],
+                        noun_phrase=cue.noun_phrase,
+                        spatial=spatial,
+                        blocks=heat.blocks,
+                        warnings=list(warnings),
+                    )
+                )
+        if self.segmenter is not None:
+            if progress:
+                progress("segmenting")
+            for b, per_image in enumerate(results):
+                self.segmenter.set_image(batch[b])
+                for res in per_image:
+                    pred = self.segmenter.predict([(p.x, p.y) for p in res.points])
+                    res.mask, res.mask_score = pred.mask, float(pred.score)
+        return results
+
+    def segment(
+        self,
+        image: Any,
+        expressions: str | Sequence[str],
+        caption: str = "",
+        *,
+        progress: ProgressFn | None = None,
+        **overrides: Any,
+    ) -> list[ExpressionResult]:
+        """Per expression: heatmap, point, mask, per-token maps, GAS tokens, warnings."""
+        return self.segment_batch(
+            [to_rgb_uint8(image)], expressions, caption, progress=progress, **overrides
+        )[0]

@@ -1,0 +1,98 @@
+"""Checkpoint name or path -> ready :class:`~refam.segment.base.Segmenter` (SAM or SAM2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from refam.segment.base import Segmenter, resolve_dtype
+from refam.segment.detect import identify_model, shapes_of
+from refam.segment.state_dicts import CHECKPOINT_SUFFIXES, load_state_dict_file
+
+__all__ = ["find_checkpoint", "load_segmenter"]
+
+_WHERE_TO_GET = (
+    "Download an official checkpoint (e.g. sam_vit_h_4b8939.pth from "
+    "github.com/facebookresearch/segment-anything, sam2.1_hiera_large.pt from "
+    "github.com/facebookresearch/sam2)"
+)
+
+
+def find_checkpoint(checkpoint: str | Path, search_dirs: Sequence[str | Path] = ()) -> Path:
+    """The file ``checkpoint`` names: an existing path as given, else ``search_dir / checkpoint``
+    for each directory in order (a name without suffix also tries ``.safetensors``, ``.pt``,
+    ``.pth``...). ``FileNotFoundError`` lists every path tried."""
+    given = Path(checkpoint).expanduser()
+    names = [given]
+    if given.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        names += [given.with_name(given.name + suffix) for suffix in CHECKPOINT_SUFFIXES]
+    candidates = list(names)
+    if not given.is_absolute():
+        candidates += [Path(d).expanduser() / name for d in search_dirs for name in names]
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = "\n".join(f"  {p}" for p in dict.fromkeys(candidates))
+    where = (
+        "Put the file into one of: " + ", ".join(str(d) for d in search_dirs)
+        if search_dirs and not given.is_absolute()
+        else "Pass the full path of the file"
+    )
+    raise FileNotFoundError(
+        f"SAM/SAM2 checkpoint {str(checkpoint)!r} not found. Searched:\n{tried}\n"
+        f"{where} (in ComfyUI: models/sams or models/sam2). {_WHERE_TO_GET}."
+    )
+
+
+def load_segmenter(
+    checkpoint: str | Path,
+    *,
+    family: str = "auto",
+    variant: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    search_dirs: Sequence[str | Path] = (),
+    image_size: int | None = None,
+) -> Segmenter:
+    """Load a SAM (ViT-B/L/H) or SAM2/2.1 (Hiera t/s/b+/l) checkpoint as a :class:`Segmenter`.
+
+    ``checkpoint``: a path, or a file name looked up in ``search_dirs`` (see
+    :func:`find_checkpoint`). ``.pt``/``.pth`` are read with ``torch.load(weights_only=True)``
+    (official SAM2 files nest the weights under ``"model"``), ``.safetensors`` with safetensors;
+    ``module.``/``model.`` key prefixes are stripped.
+
+    ``family`` (``"auto"``, ``"sam"``, ``"sam2"``) and ``variant`` (``"vit_h"``,
+    ``"sam2.1_hiera_l"``, ``"hiera_b+"``...) are read off the weights' shapes, falling back to the
+    file name; give them only for checkpoints neither identifies.
+
+    ``dtype``: float32 by default; bfloat16/float16 halve the weights and run under autocast on
+    CUDA. On CPU the model stays float32 whatever is asked (the libraries are not made for half
+    precision there).
+
+    ``image_size``: SAM2's input resolution (default 1024, the config's) — a knob for tests and
+    low-memory runs, since SAM2 weights do not depend on it. SAM weights fix their size (1024
+    for the released ones), so for SAM it must be ``None`` or that size.
+    """
+    path = find_checkpoint(checkpoint, search_dirs)
+    state_dict = load_state_dict_file(path)
+    spec = identify_model(shapes_of(state_dict), filename=path.name, family=family, variant=variant)
+    dtype = resolve_dtype(dtype, device)
+    if spec.family == "sam":
+        from refam.segment.sam import SAM_IMAGE_SIZE, SamSegmenter, build_sam_module
+
+        size = spec.image_size or SAM_IMAGE_SIZE
+        if image_size is not None and image_size != size:
+            raise ValueError(
+                f"image_size={image_size}: SAM weights fix their input size ({path.name} is {size}); "
+                "a smaller size is only available for SAM2"
+            )
+        model = build_sam_module(spec.variant, state_dict, image_size=size, device=device, dtype=dtype)
+        return SamSegmenter(model, name=spec.name, dtype=dtype)
+
+    from refam.segment.sam2_image import Sam2Segmenter
+    from refam.segment.sam2_model import build_sam2_module
+
+    model = build_sam2_module(spec.variant, state_dict, image_size=image_size, device=device, dtype=dtype)
+    return Sam2Segmenter(model, name=spec.name, dtype=dtype)

@@ -1,0 +1,99 @@
+"""Checkpoint files -> clean state dicts -> modules, with errors that say what does not fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "load_state_dict_file",
+    "load_strict",
+    "strip_prefixes",
+    "unwrap_state_dict",
+]
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
+
+# Wrappers seen around SAM/SAM2 weights: DataParallel/DDP, Lightning, torch.compile, repacks.
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+# Where training scripts nest the weights ({"model": sd} is the official SAM2 layout).
+_NESTING_KEYS = ("model", "state_dict", "module", "model_state_dict")
+
+
+def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a loaded checkpoint (bare, or nested under ``"model"`` etc.)."""
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return dict(tensors)
+        nested = next((obj[k] for k in _NESTING_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if nested is None:
+            if tensors:
+                # Tensors beside bookkeeping entries (e.g. an "epoch" int): keep the tensors.
+                return dict(tensors)
+            break
+        obj = nested
+    keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+    raise ValueError(f"{source} holds no state dict of tensors (top level: {keys})")
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a wrapper prefix (``module.``, ``model.``...) that every key carries."""
+    sd = dict(state_dict)
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ``.pt``/``.pth``/``.bin``/``.ckpt`` (``torch.load(weights_only=True)``) or
+    ``.safetensors`` onto the CPU, unwrapped and with wrapper prefixes stripped."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(
+            f"{path.name}: unsupported checkpoint type {suffix!r}; expected {', '.join(CHECKPOINT_SUFFIXES)}"
+        )
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: object = load_file(str(path), device="cpu")
+    else:
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # the unpickler raises many types; all mean "not a plain checkpoint"
+            raise ValueError(
+                f"{path} could not be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc}); "
+                "convert it to .safetensors or re-save its state_dict"
+            ) from exc
+    return strip_prefixes(unwrap_state_dict(raw, source=str(path)))
+
+
+def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with a ``ValueError`` listing the keys/shapes that disagree."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+            if items
+        ]
+        raise ValueError(f"the checkpoint does not fit {what}: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)

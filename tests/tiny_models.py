@@ -1,0 +1,121 @@
+"""Tiny random-weight FLUX-family components built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+
+TINY_FLUX = dict(
+    patch_size=1,
+    in_channels=16,
+    num_layers=2,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=(4, 6, 6),
+)
+
+
+def tiny_flux_transformer(seed: int = 0, guidance_embeds: bool = False, **overrides):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = FluxTransformer2DModel(**{**TINY_FLUX, "guidance_embeds": guidance_embeds, **overrides})
+    # Random init leaves adaLN/out projections at diffusers' defaults; perturb every parameter so no
+    # path is trivially zero and a wrong index or transpose shows.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).eval()
+
+
+def tiny_t5(vocab_size: int = 32128, d_model: int = 32, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=8,
+    )
+    return T5EncoderModel(cfg).eval()
+
+
+def tiny_clip(vocab_size: int = 49408, hidden: int = 32, seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=hidden,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    return CLIPTextModel(cfg).eval()
+
+
+def tiny_flux_backend(t5_tokenizer, clip_tokenizer, seed: int = 0, **kwargs):
+    """A whole tiny FLUX (transformer, VAE, T5, CLIP) as a RefAM backend, in memory."""
+    from refam.backends.diffusers_flux_model import DiffusersFlux
+
+    return DiffusersFlux(
+        transformer=tiny_flux_transformer(seed),
+        vae=tiny_vae(seed),
+        t5=tiny_t5(seed=seed),
+        t5_tokenizer=t5_tokenizer,
+        clip=tiny_clip(seed=seed),
+        clip_tokenizer=clip_tokenizer,
+        name="tiny-flux",
+        **kwargs,
+    )
+
+
+def save_tiny_flux_folder(path, t5_tokenizer, clip_tokenizer, seed: int = 0):
+    """Write a diffusers-layout FLUX folder of tiny random components (what ``refam --model`` loads)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    tiny_flux_transformer(seed).save_pretrained(path / "transformer")
+    tiny_vae(seed).save_pretrained(path / "vae")
+    tiny_t5(seed=seed).save_pretrained(path / "text_encoder_2")
+    tiny_clip(seed=seed).save_pretrained(path / "text_encoder")
+    t5_tokenizer.save_pretrained(path / "tokenizer_2")
+    clip_tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(
+        json.dumps({"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"})
+    )
+    return path
