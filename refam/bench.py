@@ -85,7 +85,9 @@ def _measure_peak(fn: Callable[[], Any], device: torch.device) -> float:
     return _rss_mb("VmHWM") - base
 
 
-def build_model(width_heads: int, double: int, single: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+def build_model(
+    width_heads: int, double: int, single: int, dtype: torch.dtype, device: torch.device, seed: int = 0
+):
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(seed)
@@ -183,19 +185,28 @@ def bench_capture(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_capture_table(r: dict[str, Any]) -> None:
     print(f"\nRefAM capture benchmark — {r['model']}, {r['image']}, {r['dtype']} on {r['device']}")
-    print(f"median of {r['runs']} runs (interleaved); expression tokens: 1 expr = {r['expression_tokens']['1']}, "
-          f"8 expr = {r['expression_tokens']['8']}")
+    print(
+        f"median of {r['runs']} runs (interleaved); expression tokens: 1 expr = {r['expression_tokens']['1']}, "
+        f"8 expr = {r['expression_tokens']['8']}"
+    )
     print(f"{'mode':<12}{'median s':>10}{'peak MB':>10}")
     for m in ("plain", "capture_1", "capture_8"):
         print(f"{m:<12}{r['median_s'][m]:>10.3f}{r['peak_mb'][m]:>10.1f}")
     print(f"(a) capture overhead  {r['capture_overhead']:.3f}  (target <= 1.10)")
     print(f"(b) amortisation 8:1  {r['amortisation_8_vs_1']:.3f}  (target <= 1.5)")
-    print(f"(c) extra peak memory {r['extra_peak_mb_capture_1']:.1f} MB (1 expr), {r['extra_peak_mb_capture_8']:.1f} MB (8 expr)")
+    print(
+        f"(c) extra peak memory {r['extra_peak_mb_capture_1']:.1f} MB (1 expr), {r['extra_peak_mb_capture_8']:.1f} MB (8 expr)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="refam bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="refam bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="which")
+    sub.add_parser(
+        "toy", help="toy model: point accuracy / mIoU per kind, baselines, ablations", add_help=False
+    )
     cap = sub.add_parser("capture", help="capture overhead, amortisation and memory on a random FLUX")
     cap.add_argument("--double", type=int, default=2)
     cap.add_argument("--single", type=int, default=2)
@@ -205,12 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "fp16"))
     cap.add_argument("--device", default=None)
     cap.add_argument("--runs", type=int, default=5)
-    cap.add_argument("--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)")
+    cap.add_argument(
+        "--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)"
+    )
     cap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "toy":
+        from refam.toy.bench import main as toy_main
+
+        return toy_main(argv[1:])
     args = parser.parse_args(argv)
     if args.which in (None, "capture"):
         if args.which is None:
-            args = parser.parse_args(["capture", *(argv or [])])
+            args = parser.parse_args(["capture", *argv])
         if args.full:
             args.double, args.single, args.size = 19, 38, 1024
         result = bench_capture(args)

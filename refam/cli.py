@@ -1,7 +1,7 @@
 """``refam`` command line: segment images by referring expressions, and benchmark.
 
-    refam segment IMAGE "the cat on the left" ["another expression" ...] --out DIR
-    refam bench [capture|...]
+refam segment IMAGE "the cat on the left" ["another expression" ...] --out DIR
+refam bench [capture|...]
 """
 
 from __future__ import annotations
@@ -37,16 +37,38 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method (defaults: the paper's)")
-    g.add_argument("--caption", default="", help="caption conditioning the denoising pass (default: empty prompt)")
-    g.add_argument("--magnets", default=None, help="comma-separated attention magnets (default '_,with,to,and,pink'; '' = none)")
-    g.add_argument("--sigma", type=float, default=0.75, help="noise level σ (transformer timestep 1000·σ; default 0.75)")
+    g.add_argument(
+        "--caption", default="", help="caption conditioning the denoising pass (default: empty prompt)"
+    )
+    g.add_argument(
+        "--magnets",
+        default=None,
+        help="comma-separated attention magnets (default '_,with,to,and,pink'; '' = none)",
+    )
+    g.add_argument(
+        "--sigma", type=float, default=0.75, help="noise level σ (transformer timestep 1000·σ; default 0.75)"
+    )
     g.add_argument("--seed", type=int, default=0, help="noise seed")
-    g.add_argument("--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (ignored by schnell)")
-    g.add_argument("--resolution", type=int, default=1024, help="model sees ~N² pixels, aspect kept (default 1024)")
-    g.add_argument("--blocks", default=None, help="comma-separated block indices or names (double.3, single.10) to average")
-    g.add_argument("--skip-fraction", type=float, default=0.0, help="drop this leading fraction of blocks (paper Tab. 1)")
-    g.add_argument("--gas-threshold", type=float, default=10.0, help="global-attention-sink threshold (× mean mass)")
-    g.add_argument("--points", type=int, default=1, help="positive points per expression given to the segmenter")
+    g.add_argument(
+        "--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (ignored by schnell)"
+    )
+    g.add_argument(
+        "--resolution", type=int, default=1024, help="model sees ~N² pixels, aspect kept (default 1024)"
+    )
+    g.add_argument(
+        "--blocks",
+        default=None,
+        help="comma-separated block indices or names (double.3, single.10) to average",
+    )
+    g.add_argument(
+        "--skip-fraction", type=float, default=0.0, help="drop this leading fraction of blocks (paper Tab. 1)"
+    )
+    g.add_argument(
+        "--gas-threshold", type=float, default=10.0, help="global-attention-sink threshold (× mean mass)"
+    )
+    g.add_argument(
+        "--points", type=int, default=1, help="positive points per expression given to the segmenter"
+    )
     for flag, what in (
         ("stop-filter", "drop stop-word maps"),
         ("magnet-filter", "drop magnet maps"),
@@ -64,25 +86,49 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--model",
         default=os.environ.get("REFAM_FLUX_MODEL"),
         help="FLUX: diffusers folder, cached hub id, or transformer file (name under ComfyUI models/diffusion_models). "
-        "Env REFAM_FLUX_MODEL.",
+        "Env REFAM_FLUX_MODEL. Default: FLUX.1 from the Hugging Face cache, else the embedded toy model.",
     )
-    g.add_argument("--t5", default=None, help="T5-XXL file for a single-file transformer (default: t5xxl_fp16.safetensors)")
-    g.add_argument("--clip-l", default=None, help="CLIP-L file for a single-file transformer (default: clip_l.safetensors)")
-    g.add_argument("--vae", default=None, help="FLUX VAE file for a single-file transformer (default: ae.safetensors)")
-    g.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder whose models/ to search")
-    g.add_argument("--segmenter", default=os.environ.get("REFAM_SEGMENTER"), help="SAM / SAM2 checkpoint (path or file name)")
-    g.add_argument("--segmenter-variant", default=None, help="e.g. vit_h, sam2.1_hiera_large (default: detected)")
+    g.add_argument(
+        "--t5",
+        default=None,
+        help="T5-XXL file for a single-file transformer (default: t5xxl_fp16.safetensors)",
+    )
+    g.add_argument(
+        "--clip-l",
+        default=None,
+        help="CLIP-L file for a single-file transformer (default: clip_l.safetensors)",
+    )
+    g.add_argument(
+        "--vae", default=None, help="FLUX VAE file for a single-file transformer (default: ae.safetensors)"
+    )
+    g.add_argument(
+        "--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder whose models/ to search"
+    )
+    g.add_argument(
+        "--segmenter",
+        default=os.environ.get("REFAM_SEGMENTER"),
+        help="SAM / SAM2 checkpoint (path or file name)",
+    )
+    g.add_argument(
+        "--segmenter-variant", default=None, help="e.g. vit_h, sam2.1_hiera_large (default: detected)"
+    )
     g.add_argument("--sam2-image-size", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda if available)")
     g.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    g.add_argument("--offload", action="store_true", help="keep models on the CPU; move each to the device only while it runs")
+    g.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep models on the CPU; move each to the device only while it runs",
+    )
 
 
 def _options_from_args(args: argparse.Namespace):
     from refam.expression import DEFAULT_MAGNETS
     from refam.pipeline import RefAMOptions
 
-    magnets = DEFAULT_MAGNETS if args.magnets is None else tuple(m for m in args.magnets.split(",") if m.strip())
+    magnets = (
+        DEFAULT_MAGNETS if args.magnets is None else tuple(m for m in args.magnets.split(",") if m.strip())
+    )
     blocks: tuple[int | str, ...] = ()
     if args.blocks:
         blocks = tuple(int(b) if b.strip().isdigit() else b.strip() for b in args.blocks.split(","))
@@ -110,39 +156,62 @@ def _device_and_dtype(args: argparse.Namespace):
     from refam.loading import parse_dtype
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = parse_dtype(args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = (
+        parse_dtype(args.dtype)
+        if args.dtype
+        else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    )
     return device, dtype
 
 
-NO_MODEL_HELP = """no FLUX model given.
-Pass --model (or set REFAM_FLUX_MODEL) to one of:
+WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
   - a diffusers folder of FLUX.1-dev / FLUX.1-schnell (e.g. a Hugging Face snapshot),
   - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev),
   - a transformer file such as flux1-dev.safetensors, with t5xxl_fp16.safetensors + clip_l.safetensors in
-    ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui)."""
+    ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui);
+and --segmenter to a SAM / SAM2 checkpoint (e.g. sam2.1_hiera_large.pt in ComfyUI's models/sam2)."""
+
+TOY_BANNER = (
+    "no FLUX weights found: using the embedded TOY model (a tiny FLUX-architecture model trained in this repo on "
+    "synthetic coloured shapes; it is NOT FLUX and its results on real photos are meaningless)"
+)
 
 
 def _load_pipeline(args: argparse.Namespace, log: StageLog):
-    from refam.loading import load_flux
-    from refam.pipeline import RefAMPipeline
+    from refam.loading import cached_flux_model, load_flux, segmenter_search_dirs
+    from refam.pipeline import RefAMOptions, RefAMPipeline
 
     device, dtype = _device_and_dtype(args)
-    if not args.model:
-        raise SystemExit(f"refam: {NO_MODEL_HELP}")
-    backend = load_flux(
-        args.model,
-        t5=args.t5,
-        clip_l=args.clip_l,
-        vae=args.vae,
-        comfyui_path=args.comfyui,
-        device=device,
-        dtype=dtype,
-        offload=args.offload,
-        progress=log,
-    )
+    options = _options_from_args(args)
+    model = args.model or cached_flux_model()
+    if model:
+        backend = load_flux(
+            model,
+            t5=args.t5,
+            clip_l=args.clip_l,
+            vae=args.vae,
+            comfyui_path=args.comfyui,
+            device=device,
+            dtype=dtype,
+            offload=args.offload,
+            progress=log,
+        )
+    else:
+        from refam.toy.model import load_toy
+
+        log(TOY_BANNER)
+        for line in WHERE_WEIGHTS_GO.splitlines():
+            log(line)
+        backend = load_toy(device=device)
+        toy_defaults = RefAMOptions()
+        # The toy's own operating point (its model card), unless the user chose otherwise.
+        if args.resolution == toy_defaults.resolution:
+            options = options.replace(resolution=backend.transformer_resolution)
+        if args.sigma == toy_defaults.sigma:
+            options = options.replace(sigma=backend.default_sigma)
     segmenter = None
     if args.segmenter:
-        from refam.segment import load_segmenter, segmenter_search_dirs
+        from refam.segment import load_segmenter
 
         log(f"loading segmenter {args.segmenter}")
         segmenter = load_segmenter(
@@ -152,9 +221,14 @@ def _load_pipeline(args: argparse.Namespace, log: StageLog):
             search_dirs=segmenter_search_dirs(args.comfyui),
             image_size=args.sam2_image_size,
         )
+    elif not model:
+        from refam.toy.segmenter import FloodFillSegmenter
+
+        log("segmenter: the toy world's flood fill (flat-coloured regions only)")
+        segmenter = FloodFillSegmenter()
     else:
         log("no --segmenter: writing heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
-    return RefAMPipeline(backend, segmenter, _options_from_args(args))
+    return RefAMPipeline(backend, segmenter, options)
 
 
 def _write_outputs(out: Path, image: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +270,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "image_size": [int(image.shape[0]), int(image.shape[1])],
         "model": pipe.backend.name,
         "caption": args.caption,
-        "options": {"sigma": pipe.options.sigma, "seed": pipe.options.seed, "magnets": list(pipe.options.magnets)},
+        "options": {
+            "sigma": pipe.options.sigma,
+            "seed": pipe.options.seed,
+            "magnets": list(pipe.options.magnets),
+        },
     }
     summary = _write_outputs(Path(args.out), image, results, meta)
     log(f"wrote {len(results)} result(s) to {args.out}")
@@ -218,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(seg)
     seg.set_defaults(func=cmd_segment)
 
-    bench = sub.add_parser("bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)")
+    bench = sub.add_parser(
+        "bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)"
+    )
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for python -m refam.bench")
     bench.set_defaults(func=lambda a: __import__("refam.bench", fromlist=["main"]).main(a.rest))
     return parser

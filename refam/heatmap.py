@@ -107,12 +107,21 @@ def select_blocks(captured: CapturedAttention, selection: BlockSelection) -> lis
 
 def detect_gas(text_mass: torch.Tensor, threshold: float = 10.0) -> torch.Tensor:
     """Global attention sinks: tokens whose text-to-text mass, averaged over blocks, is at least
-    ``threshold`` times the mean over the expression's tokens.
+    ``threshold`` times the mean mass of the expression's other tokens.
 
     ``text_mass`` is ``[n_blocks, B, L]``; returns ``[B, L]`` bool.
+
+    The paper compares with the mean over all tokens. That mean contains the sink itself, so a
+    token can never exceed ``L`` times it: the paper's long padded sequences hide this, but a
+    pad-free expression of 10 tokens could never reach 10x. Leaving the token out of its own
+    reference keeps the paper's intent (a sink dwarfs the rest) at every length.
     """
     mass = text_mass.mean(dim=0)
-    return mass >= threshold * mass.mean(dim=-1, keepdim=True)
+    n = mass.shape[-1]
+    if n < 2:
+        return torch.zeros_like(mass, dtype=torch.bool)
+    others = (mass.sum(dim=-1, keepdim=True) - mass) / (n - 1)
+    return mass >= threshold * others
 
 
 _DROPPED_BY = {

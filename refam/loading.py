@@ -22,9 +22,12 @@ from typing import Any
 import torch
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
+from refam.weights import find_weights_file, load_state_dict_file
 
 __all__ = [
     "CONFIG_DIR",
+    "cached_flux_model",
+    "segmenter_search_dirs",
     "comfyui_model_dirs",
     "find_model_file",
     "load_flux",
@@ -32,11 +35,12 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
 COMFY_FOLDERS = {
     "diffusion_models": ("diffusion_models", "unet"),
     "text_encoders": ("text_encoders", "clip"),
     "vae": ("vae",),
+    "sams": ("sams",),
+    "sam2": ("sam2",),
 }
 T5_NAMES = ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "t5xxl_fp8_e4m3fn.safetensors")
 CLIP_NAMES = ("clip_l.safetensors",)
@@ -74,26 +78,27 @@ def comfyui_model_dirs(kind: str, root: str | Path | None = None) -> list[Path]:
     return [base / "models" / folder for folder in COMFY_FOLDERS[kind]]
 
 
+def segmenter_search_dirs(root: str | Path | None = None) -> list[Path]:
+    """Where ComfyUI users keep SAM2 and SAM checkpoints (``models/sam2``, ``models/sams``)."""
+    return [*comfyui_model_dirs("sam2", root), *comfyui_model_dirs("sams", root)]
+
+
+def cached_flux_model() -> str | None:
+    """A FLUX.1 hub id whose snapshot is already in the Hugging Face cache, if any (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for repo in FLUX_HUB_IDS:
+        hit = try_to_load_from_cache(repo, "model_index.json")
+        if isinstance(hit, str) and Path(hit).is_file():
+            return repo
+    return None
+
+
 def find_model_file(name: str | Path, dirs: Sequence[Path], what: str) -> Path:
-    """A path as given, or a bare file name looked up in ``dirs`` (recursively, like ComfyUI)."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    searched = [str(path)]
-    for d in dirs:
-        candidate = d / name
-        searched.append(str(candidate))
-        if candidate.is_file():
-            return candidate
-        if d.is_dir():
-            hits = sorted(p for p in d.rglob(Path(name).name) if p.is_file())
-            if hits:
-                return hits[0]
-    raise FileNotFoundError(
-        f"{what} {str(name)!r} not found. Searched:\n  "
-        + "\n  ".join(searched)
-        + "\nPut the file in one of these folders or pass its full path."
-    )
+    """A path as given, or a file name looked up in ``dirs`` (and below them, like ComfyUI)."""
+    return find_weights_file(name, dirs, what)
 
 
 def _first_existing(names: Sequence[str], dirs: Sequence[Path], what: str, hint: str) -> Path:
@@ -109,15 +114,6 @@ def _first_existing(names: Sequence[str], dirs: Sequence[Path], what: str, hint:
         + "\n  ".join(searched or ["(no ComfyUI folder known: set COMFYUI_PATH)"])
         + f"\n{hint}"
     )
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix in (".safetensors", ".sft"):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -166,81 +162,132 @@ def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_o
     )
 
 
-def _flux_variant(sd: dict[str, torch.Tensor]) -> str:
-    return "flux1-dev" if any(k.endswith("guidance_in.in_layer.weight") for k in sd) else "flux1-schnell"
+def _count_blocks(keys: Sequence[str], prefix: str) -> int:
+    return len({int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)})
+
+
+def _flux_config_for(sd: dict[str, torch.Tensor], bfl_layout: bool) -> dict[str, Any]:
+    """FLUX.1's shipped config, with depth and guidance read off the checkpoint (so random or
+    pruned FLUX-width models, e.g. ComfyUI's 1 + 1 block test model, load too)."""
+    keys = list(sd)
+    if bfl_layout:
+        guidance = any(k.startswith("guidance_in.") for k in keys)
+        depth = _count_blocks(keys, "double_blocks."), _count_blocks(keys, "single_blocks.")
+    else:
+        guidance = any(k.startswith("time_text_embed.guidance_embedder.") for k in keys)
+        depth = _count_blocks(keys, "transformer_blocks."), _count_blocks(keys, "single_transformer_blocks.")
+    variant = "flux1-dev" if guidance else "flux1-schnell"
+    config = json.loads((CONFIG_DIR / variant / "transformer" / "config.json").read_text())
+    config["num_layers"], config["num_single_layers"] = depth
+    return config
 
 
 def _load_single_file_transformer(path: Path, dtype: torch.dtype) -> Any:
     from diffusers import FluxTransformer2DModel
 
-    sd = _strip_prefixes(_load_state_dict(path), ("model.diffusion_model.", "diffusion_model."))
-    if not any(k.startswith("double_blocks.") for k in sd) and not any(
-        k.startswith("transformer_blocks.") for k in sd
-    ):
+    sd = _strip_prefixes(load_state_dict_file(path), ("model.diffusion_model.", "diffusion_model."))
+    bfl_layout = any(k.startswith("double_blocks.") for k in sd)
+    if not bfl_layout and not any(k.startswith("transformer_blocks.") for k in sd):
         raise ValueError(
             f"{path} does not look like a FLUX transformer (no double_blocks.* / transformer_blocks.* keys)"
         )
-    if any(k.startswith("transformer_blocks.") for k in sd):
-        # Already in diffusers layout (e.g. a saved diffusion_pytorch_model.safetensors).
-        variant = "flux1-dev" if any("guidance_embedder" in k for k in sd) else "flux1-schnell"
-        model = FluxTransformer2DModel.from_config(
-            json.loads((CONFIG_DIR / variant / "transformer" / "config.json").read_text())
-        )
-        model.load_state_dict(sd)
-        return model.to(dtype)
-    variant = _flux_variant(sd)
-    return FluxTransformer2DModel.from_single_file(
-        sd,
-        config=str(CONFIG_DIR / variant),
-        subfolder="transformer",
-        torch_dtype=dtype,
-        local_files_only=True,
-    )
+    config = _flux_config_for(sd, bfl_layout)
+    if bfl_layout:
+        from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+        if "img_in.weight" not in sd:
+            raise ValueError(f"{path} is an incomplete FLUX checkpoint (no img_in.weight)")
+        width = sd["img_in.weight"].shape[0]
+        if width != config["num_attention_heads"] * config["attention_head_dim"]:
+            raise ValueError(
+                f"{path}: FLUX width {width}; only FLUX.1's width 3072 is supported for single files"
+            )
+        sd = convert_flux_transformer_checkpoint_to_diffusers(sd)
+    with torch.device("meta"):
+        model = FluxTransformer2DModel.from_config(config)
+    # fp8 checkpoints (e.g. flux1-dev-fp8) are upcast to the compute dtype here.
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    return model.eval()
 
 
 def _load_t5_file(path: Path, dtype: torch.dtype) -> Any:
     from transformers import T5Config, T5EncoderModel
 
-    cfg = T5Config.from_dict(
-        json.loads((CONFIG_DIR / "text_encoders" / "t5-v1_1-xxl-encoder.json").read_text())
+    sd = _strip_prefixes(
+        load_state_dict_file(path), ("text_encoders.t5xxl.transformer.", "t5xxl.transformer.")
     )
-    with torch.device("meta"):
-        model = T5EncoderModel(cfg)
-    sd = _strip_prefixes(_load_state_dict(path), ("text_encoders.t5xxl.transformer.", "t5xxl.transformer."))
-    sd = {k: v for k, v in sd.items() if not k.endswith("scale_weight") and not k.endswith("scaled_fp8")}
+    # ComfyUI's scaled-fp8 files carry scales next to the weights; the fp8 weights upcast below.
+    sd = {k: v for k, v in sd.items() if not k.endswith(("scale_weight", "scaled_fp8", "scale_input"))}
     if "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
     sd.setdefault("encoder.embed_tokens.weight", sd["shared.weight"])
+    base = json.loads((CONFIG_DIR / "text_encoders" / "t5-v1_1-xxl-encoder.json").read_text())
+    vocab, d_model = sd["shared.weight"].shape
+    rel = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+    inner = sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0]
+    base.update(
+        vocab_size=vocab,
+        d_model=d_model,
+        num_layers=_count_blocks(list(sd), "encoder.block."),
+        num_heads=rel.shape[1],
+        relative_attention_num_buckets=rel.shape[0],
+        d_kv=inner // rel.shape[1],
+        d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wo.weight"].shape[1],
+    )
+    with torch.device("meta"):
+        model = T5EncoderModel(T5Config.from_dict(base))
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
-    return model
+    return model.eval()
 
 
 def _load_clip_file(path: Path, dtype: torch.dtype) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = CLIPTextConfig.from_dict(
-        json.loads((CONFIG_DIR / "text_encoders" / "clip-vit-large-patch14-text.json").read_text())
+    sd = _strip_prefixes(
+        load_state_dict_file(path), ("text_encoders.clip_l.transformer.", "clip_l.transformer.")
     )
+    # ComfyUI's clip_l files use transformers 4's "text_model." names; transformers 5 dropped the prefix.
+    sd = {k.removeprefix("text_model."): v.to(dtype) for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if not k.startswith("text_projection") and "position_ids" not in k}
+    base = json.loads((CONFIG_DIR / "text_encoders" / "clip-vit-large-patch14-text.json").read_text())
+    try:
+        vocab, hidden = sd["embeddings.token_embedding.weight"].shape
+        base.update(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            projection_dim=hidden,
+            max_position_embeddings=sd["embeddings.position_embedding.weight"].shape[0],
+            num_hidden_layers=_count_blocks(list(sd), "encoder.layers."),
+            intermediate_size=sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
+            num_attention_heads=max(1, hidden // 64),  # CLIP text towers use 64-dim heads
+        )
+    except KeyError as exc:
+        raise ValueError(f"{path} is not a CLIP text encoder (missing {exc})") from exc
     with torch.device("meta"):
-        model = CLIPTextModel(cfg)
-    sd = _strip_prefixes(_load_state_dict(path), ("text_encoders.clip_l.transformer.", "clip_l.transformer."))
-    sd = {k: v.to(dtype) for k, v in sd.items() if not k.startswith("text_projection")}
-    if "text_model.embeddings.position_ids" not in sd:
-        sd["text_model.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None]
+        model = CLIPTextModel(CLIPTextConfig.from_dict(base))
+    if any(k.startswith("text_model.") for k in model.state_dict()):
+        sd = {f"text_model.{k}": v for k, v in sd.items()}
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     missing = [k for k in missing if "position_ids" not in k]
-    if missing:
-        raise ValueError(f"{path} is not a CLIP-L text encoder: missing {missing[:5]}")
-    return model
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} is not a CLIP-L text encoder: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    embeddings = getattr(model, "text_model", model).embeddings
+    if embeddings.position_ids.is_meta:
+        embeddings.register_buffer(
+            "position_ids", torch.arange(base["max_position_embeddings"])[None], persistent=False
+        )
+    return model.eval()
 
 
-def _load_vae_file(path: Path, variant: str, dtype: torch.dtype) -> Any:
+def _load_vae_file(path: Path, dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderKL
 
-    sd = _strip_prefixes(_load_state_dict(path), ("vae.", "first_stage_model."))
+    sd = _strip_prefixes(load_state_dict_file(path), ("vae.", "first_stage_model."))
     return AutoencoderKL.from_single_file(
-        sd, config=str(CONFIG_DIR / variant), subfolder="vae", torch_dtype=dtype, local_files_only=True
-    )
+        sd, config=str(CONFIG_DIR / "flux1-dev"), subfolder="vae", torch_dtype=dtype, local_files_only=True
+    ).eval()
 
 
 def load_flux(
@@ -292,9 +339,7 @@ def load_flux(
         name = source.name if source.exists() else str(model)
     else:
         path = find_model_file(model, comfyui_model_dirs("diffusion_models", root), "FLUX transformer")
-        say(f"loading transformer {path.name}")
-        transformer = _load_single_file_transformer(path, torch_dtype)
-        variant = "flux1-dev" if transformer.config.guidance_embeds else "flux1-schnell"
+        # Find every file before loading any: a missing VAE should not cost a 24 GB load first.
         te_dirs = [path.parent, *comfyui_model_dirs("text_encoders", root)]
         hint = "Pass the file explicitly (t5=..., clip_l=..., vae=...) or set COMFYUI_PATH."
         t5_path = (
@@ -313,8 +358,10 @@ def load_flux(
             if vae
             else _first_existing(VAE_NAMES, vae_dirs, "FLUX VAE", hint)
         )
+        say(f"loading transformer {path.name}")
+        transformer = _load_single_file_transformer(path, torch_dtype)
         say(f"loading VAE {vae_path.name}")
-        vae_model = _load_vae_file(vae_path, variant, torch_dtype)
+        vae_model = _load_vae_file(vae_path, torch_dtype)
         say(f"loading text encoders {t5_path.name}, {clip_path.name}")
         t5_model = _load_t5_file(t5_path, torch_dtype)
         clip_model = _load_clip_file(clip_path, torch_dtype)

@@ -233,7 +233,7 @@ class RefAMPipeline:
         captured = self.capture(batch, tokenized, caption, opts, progress)
 
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
-        for e, (expr, cue) in enumerate(zip(tokenized, cues)):
+        for e, (expr, cue) in enumerate(zip(tokenized, cues, strict=False)):
             spatial = (cue.spatial.horizontal, cue.spatial.vertical) if cue.spatial else None
             heat = build_heatmap(
                 captured,

@@ -14,7 +14,16 @@ __all__ = ["colorize", "draw_points", "mask_overlay", "heatmap_overlay", "tile"]
 # Anchor colours of a perceptually ordered dark-to-bright map (black-purple-orange-yellow), so a
 # heatmap reads the same in grayscale print.
 _ANCHORS = np.array(
-    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]],
+    [
+        [0, 0, 4],
+        [40, 11, 84],
+        [101, 21, 110],
+        [159, 42, 99],
+        [212, 72, 66],
+        [245, 125, 21],
+        [250, 193, 39],
+        [252, 255, 164],
+    ],
     dtype=np.float32,
 )
 
@@ -34,14 +43,18 @@ def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.55)
     return (image.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
 
 
-def mask_overlay(image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = (30, 144, 255), alpha: float = 0.5) -> np.ndarray:
+def mask_overlay(
+    image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = (30, 144, 255), alpha: float = 0.5
+) -> np.ndarray:
     out = image.astype(np.float32).copy()
     m = np.asarray(mask, dtype=bool)
     out[m] = out[m] * (1 - alpha) + np.asarray(colour, dtype=np.float32) * alpha
     return out.round().astype(np.uint8)
 
 
-def draw_points(image: np.ndarray, points: Sequence[tuple[float, float]], radius: int | None = None) -> np.ndarray:
+def draw_points(
+    image: np.ndarray, points: Sequence[tuple[float, float]], radius: int | None = None
+) -> np.ndarray:
     """Mark points with a white-ringed star (first point) and rings (others), sized to the image."""
     from PIL import Image, ImageDraw
 
@@ -61,7 +74,9 @@ def draw_points(image: np.ndarray, points: Sequence[tuple[float, float]], radius
     return np.asarray(pil)
 
 
-def tile(images: Sequence[np.ndarray], columns: int, labels: Sequence[str] | None = None, pad: int = 4) -> np.ndarray:
+def tile(
+    images: Sequence[np.ndarray], columns: int, labels: Sequence[str] | None = None, pad: int = 4
+) -> np.ndarray:
     """A grid of equally sized RGB images, with an optional caption strip under each."""
     from PIL import Image, ImageDraw
 

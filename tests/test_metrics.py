@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 from PIL import Image
 
+from conftest import shared_path
 from refam.metrics import (
     RisScores,
     boundary_map,

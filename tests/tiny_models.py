@@ -68,7 +68,7 @@ def tiny_t5(vocab_size: int = 32128, d_model: int = 32, seed: int = 0):
     return T5EncoderModel(cfg).eval()
 
 
-def tiny_clip(vocab_size: int = 49408, hidden: int = 32, seed: int = 0):
+def tiny_clip(vocab_size: int = 49408, hidden: int = 32, heads: int = 4, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -77,7 +77,7 @@ def tiny_clip(vocab_size: int = 49408, hidden: int = 32, seed: int = 0):
         hidden_size=hidden,
         intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=heads,
         max_position_embeddings=77,
         projection_dim=hidden,
         bos_token_id=49406,

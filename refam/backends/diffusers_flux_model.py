@@ -190,9 +190,16 @@ class DiffusersFlux:
 
         say("encoding image")
         latents = self.encode_images(to_model_pixels(images, size))
-        generator = torch.Generator("cpu").manual_seed(seed)
-        # Noise drawn on the CPU so a seed gives the same ε on every device.
-        noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
+        # Noise drawn on the CPU so a seed gives the same ε on every device, and per image so an
+        # image's result does not depend on what else is in its batch.
+        noise = torch.stack(
+            [
+                torch.randn(
+                    latents.shape[1:], generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32
+                )
+                for _ in range(batch)
+            ]
+        ).to(latents)
         noisy = (1.0 - sigma) * latents + sigma * noise
         grid = (latents.shape[2] // 2, latents.shape[3] // 2)
 

@@ -20,7 +20,7 @@ from refam.segment.sam2_model import (
     build_sam2_module,
     sam2_config_path,
 )
-from refam.segment.state_dicts import load_state_dict_file, strip_prefixes
+from refam.weights import load_state_dict_file, strip_prefixes
 
 __all__ = [
     "SAM2_IMAGE_MODEL_OVERRIDES",

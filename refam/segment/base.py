@@ -91,12 +91,12 @@ def check_points(
         pts = np.asarray(points_xy, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"points_xy must be (x, y) pairs of numbers, got {points_xy!r}") from exc
+    if pts.size == 0:
+        raise ValueError("at least one point is needed to prompt the segmenter, got none")
     if pts.ndim == 1 and pts.shape[0] == 2:
         pts = pts[None]
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points_xy must have shape [N, 2] as (x, y) pairs, got shape {pts.shape}")
-    if pts.shape[0] == 0:
-        raise ValueError("at least one point is needed to prompt the segmenter, got none")
     height, width = image_hw
     for i, (x, y) in enumerate(pts):
         if not (math.isfinite(x) and math.isfinite(y)):
@@ -112,10 +112,10 @@ def check_points(
         lbl = np.asarray(labels).reshape(-1)
         if lbl.shape[0] != pts.shape[0]:
             raise ValueError(f"got {pts.shape[0]} points but {lbl.shape[0]} labels")
-        bad = [i for i, v in enumerate(lbl.tolist()) if v not in (0, 1)]
+        bad = [(i, v) for i, v in enumerate(lbl.tolist()) if v not in (0, 1)]
         if bad:
             raise ValueError(
-                f"labels must be 1 (positive) or 0 (negative); label {bad[0]} is {lbl[bad[0]]!r}"
+                f"labels must be 1 (positive) or 0 (negative); label {bad[0][0]} is {bad[0][1]!r}"
             )
         lbl = lbl.astype(np.int32)
     return pts.astype(np.float32), lbl
@@ -165,7 +165,8 @@ class Segmenter(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        weight = next(self.module.parameters(), None)
+        return weight.device if weight is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -186,6 +187,9 @@ class Segmenter(abc.ABC):
         :func:`resolve_dtype`).
         """
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            # "cuda" and the model's "cuda:0" are the same place: no move, keep the embedding.
+            device = torch.device("cuda", torch.cuda.current_device())
         target_dtype = None if dtype is None else resolve_dtype(dtype, device)
         if target_dtype is not None:
             self._dtype = target_dtype
@@ -257,13 +261,14 @@ class Segmenter(abc.ABC):
     @contextlib.contextmanager
     def _inference(self) -> Iterator[Any]:
         device = self.device
-        if device.type != "cuda" and next(self.module.parameters()).dtype != torch.float32:
+        weight = next(self.module.parameters(), None)
+        if device.type != "cuda" and weight is not None and weight.dtype != torch.float32:
             # Half-precision weights offloaded to CPU: see resolve_dtype for why CPU is float32.
             self.module.float()
         with torch.no_grad():
             if device.type == "cuda" and self._dtype in LOW_PRECISION_DTYPES:
                 # The predictors feed float32 images/prompts; autocast reconciles them with
-                # half-precision weights, as the SAM2 authors run it.
+                # half-precision weights (SAM2's own demos run under bf16 autocast too).
                 with torch.autocast("cuda", dtype=self._dtype):
                     yield
             else:

@@ -9,7 +9,7 @@ import torch
 
 from refam.segment.base import Segmenter, resolve_dtype
 from refam.segment.detect import identify_model, shapes_of
-from refam.segment.state_dicts import CHECKPOINT_SUFFIXES, load_state_dict_file
+from refam.weights import find_weights_file, load_state_dict_file
 
 __all__ = ["find_checkpoint", "load_segmenter"]
 
@@ -24,25 +24,11 @@ def find_checkpoint(checkpoint: str | Path, search_dirs: Sequence[str | Path] = 
     """The file ``checkpoint`` names: an existing path as given, else ``search_dir / checkpoint``
     for each directory in order (a name without suffix also tries ``.safetensors``, ``.pt``,
     ``.pth``...). ``FileNotFoundError`` lists every path tried."""
-    given = Path(checkpoint).expanduser()
-    names = [given]
-    if given.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        names += [given.with_name(given.name + suffix) for suffix in CHECKPOINT_SUFFIXES]
-    candidates = list(names)
-    if not given.is_absolute():
-        candidates += [Path(d).expanduser() / name for d in search_dirs for name in names]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  {p}" for p in dict.fromkeys(candidates))
-    where = (
-        "Put the file into one of: " + ", ".join(str(d) for d in search_dirs)
-        if search_dirs and not given.is_absolute()
-        else "Pass the full path of the file"
-    )
-    raise FileNotFoundError(
-        f"SAM/SAM2 checkpoint {str(checkpoint)!r} not found. Searched:\n{tried}\n"
-        f"{where} (in ComfyUI: models/sams or models/sam2). {_WHERE_TO_GET}."
+    return find_weights_file(
+        checkpoint,
+        search_dirs,
+        "SAM/SAM2 checkpoint",
+        f"(In ComfyUI: models/sams or models/sam2.) {_WHERE_TO_GET}.",
     )
 
 

@@ -127,10 +127,16 @@ def detect_variant(shapes: Shapes, family: str) -> tuple[str | None, str]:
     if _SAM2_PATCH not in shapes:
         return None, f"no {_SAM2_PATCH}"
     dim, depth = shapes[_SAM2_PATCH][0], _count_blocks(shapes, "image_encoder.trunk.blocks.")
-    version = "2.1" if any(k in shapes for k in _SAM2_1_KEYS) else "2.0"
+    version = _sam2_version(shapes)
     seen = f"trunk width {dim}, {depth} blocks, SAM {version} keys"
     found = [s for s, sig in SAM2_SIZES.items() if sig == (dim, depth)]
     return (sam2_variant(found[0], version) if found else None), seen
+
+
+def _sam2_version(shapes: Shapes) -> str | None:
+    if _SAM2_PATCH not in shapes:
+        return None
+    return "2.1" if any(k in shapes for k in _SAM2_1_KEYS) else "2.0"
 
 
 def _sam_image_size(shapes: Shapes) -> int | None:
@@ -139,6 +145,15 @@ def _sam_image_size(shapes: Shapes) -> int | None:
     if pos is None or patch is None or len(pos) != 4 or len(patch) != 4:
         return None
     return int(pos[1]) * int(patch[-1])
+
+
+def _format_hint(shapes: Shapes) -> str:
+    if any(k.startswith("vision_encoder.") for k in shapes):
+        return (
+            "; the keys look like a Hugging Face transformers SAM checkpoint, which is not supported: "
+            "use Meta's original release"
+        )
+    return ""
 
 
 def parse_filename(filename: str) -> tuple[str | None, str | None]:
@@ -157,8 +172,9 @@ def parse_filename(filename: str) -> tuple[str | None, str | None]:
 
 def parse_variant(variant: str, family: str | None, version: str | None = None) -> tuple[str, str]:
     """``(family, canonical variant)`` for what a user typed: ``"vit_h"``, ``"sam_vit_b"``,
-    ``"sam2.1_hiera_large"``, ``"sam2-hiera-b+"``, ``"hiera_t"``, ``"tiny"``, ``"large"``... A SAM2
-    size without a version takes ``version`` (from the weights), else 2.1."""
+    ``"sam2.1_hiera_large"``, ``"sam2-hiera-b+"``, ``"hiera_t"``; bare sizes (``"tiny"``,
+    ``"large"``, ``"h"``) only with ``family``. A SAM2 size without a version takes ``version``
+    (from the weights), else 2.1."""
     text = variant.strip().lower().replace("-", "_")
     fam, parsed = parse_filename(text)
     if parsed is not None and family in (None, fam):
@@ -202,12 +218,13 @@ def identify_model(
         sample = ", ".join(list(shapes)[:5]) or "no tensors"
         raise ValueError(
             f"could not recognise a SAM or SAM2 checkpoint{where} (first keys: {sample}); "
-            "pass family='sam' or 'sam2' and variant=... if it is one"
+            f"pass family='sam' or 'sam2' and variant=... if it is one{_format_hint(shapes)}"
         )
 
     weights_variant, seen = detect_variant(shapes, fam)
     if variant is not None:
-        version = sam2_version_of(weights_variant) if fam == "sam2" and weights_variant else None
+        # A bare SAM2 size takes its version from the weights, even when the size is non-standard.
+        version = _sam2_version(shapes) if fam == "sam2" else None
         chosen = parse_variant(variant, fam, version)[1]
         if weights_variant is not None and chosen != weights_variant:
             raise ValueError(f"variant={variant!r} but the weights{where} are {weights_variant} ({seen})")
@@ -219,6 +236,6 @@ def identify_model(
         options = list(SAM_VARIANTS) if fam == "sam" else [sam2_variant(s, "2.1") for s in SAM2_SIZES]
         raise ValueError(
             f"could not tell which {fam} model the weights{where} are ({seen}); "
-            f"pass variant=, one of {', '.join(options)}"
+            f"pass variant=, one of {', '.join(options)}{_format_hint(shapes)}"
         )
     return ModelSpec(family=fam, variant=chosen, image_size=_sam_image_size(shapes) if fam == "sam" else None)

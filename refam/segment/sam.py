@@ -10,7 +10,7 @@ import torch
 
 from refam.segment.base import Segmenter, resolve_dtype
 from refam.segment.detect import SAM_VARIANTS, detect_variant, shapes_of
-from refam.segment.state_dicts import load_strict
+from refam.weights import load_strict
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -140,10 +140,17 @@ class SamSegmenter(Segmenter):
     def _decode(
         self, points: np.ndarray, labels: np.ndarray, multimask: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        masks, scores, _ = self._predictor.predict(
-            point_coords=points, point_labels=labels, multimask_output=multimask
+        # predict_torch rather than predict: SamPredictor.predict calls .numpy() on the scores,
+        # which fails for the bf16 tensors autocast produces.
+        predictor = self._predictor
+        coords = predictor.transform.apply_coords(points, predictor.original_size)
+        device = predictor.device
+        masks, scores, _ = predictor.predict_torch(
+            torch.as_tensor(coords, dtype=torch.float32, device=device)[None],
+            torch.as_tensor(labels, dtype=torch.int32, device=device)[None],
+            multimask_output=multimask,
         )
-        return masks, scores
+        return masks[0].cpu().numpy(), scores[0].float().cpu().numpy()
 
     def _forget_image(self) -> None:
         self._predictor.reset_image()

@@ -17,7 +17,7 @@ import torch
 
 from refam.segment.base import resolve_dtype
 from refam.segment.detect import SAM2_SIZES, SAM2_VERSIONS, sam2_variant, sam2_version_of
-from refam.segment.state_dicts import load_strict
+from refam.weights import load_strict
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base

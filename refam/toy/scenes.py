@@ -35,6 +35,7 @@ __all__ = [
     "BOX_GAP",
     "COLOURS",
     "EVAL_SEED",
+    "GENERIC_NOUN",
     "RELATIONS",
     "SHAPES",
     "SIDES",
@@ -114,8 +115,9 @@ _SPATIAL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "top": ("the top {noun}", "the {noun} at the top"),
     "bottom": ("the bottom {noun}", "the {noun} at the bottom"),
 }
-_MAX_PLACEMENT_TRIES = 200
-_MAX_SCENE_TRIES = 200
+_PLACEMENT_CANDIDATES = 256
+_LAYOUTS_PER_DRAW = 20
+_MAX_LAYOUT_TRIES = 200
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ _MAX_SCENE_TRIES = 200
 
 @dataclass(frozen=True)
 class ToyObject:
+    """One flat-coloured shape; ``cx``/``cy``/``radius`` are normalised (see the module docstring)."""
+
     shape: str
     colour: str
     size: str
@@ -232,47 +236,51 @@ def _replace(obj: ToyObject, **changes: float) -> ToyObject:
 # --------------------------------------------------------------------------------------------------
 
 
-def _boxes_clear(a: ToyObject, cx: float, cy: float, r: float) -> bool:
-    # Chebyshev gap: separated boxes along either axis cannot share a pixel centre.
-    gap = max(abs(a.cx - cx), abs(a.cy - cy)) - a.radius - r
-    return gap >= BOX_GAP
-
-
 def scene_from_seed(seed: int, n_objects: tuple[int, int] = (2, 4)) -> Scene:
     """The scene determined by ``seed`` alone (what :func:`sample_scene` returns for that seed)."""
     lo, hi = n_objects
-    if not 1 <= lo <= hi:
-        raise ValueError(f"n_objects must be an inclusive range (lo, hi) with 1 <= lo <= hi, got {n_objects}")
+    if not 0 <= lo <= hi:
+        raise ValueError(f"n_objects must be an inclusive range (lo, hi) with 0 <= lo <= hi, got {n_objects}")
     rng = np.random.default_rng(seed)
     n = int(rng.integers(lo, hi + 1))
-    for _ in range(_MAX_SCENE_TRIES):
-        sizes = [SIZES[int(i)] for i in rng.integers(0, len(SIZES), n)]
-        radii = [float(rng.uniform(*SIZE_RADII[s])) for s in sizes]
+    bounds = np.array([SIZE_RADII[s] for s in SIZES])  # [n_sizes, (min, max)]
+    for attempt in range(_MAX_LAYOUT_TRIES):
+        # Keep the drawn sizes through several failed layouts: resampling them at every failure
+        # would favour small objects in crowded scenes (four big ones place ~1 time in 5).
+        if attempt % _LAYOUTS_PER_DRAW == 0:
+            size_idx = rng.integers(0, len(SIZES), n)
+            radii = bounds[size_idx, 0] + rng.random(n) * (bounds[size_idx, 1] - bounds[size_idx, 0])
+            shape_idx = rng.integers(0, len(SHAPES), n)
+            colour_idx = rng.integers(0, len(COLOURS), n)
+        centres = np.empty((n, 2))
         # Big objects first: they are the hard ones to fit, the small ones slot in around them.
-        placed: list[ToyObject | None] = [None] * n
-        done: list[ToyObject] = []
-        for k in sorted(range(n), key=lambda k: -radii[k]):
+        order = np.argsort(-radii, kind="stable")
+        for m, k in enumerate(order):
             r = radii[k]
-            for _ in range(_MAX_PLACEMENT_TRIES):
-                cx, cy = (float(v) for v in rng.uniform(BORDER + r, 1.0 - BORDER - r, 2))
-                if all(_boxes_clear(o, cx, cy, r) for o in done):
-                    break
-            else:
-                break  # this layout is too crowded; resample sizes and start over
-            obj = ToyObject(
-                shape=SHAPES[int(rng.integers(len(SHAPES)))],
-                colour=tuple(COLOURS)[int(rng.integers(len(COLOURS)))],
-                size=sizes[k],
-                cx=cx,
-                cy=cy,
-                radius=r,
-            )
-            placed[k] = obj
-            done.append(obj)
+            # A whole batch of candidate centres per draw: vectorised rejection, first survivor wins.
+            cand = BORDER + r + rng.random((_PLACEMENT_CANDIDATES, 2)) * (1.0 - 2.0 * (BORDER + r))
+            prev = order[:m]
+            # Chebyshev gap between boxes: apart along either axis means no shared pixel centre.
+            gap = np.abs(cand[:, None, :] - centres[prev][None]).max(axis=-1) - radii[prev][None] - r
+            ok = np.flatnonzero((gap >= BOX_GAP).all(axis=1))
+            if ok.size == 0:
+                break  # dead end: start a fresh layout
+            centres[k] = cand[ok[0]]
         else:
-            return Scene(tuple(o for o in placed if o is not None), seed)
+            objects = tuple(
+                ToyObject(
+                    shape=SHAPES[int(shape_idx[k])],
+                    colour=tuple(COLOURS)[int(colour_idx[k])],
+                    size=SIZES[int(size_idx[k])],
+                    cx=float(centres[k, 0]),
+                    cy=float(centres[k, 1]),
+                    radius=float(radii[k]),
+                )
+                for k in range(n)
+            )
+            return Scene(objects, seed)
     raise RuntimeError(
-        f"could not place {n} objects without overlap in {_MAX_SCENE_TRIES} layouts (seed {seed})"
+        f"could not place {n} objects without overlap in {_MAX_LAYOUT_TRIES} layouts (seed {seed})"
     )
 
 

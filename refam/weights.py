@@ -1,21 +1,27 @@
-"""Checkpoint files -> clean state dicts -> modules, with errors that say what does not fit."""
+"""Weight files -> clean state dicts -> modules, with errors that say what does not fit.
+
+Shared by the segmenters and the FLUX loader: finding a file by name in model folders, reading
+``.safetensors`` / pickled checkpoints, unwrapping and strict loading.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "find_weights_file",
     "load_state_dict_file",
     "load_strict",
     "strip_prefixes",
     "unwrap_state_dict",
 ]
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
+_SAFETENSORS = (".safetensors", ".sft")  # .sft: Black Forest Labs' own name for safetensors files
 
 # Wrappers seen around SAM/SAM2 weights: DataParallel/DDP, Lightning, torch.compile, repacks.
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -64,7 +70,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path.name}: unsupported checkpoint type {suffix!r}; expected {', '.join(CHECKPOINT_SUFFIXES)}"
         )
-    if suffix == ".safetensors":
+    if suffix in _SAFETENSORS:
         from safetensors.torch import load_file
 
         raw: object = load_file(str(path), device="cpu")
@@ -77,6 +83,41 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 "convert it to .safetensors or re-save its state_dict"
             ) from exc
     return strip_prefixes(unwrap_state_dict(raw, source=str(path)))
+
+
+def find_weights_file(
+    name: str | Path, search_dirs: Sequence[str | Path], what: str, where_hint: str = ""
+) -> Path:
+    """The file ``name`` denotes: an existing path as given, else ``dir / name`` for each search
+    directory in order (a name without a suffix also tries the weight suffixes), else the first
+    match anywhere below a search directory (ComfyUI lets users sort models into subfolders).
+    ``FileNotFoundError`` lists every place tried and says where to put the file."""
+    given = Path(name).expanduser()
+    names = [given]
+    if given.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        names += [given.with_name(given.name + suffix) for suffix in CHECKPOINT_SUFFIXES]
+    candidates = list(names)
+    dirs = [Path(d).expanduser() for d in search_dirs]
+    if not given.is_absolute():
+        candidates += [d / n for d in dirs for n in names]
+    for path in candidates:
+        if path.is_file():
+            return path
+    if not given.is_absolute():
+        for d in dirs:
+            if d.is_dir():
+                hits = sorted(p for n in names for p in d.rglob(n.name) if p.is_file())
+                if hits:
+                    return hits[0]
+    tried = "\n".join(f"  {p}" for p in dict.fromkeys(candidates))
+    where = (
+        "Put the file into one of: " + ", ".join(str(d) for d in dirs)
+        if dirs and not given.is_absolute()
+        else "Pass the full path of the file"
+    )
+    raise FileNotFoundError(
+        f"{what} {str(name)!r} not found. Searched:\n{tried}\n{where}.{' ' + where_hint if where_hint else ''}"
+    )
 
 
 def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:

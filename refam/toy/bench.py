@@ -1,0 +1,113 @@
+"""``refam bench toy``: the toy model on held-out scenes, with baselines and an ablation table.
+
+Point accuracy (point inside the named object's mask) and mIoU (flood-fill masks) per expression
+kind, on scenes drawn from EVAL_SEED, which training never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.toy import scenes
+from refam.toy.evaluate import baselines, evaluate
+from refam.toy.model import load_toy
+from refam.toy.segmenter import FloodFillSegmenter
+
+KINDS = scenes.ALL_KINDS
+
+
+def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any]]]:
+    """(name, option overrides) rows; the first row is the full pipeline."""
+    first = max(1, num_blocks // 3)
+    return [
+        ("full RefAM", {}),
+        ("no magnets", {"magnets": ()}),
+        ("no stop-word filter", {"drop_stop_words": False}),
+        ("no GAS removal", {"remove_gas": False}),
+        ("no noun-phrase filter", {"noun_phrase": False}),
+        ("no spatial bias", {"spatial_bias": False}),
+        ("sigma 0.25", {"sigma": 0.25}),
+        ("sigma 0.5", {"sigma": 0.5}),
+        ("sigma 0.75", {"sigma": 0.75}),
+        ("double blocks only", {"blocks": tuple(range(num_double))}),
+        (f"first {first} blocks", {"blocks": tuple(range(first))}),
+        ("skip first 60%", {"skip_fraction": 0.6}),
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    backend = load_toy(args.weights)
+    base = RefAMOptions(resolution=backend.transformer_resolution, sigma=backend.default_sigma)
+    pipe = RefAMPipeline(backend, FloodFillSegmenter(), base)
+    examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=KINDS)
+    caption = None if args.empty_caption else "scene"
+    n_double = backend.transformer.config.num_layers
+    rows = (
+        ablations(backend.num_blocks, n_double)
+        if args.ablations
+        else ablations(backend.num_blocks, n_double)[:1]
+    )
+    table = []
+    for name, overrides in rows:
+        start = time.perf_counter()
+        res = evaluate(pipe, examples, caption=caption, **overrides)
+        table.append(
+            {
+                "setting": name,
+                "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+                "results": res,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+        print(_row(name, res), flush=True)
+    return {
+        "weights": str(args.weights or "embedded"),
+        "model": backend.name,
+        "n_per_kind": args.n,
+        "caption": "empty" if args.empty_caption else "scene caption",
+        "defaults": {"sigma": base.sigma, "resolution": base.resolution},
+        "baselines": baselines(examples),
+        "table": table,
+    }
+
+
+def _row(name: str, res: dict[str, dict[str, float]]) -> str:
+    cells = "".join(f"{res[k]['pa'] * 100:8.1f}{res[k]['miou'] * 100:7.1f}" for k in KINDS if k in res)
+    return f"{name:<24}{cells}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"\nToy benchmark — {report['model']}; {report['n_per_kind']} held-out scenes per kind; "
+        f"caption: {report['caption']}; defaults {report['defaults']}"
+    )
+    header = "".join(f"{k[:14]:>15}" for k in KINDS)
+    print(f"{'':<24}{header}")
+    print(f"{'setting':<24}" + "".join(f"{'PA':>8}{'mIoU':>7}" for _ in KINDS))
+    for row in report["table"]:
+        print(_row(row["setting"], row["results"]))
+    print("baselines (PA):")
+    for name in ("chance", "centre", "random_object"):
+        print(f"  {name:<22}" + "".join(f"{report['baselines'][k][name] * 100:8.1f}{'':>7}" for k in KINDS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="refam bench toy", description=__doc__)
+    p.add_argument("--weights", default=None, help="toy safetensors (default: the embedded one)")
+    p.add_argument("--n", type=int, default=300, help="held-out scenes per expression kind")
+    p.add_argument("--ablations", action="store_true", help="also run the ablation table")
+    p.add_argument(
+        "--empty-caption", action="store_true", help="condition on the empty prompt, not the scene caption"
+    )
+    p.add_argument("--json", default=None, help="write the report here too")
+    args = p.parse_args(argv)
+    report = run(args)
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,83 @@
+"""Loading FLUX from ComfyUI-style single files (BFL layout, prefixes, inferred depth) offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bfl_layout import to_bfl
+from safetensors.torch import save_file
+
+from refam.loading import (
+    _load_clip_file,
+    _load_single_file_transformer,
+    _load_t5_file,
+    find_model_file,
+    load_flux,
+)
+from tiny_models import tiny_clip, tiny_t5
+
+
+def _no_meta(module):
+    return not any(t.is_meta for t in [*module.parameters(), *module.buffers()])
+
+
+@pytest.mark.slow
+def test_bfl_single_file_transformer_loads_exactly(tmp_path):
+    """A full-width (3072) 1 double + 1 single block FLUX-dev saved in the original layout, with
+    ComfyUI's checkpoint prefix, loads into diffusers with identical weights and outputs."""
+    from diffusers import FluxTransformer2DModel
+
+    from refam.bench import build_model
+
+    ref = build_model(24, 1, 1, torch.bfloat16, torch.device("cpu"))
+    bfl = {f"model.diffusion_model.{k}": v for k, v in to_bfl(ref.state_dict(), 1, 1).items()}
+    path = tmp_path / "flux1-dev-tiny-depth.safetensors"
+    save_file(bfl, str(path))
+    del bfl
+    model = _load_single_file_transformer(path, torch.bfloat16)
+    assert isinstance(model, FluxTransformer2DModel) and _no_meta(model)
+    assert (
+        model.config.num_layers == 1 and model.config.num_single_layers == 1 and model.config.guidance_embeds
+    )
+    ref_sd = ref.state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ref_sd[k]), k
+
+
+def test_t5_and_clip_single_files_load_with_inferred_configs(tmp_path, t5_tokenizer, clip_tokenizer):
+    t5 = tiny_t5(d_model=64)
+    sd = {
+        f"t5xxl.transformer.{k}": v.contiguous()
+        for k, v in t5.state_dict().items()
+        if "embed_tokens" not in k
+    }
+    save_file(sd, str(tmp_path / "t5.safetensors"))  # ComfyUI-style prefix; the tied table stored once
+    loaded = _load_t5_file(tmp_path / "t5.safetensors", torch.float32)
+    ids = t5_tokenizer(["a cat on the left"], return_tensors="pt").input_ids
+    assert _no_meta(loaded)
+    torch.testing.assert_close(loaded(ids)[0], t5(ids)[0])
+
+    clip = tiny_clip(hidden=128, heads=2)  # CLIP's 64-dim heads: the loader infers heads = width / 64
+    # transformers 4 / ComfyUI naming ("text_model." prefix), whatever the installed version uses
+    sd = {f"text_model.{k.removeprefix('text_model.')}": v.contiguous() for k, v in clip.state_dict().items()}
+    save_file(sd, str(tmp_path / "clip_l.safetensors"))
+    loaded = _load_clip_file(tmp_path / "clip_l.safetensors", torch.float32)
+    ids = clip_tokenizer(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert _no_meta(loaded)
+    torch.testing.assert_close(loaded(ids).pooler_output, clip(ids).pooler_output)
+
+
+def test_wrong_files_are_named(tmp_path):
+    save_file({"foo.weight": torch.zeros(2)}, str(tmp_path / "not_flux.safetensors"))
+    with pytest.raises(ValueError, match="does not look like a FLUX transformer"):
+        _load_single_file_transformer(tmp_path / "not_flux.safetensors", torch.float32)
+    with pytest.raises(FileNotFoundError, match="Searched"):
+        find_model_file("flux1-dev.safetensors", [tmp_path / "models" / "unet"], "FLUX transformer")
+    with pytest.raises(FileNotFoundError, match="T5"):
+        # a transformer file with no text encoders anywhere: the error lists where it looked
+        (tmp_path / "diffusion_models").mkdir()
+        save_file(
+            {"double_blocks.0.img_in.weight": torch.zeros(1)},
+            str(tmp_path / "diffusion_models" / "x.safetensors"),
+        )
+        load_flux(tmp_path / "diffusion_models" / "x.safetensors", comfyui_path=tmp_path / "ComfyUI")
