@@ -164,71 +164,31 @@ def _device_and_dtype(args: argparse.Namespace):
     return device, dtype
 
 
-WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
-  - a diffusers folder of FLUX.1-dev / FLUX.1-schnell (e.g. a Hugging Face snapshot),
-  - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev),
-  - a transformer file such as flux1-dev.safetensors, with t5xxl_fp16.safetensors + clip_l.safetensors in
-    ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui);
-and --segmenter to a SAM / SAM2 checkpoint (e.g. sam2.1_hiera_large.pt in ComfyUI's models/sam2)."""
-
-TOY_BANNER = (
-    "no FLUX weights found: using the embedded TOY model (a tiny FLUX-architecture model trained in this repo on "
-    "synthetic coloured shapes; it is NOT FLUX and its results on real photos are meaningless)"
-)
-
-
 def _load_pipeline(args: argparse.Namespace, log: StageLog):
-    from refam.loading import cached_flux_model, load_flux, segmenter_search_dirs
-    from refam.pipeline import RefAMOptions, RefAMPipeline
+    from refam.loading import load_pipeline
+    from refam.pipeline import RefAMOptions
 
     device, dtype = _device_and_dtype(args)
     options = _options_from_args(args)
-    model = args.model or cached_flux_model()
-    if model:
-        backend = load_flux(
-            model,
-            t5=args.t5,
-            clip_l=args.clip_l,
-            vae=args.vae,
-            comfyui_path=args.comfyui,
-            device=device,
-            dtype=dtype,
-            offload=args.offload,
-            progress=log,
-        )
-    else:
-        from refam.toy.model import load_toy
-
-        log(TOY_BANNER)
-        for line in WHERE_WEIGHTS_GO.splitlines():
-            log(line)
-        backend = load_toy(device=device)
-        toy_defaults = RefAMOptions()
-        # The toy's own operating point (its model card), unless the user chose otherwise.
-        if args.resolution == toy_defaults.resolution:
-            options = options.replace(resolution=backend.transformer_resolution)
-        if args.sigma == toy_defaults.sigma:
-            options = options.replace(sigma=backend.default_sigma)
-    segmenter = None
-    if args.segmenter:
-        from refam.segment import load_segmenter
-
-        log(f"loading segmenter {args.segmenter}")
-        segmenter = load_segmenter(
-            args.segmenter,
-            variant=args.segmenter_variant,
-            device=device,
-            search_dirs=segmenter_search_dirs(args.comfyui),
-            image_size=args.sam2_image_size,
-        )
-    elif not model:
-        from refam.toy.segmenter import FloodFillSegmenter
-
-        log("segmenter: the toy world's flood fill (flat-coloured regions only)")
-        segmenter = FloodFillSegmenter()
-    else:
-        log("no --segmenter: writing heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
-    return RefAMPipeline(backend, segmenter, options)
+    defaults = RefAMOptions()
+    # Options left at the FLUX defaults may be replaced by a toy model's own operating point.
+    explicit = {k for k in ("sigma", "resolution") if getattr(options, k) != getattr(defaults, k)}
+    return load_pipeline(
+        args.model,
+        segmenter=args.segmenter,
+        segmenter_variant=args.segmenter_variant,
+        segmenter_image_size=args.sam2_image_size,
+        t5=args.t5,
+        clip_l=args.clip_l,
+        vae=args.vae,
+        comfyui_path=args.comfyui,
+        device=device,
+        dtype=dtype,
+        offload=args.offload,
+        options=options,
+        explicit_options=explicit,
+        progress=log,
+    )
 
 
 def _write_outputs(out: Path, image: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from typing import Any
 import torch
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
-from refam.weights import find_weights_file, load_state_dict_file
+from refam.weights import CHECKPOINT_SUFFIXES, find_weights_file, load_state_dict_file
 
 __all__ = [
     "CONFIG_DIR",
+    "TOY_BANNER",
+    "WHERE_WEIGHTS_GO",
+    "load_pipeline",
     "cached_flux_model",
     "segmenter_search_dirs",
     "comfyui_model_dirs",
@@ -123,6 +127,15 @@ def _strip_prefixes(sd: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dic
     return sd
 
 
+def _looks_like_hub_id(text: str, path: Path) -> bool:
+    """``owner/name`` that is not a local path nor a weight file name."""
+    return (
+        not path.exists()
+        and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
+        and not text.lower().endswith(CHECKPOINT_SUFFIXES)
+    )
+
+
 def _is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and (
         (path / "model_index.json").is_file() or (path / "transformer" / "config.json").is_file()
@@ -131,8 +144,10 @@ def _is_diffusers_folder(path: Path) -> bool:
 
 def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_only: bool) -> tuple[Any, Any]:
     """T5 and CLIP tokenizers: from a diffusers folder/hub id, else the HF cache, else ComfyUI's tree."""
-    from transformers import AutoTokenizer, CLIPTokenizer
+    from transformers import CLIPTokenizer, T5TokenizerFast
 
+    # The concrete class, not AutoTokenizer: offline, AutoTokenizer also wants a model config.json
+    # that FLUX repositories do not have at their root.
     tried: list[str] = []
     candidates: list[tuple[str, dict[str, Any]]] = []
     if source is not None:
@@ -140,7 +155,7 @@ def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_o
     candidates += [(hub, {}) for hub in FLUX_HUB_IDS]
     for repo, _ in candidates:
         try:
-            t5 = AutoTokenizer.from_pretrained(
+            t5 = T5TokenizerFast.from_pretrained(
                 repo, subfolder="tokenizer_2", local_files_only=local_files_only
             )
             clip = CLIPTokenizer.from_pretrained(
@@ -152,7 +167,7 @@ def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_o
     if root is not None:
         t5_dir, clip_dir = root / "comfy" / "text_encoders" / "t5_tokenizer", root / "comfy" / "sd1_tokenizer"
         if t5_dir.is_dir() and clip_dir.is_dir():
-            return AutoTokenizer.from_pretrained(str(t5_dir)), CLIPTokenizer.from_pretrained(str(clip_dir))
+            return T5TokenizerFast.from_pretrained(str(t5_dir)), CLIPTokenizer.from_pretrained(str(clip_dir))
         tried.append(f"{t5_dir} + {clip_dir}: missing")
     raise FileNotFoundError(
         "FLUX tokenizers not found offline. Tried:\n  "
@@ -314,9 +329,7 @@ def load_flux(
     root = comfyui_root(comfyui_path)
     source = Path(str(model)).expanduser()
 
-    if _is_diffusers_folder(source) or (
-        not source.exists() and str(model).count("/") == 1 and not source.suffix
-    ):
+    if _is_diffusers_folder(source) or _looks_like_hub_id(str(model), source):
         from diffusers import AutoencoderKL, FluxTransformer2DModel
         from transformers import CLIPTextModel, T5EncoderModel
 
@@ -379,3 +392,78 @@ def load_flux(
         dtype=torch_dtype,
         offload=offload,
     )
+
+
+WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
+  - a diffusers folder of FLUX.1-dev / FLUX.1-schnell (e.g. a Hugging Face snapshot),
+  - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev),
+  - a transformer file such as flux1-dev.safetensors, with t5xxl_fp16.safetensors + clip_l.safetensors in
+    ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui);
+and --segmenter to a SAM / SAM2 checkpoint (e.g. sam2.1_hiera_large.pt in ComfyUI's models/sam2)."""
+
+TOY_BANNER = (
+    "no FLUX weights found: using the embedded TOY model (a tiny FLUX-architecture model trained in this repo on "
+    "synthetic coloured shapes; it is NOT FLUX and its results on real photos are meaningless)"
+)
+
+
+def load_pipeline(
+    model: str | Path | None = None,
+    *,
+    segmenter: str | Path | None = None,
+    segmenter_variant: str | None = None,
+    segmenter_image_size: int | None = None,
+    t5: str | Path | None = None,
+    clip_l: str | Path | None = None,
+    vae: str | Path | None = None,
+    comfyui_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    offload: bool = False,
+    options: Any | None = None,
+    explicit_options: set[str] | frozenset[str] = frozenset(),
+    progress: ProgressFn | None = None,
+) -> Any:
+    """A ready :class:`~refam.pipeline.RefAMPipeline`: ``model``, else FLUX.1 from the Hugging Face
+    cache, else the embedded toy model (announced through ``progress``, with where real weights
+    go). The toy brings its own segmenter (a flood fill) and operating point (σ, resolution)
+    unless ``explicit_options`` names them."""
+    from refam.pipeline import RefAMOptions, RefAMPipeline
+
+    say = progress or (lambda _s: None)
+    opts = options or RefAMOptions()
+    chosen = model or os.environ.get("REFAM_FLUX_MODEL") or cached_flux_model()
+    seg = None
+    if chosen:
+        backend = load_flux(
+            chosen, t5=t5, clip_l=clip_l, vae=vae, comfyui_path=comfyui_path, device=device, dtype=dtype,
+            offload=offload, progress=progress,
+        )  # fmt: skip
+    else:
+        from refam.toy.model import load_toy
+
+        say(TOY_BANNER)
+        for line in WHERE_WEIGHTS_GO.splitlines():
+            say(line)
+        backend = load_toy(device=device)
+        toy_point = {"sigma": backend.default_sigma, "resolution": backend.transformer_resolution}
+        opts = opts.replace(**{k: v for k, v in toy_point.items() if k not in explicit_options})
+        if segmenter is None:
+            from refam.toy.segmenter import FloodFillSegmenter
+
+            say("segmenter: the toy world's flood fill (flat-coloured regions only)")
+            seg = FloodFillSegmenter()
+    if segmenter is not None:
+        from refam.segment import load_segmenter
+
+        say(f"loading segmenter {segmenter}")
+        seg = load_segmenter(
+            segmenter,
+            variant=segmenter_variant,
+            device=device,
+            search_dirs=segmenter_search_dirs(comfyui_path),
+            image_size=segmenter_image_size,
+        )
+    elif seg is None:
+        say("no segmenter given: heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
+    return RefAMPipeline(backend, seg, opts)

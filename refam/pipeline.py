@@ -23,6 +23,7 @@ from refam.points import Point, argmax_point, peak_points, points_to_json, upsam
 
 __all__ = [
     "AttentionBackend",
+    "segment",
     "ExpressionResult",
     "RefAMOptions",
     "RefAMPipeline",
@@ -203,8 +204,18 @@ class RefAMPipeline:
         options: RefAMOptions | None = None,
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
-        opts = options or self.options
+        """The backend's captured attention for ``images`` (one pass for all ``expressions``)."""
         batch, _ = _as_batch(images)
+        return self._capture(batch, expressions, caption, options or self.options, progress)
+
+    def _capture(
+        self,
+        batch: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        caption: str,
+        opts: RefAMOptions,
+        progress: ProgressFn | None,
+    ) -> CapturedAttention:
         return self.backend.capture(
             batch,
             expressions,
@@ -230,7 +241,7 @@ class RefAMPipeline:
         opts = self.options.replace(**overrides) if overrides else self.options
         batch, image_warnings = _as_batch(images)
         tokenized, cues = self.tokenize(expressions, opts)
-        captured = self.capture(batch, tokenized, caption, opts, progress)
+        captured = self._capture(batch, tokenized, caption, opts, progress)
 
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
         for e, (expr, cue) in enumerate(zip(tokenized, cues, strict=False)):
@@ -291,3 +302,31 @@ class RefAMPipeline:
         return self.segment_batch(
             [to_rgb_uint8(image)], expressions, caption, progress=progress, **overrides
         )[0]
+
+
+_default_pipeline: RefAMPipeline | None = None
+
+
+def segment(
+    image: Any,
+    expressions: str | Sequence[str],
+    caption: str = "",
+    *,
+    pipeline: RefAMPipeline | None = None,
+    **options: Any,
+) -> list[ExpressionResult]:
+    """Per expression: heatmap, point, mask, per-token maps, GAS tokens and warnings.
+
+    Without ``pipeline`` a default one is loaded once (FLUX.1 from ``REFAM_FLUX_MODEL`` or the
+    Hugging Face cache, else the embedded toy model; see :func:`refam.loading.load_pipeline`).
+    """
+    global _default_pipeline
+    if pipeline is None:
+        if _default_pipeline is None:
+            import torch
+
+            from refam.loading import load_pipeline
+
+            _default_pipeline = load_pipeline(device="cuda" if torch.cuda.is_available() else "cpu")
+        pipeline = _default_pipeline
+    return pipeline.segment(image, expressions, caption, **options)

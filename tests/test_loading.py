@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from bfl_layout import to_bfl
 from safetensors.torch import save_file
 
+from conftest import REPO_ROOT
 from refam.loading import (
     _load_clip_file,
     _load_single_file_transformer,
@@ -81,3 +86,30 @@ def test_wrong_files_are_named(tmp_path):
             str(tmp_path / "diffusion_models" / "x.safetensors"),
         )
         load_flux(tmp_path / "diffusion_models" / "x.safetensors", comfyui_path=tmp_path / "ComfyUI")
+
+
+def test_hub_id_loads_from_the_offline_hf_cache_and_is_found_automatically(
+    tmp_path, t5_tokenizer, clip_tokenizer
+):
+    """A FLUX.1 snapshot in the Hugging Face cache is used by hub id, offline, and picked up when
+    no --model is given."""
+    from tiny_models import save_tiny_flux_folder
+
+    repo_dir = tmp_path / "hub" / "models--black-forest-labs--FLUX.1-dev"
+    commit = "0123456789abcdef0123456789abcdef01234567"  # the cache keys snapshots by full commit hash
+    save_tiny_flux_folder(repo_dir / "snapshots" / commit, t5_tokenizer, clip_tokenizer)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    # A fresh process: diffusers and transformers read the cache location when they are imported.
+    script = (
+        "from refam.loading import cached_flux_model, load_flux\n"
+        "repo = cached_flux_model()\n"
+        "b = load_flux(repo, dtype='fp32')\n"
+        "print(repo, b.name, b.transformer.config.num_layers, b.t5_tokenizer('a cat').input_ids[-1])\n"
+    )
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-dev", "2", "1"]

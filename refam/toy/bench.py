@@ -45,21 +45,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = RefAMOptions(resolution=backend.transformer_resolution, sigma=backend.default_sigma)
     pipe = RefAMPipeline(backend, FloodFillSegmenter(), base)
     examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=KINDS)
+    # make_eval_set draws each kind from its own stream, so the ablation set is a prefix of it.
+    ablation_examples = scenes.make_eval_set(scenes.EVAL_SEED, min(args.n, args.ablation_n), kinds=KINDS)
     caption = None if args.empty_caption else "scene"
-    n_double = backend.transformer.config.num_layers
-    rows = (
-        ablations(backend.num_blocks, n_double)
-        if args.ablations
-        else ablations(backend.num_blocks, n_double)[:1]
-    )
+    rows = ablations(backend.num_blocks, backend.transformer.config.num_layers)
+    if not args.ablations:
+        rows = rows[:1]
     table = []
-    for name, overrides in rows:
+    for i, (name, overrides) in enumerate(rows):
+        chosen = examples if i == 0 else ablation_examples
         start = time.perf_counter()
-        res = evaluate(pipe, examples, caption=caption, **overrides)
+        res = evaluate(pipe, chosen, caption=caption, **overrides)
         table.append(
             {
                 "setting": name,
                 "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+                "n_per_kind": len(chosen) // len(KINDS),
                 "results": res,
                 "seconds": round(time.perf_counter() - start, 1),
             }
@@ -90,7 +91,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{'':<24}{header}")
     print(f"{'setting':<24}" + "".join(f"{'PA':>8}{'mIoU':>7}" for _ in KINDS))
     for row in report["table"]:
-        print(_row(row["setting"], row["results"]))
+        print(_row(f"{row['setting']} (n={row['n_per_kind']})", row["results"]))
     print("baselines (PA):")
     for name in ("chance", "centre", "random_object"):
         print(f"  {name:<22}" + "".join(f"{report['baselines'][k][name] * 100:8.1f}{'':>7}" for k in KINDS))
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=None, help="toy safetensors (default: the embedded one)")
     p.add_argument("--n", type=int, default=300, help="held-out scenes per expression kind")
     p.add_argument("--ablations", action="store_true", help="also run the ablation table")
+    p.add_argument(
+        "--ablation-n", type=int, default=100, help="held-out scenes per kind for each ablation row"
+    )
     p.add_argument(
         "--empty-caption", action="store_true", help="condition on the empty prompt, not the scene caption"
     )

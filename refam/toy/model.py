@@ -30,6 +30,7 @@ __all__ = [
     "build_toy_modules",
     "load_toy",
     "save_toy",
+    "toy_backend",
     "toy_vocabulary",
 ]
 
@@ -212,7 +213,7 @@ def load_toy(
         raise FileNotFoundError(f"toy weights not found: {path} (train them with python -m refam.toy.train)")
     with safe_open(str(path), framework="pt") as f:
         config = ToyConfig.from_json(f.metadata()["config"])
-        tensors = {k: f.get_tensor(k) for k in f}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     tokenizer = _t5_tokenizer(tokenizer_path)
     ids = tensors.pop("t5.embedding_ids")
     rows = tensors.pop("t5.embedding_rows")
@@ -226,6 +227,20 @@ def load_toy(
     t5_sd["shared.weight"] = shared
     t5_sd["encoder.embed_tokens.weight"] = shared
     t5.load_state_dict(t5_sd)
+    return toy_backend(transformer, t5, tokenizer, config, name=f"{path.name}", device=device, dtype=dtype)
+
+
+def toy_backend(
+    transformer: nn.Module,
+    t5: nn.Module,
+    tokenizer: Any,
+    config: ToyConfig,
+    *,
+    name: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> ToyFlux:
+    """Wrap toy modules as a RefAM backend, labelled so nobody mistakes it for FLUX."""
     backend = ToyFlux(
         transformer=transformer.to(dtype),
         vae=SpaceToDepthCodec(2),
@@ -233,7 +248,7 @@ def load_toy(
         t5_tokenizer=tokenizer,
         clip=None,
         clip_tokenizer=None,
-        name=f"refam-toy ({path.name}) — a toy model trained on synthetic shapes, not FLUX",
+        name=f"refam-toy ({name}) — a toy model trained on synthetic shapes, not FLUX",
         t5_max_length=config.text_pad_length,
         device=torch.device(device),
         dtype=dtype,

@@ -25,10 +25,10 @@ from refam.toy import scenes
 from refam.toy.model import (
     SpaceToDepthCodec,
     ToyConfig,
-    ToyFlux,
     _t5_tokenizer,
     build_toy_modules,
     save_toy,
+    toy_backend,
     toy_vocabulary,
 )
 
@@ -64,24 +64,16 @@ def _eval(transformer: nn.Module, t5: nn.Module, tokenizer: Any, config: ToyConf
     from refam.pipeline import RefAMOptions, RefAMPipeline
     from refam.toy.evaluate import evaluate
 
-    backend = ToyFlux(
-        transformer=transformer,
-        vae=SpaceToDepthCodec(2),
-        t5=t5,
-        t5_tokenizer=tokenizer,
-        clip=None,
-        clip_tokenizer=None,
-        name="toy-training",
-        t5_max_length=config.text_pad_length,
-    )
+    backend = toy_backend(transformer, t5, tokenizer, config, name="training")
     pipe = RefAMPipeline(backend, options=RefAMOptions(resolution=config.image_size))
     examples = scenes.make_eval_set(scenes.EVAL_SEED, n, kinds=("colour", "colour_shape"))
     out = {}
     for sigma in (0.25, 0.5, 0.75):
         res = evaluate(pipe, examples, sigma=sigma)
         out[f"sigma_{sigma}"] = {k: round(v["pa"], 3) for k, v in res.items()}
-    transformer.train()
-    t5.train()
+    # Wrapping the modules as an inference backend froze them; hand them back trainable.
+    for module in (transformer, t5):
+        module.train().requires_grad_(True)
     return out
 
 
