@@ -75,13 +75,20 @@ class RefAMOptions:
 
     def replace(self, **changes: Any) -> RefAMOptions:
         """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
-        heat_fields = {f.name for f in dataclasses.fields(HeatmapOptions)}
-        heat = {k: changes.pop(k) for k in list(changes) if k in heat_fields}
+        heat: dict[str, Any] = {}
+        # ``blocks`` / ``skip_fraction`` come flat (indices, fraction) and become a BlockSelection;
+        # this runs before the generic heatmap fields, one of which is also called ``blocks``.
         if "skip_fraction" in changes or "blocks" in changes:
-            heat["blocks"] = BlockSelection(
-                indices=tuple(changes.pop("blocks", ()) or ()),
-                skip_fraction=changes.pop("skip_fraction", 0.0),
+            blocks = changes.pop("blocks", ())
+            heat["blocks"] = (
+                blocks
+                if isinstance(blocks, BlockSelection)
+                else BlockSelection(
+                    indices=tuple(blocks or ()), skip_fraction=changes.pop("skip_fraction", 0.0)
+                )
             )
+        heat_fields = {f.name for f in dataclasses.fields(HeatmapOptions)}
+        heat.update({k: changes.pop(k) for k in list(changes) if k in heat_fields})
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"unknown RefAM option(s): {', '.join(sorted(unknown))}")

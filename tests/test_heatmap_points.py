@@ -228,3 +228,16 @@ def test_peak_points_top_k():
     assert peak_points(heat, geometry, k=1)[0] == argmax_point(heat, geometry)
     with pytest.raises(ValueError, match="latent grid"):
         argmax_point(torch.zeros(3, 4), geometry)
+
+
+def test_options_replace_takes_flat_block_selection():
+    """--blocks / skip_fraction given flat reach the heatmap (they were once silently dropped)."""
+    from refam.pipeline import RefAMOptions
+
+    opts = RefAMOptions().replace(blocks=(0, "single.2"), sigma=0.5, noun_phrase=False)
+    assert opts.heatmap.blocks == BlockSelection(indices=(0, "single.2")) and opts.sigma == 0.5
+    assert not opts.heatmap.noun_phrase and opts.heatmap.spatial_bias
+    both = RefAMOptions().replace(blocks=(3,), skip_fraction=0.5)
+    assert both.heatmap.blocks == BlockSelection(indices=(3,), skip_fraction=0.5)
+    with pytest.raises(TypeError, match="unknown RefAM option"):
+        RefAMOptions().replace(sigmaa=1.0)

@@ -61,6 +61,9 @@ class DiffusersFlux:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     offload: bool = False
+    # A model trained at one size only (the toy) sees every image stretched to it; the geometry
+    # maps points back exactly either way.
+    native_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         flux_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
@@ -182,7 +185,7 @@ class DiffusersFlux:
             raise ValueError(f"sigma must be in (0, 1], got {sigma}")
         say = progress or (lambda _s: None)
         batch, height, width = images.shape[:3]
-        size = model_size((height, width), resolution, self.latent_multiple)
+        size = self.native_size or model_size((height, width), resolution, self.latent_multiple)
 
         say("encoding text")
         prompt_embeds, pooled = self.encode_caption(caption)

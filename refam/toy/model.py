@@ -254,5 +254,6 @@ def toy_backend(
         dtype=dtype,
     )
     backend.transformer_resolution = config.image_size
+    backend.native_size = (config.image_size, config.image_size)
     backend.default_sigma = config.default_sigma
     return backend
