@@ -171,8 +171,8 @@ def _load_pipeline(args: argparse.Namespace, log: StageLog):
     device, dtype = _device_and_dtype(args)
     options = _options_from_args(args)
     defaults = RefAMOptions()
-    # Options left at the FLUX defaults may be replaced by a toy model's own operating point.
-    explicit = {k for k in ("sigma", "resolution") if getattr(options, k) != getattr(defaults, k)}
+    # σ left at the FLUX default may be replaced by a toy model's own operating point.
+    explicit = {"sigma"} if options.sigma != defaults.sigma else set()
     return load_pipeline(
         args.model,
         segmenter=args.segmenter,

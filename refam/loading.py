@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
-from refam.weights import CHECKPOINT_SUFFIXES, find_weights_file, load_state_dict_file
+from refam.weights import CHECKPOINT_SUFFIXES, count_blocks, find_weights_file, load_state_dict_file
 
 __all__ = [
     "CONFIG_DIR",
@@ -177,20 +177,16 @@ def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_o
     )
 
 
-def _count_blocks(keys: Sequence[str], prefix: str) -> int:
-    return len({int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)})
-
-
 def _flux_config_for(sd: dict[str, torch.Tensor], bfl_layout: bool) -> dict[str, Any]:
     """FLUX.1's shipped config, with depth and guidance read off the checkpoint (so random or
     pruned FLUX-width models, e.g. ComfyUI's 1 + 1 block test model, load too)."""
     keys = list(sd)
     if bfl_layout:
         guidance = any(k.startswith("guidance_in.") for k in keys)
-        depth = _count_blocks(keys, "double_blocks."), _count_blocks(keys, "single_blocks.")
+        depth = count_blocks(keys, "double_blocks."), count_blocks(keys, "single_blocks.")
     else:
         guidance = any(k.startswith("time_text_embed.guidance_embedder.") for k in keys)
-        depth = _count_blocks(keys, "transformer_blocks."), _count_blocks(keys, "single_transformer_blocks.")
+        depth = count_blocks(keys, "transformer_blocks."), count_blocks(keys, "single_transformer_blocks.")
     variant = "flux1-dev" if guidance else "flux1-schnell"
     config = json.loads((CONFIG_DIR / variant / "transformer" / "config.json").read_text())
     config["num_layers"], config["num_single_layers"] = depth
@@ -243,7 +239,7 @@ def _load_t5_file(path: Path, dtype: torch.dtype) -> Any:
     base.update(
         vocab_size=vocab,
         d_model=d_model,
-        num_layers=_count_blocks(list(sd), "encoder.block."),
+        num_layers=count_blocks(list(sd), "encoder.block."),
         num_heads=rel.shape[1],
         relative_attention_num_buckets=rel.shape[0],
         d_kv=inner // rel.shape[1],
@@ -272,7 +268,7 @@ def _load_clip_file(path: Path, dtype: torch.dtype) -> Any:
             hidden_size=hidden,
             projection_dim=hidden,
             max_position_embeddings=sd["embeddings.position_embedding.weight"].shape[0],
-            num_hidden_layers=_count_blocks(list(sd), "encoder.layers."),
+            num_hidden_layers=count_blocks(list(sd), "encoder.layers."),
             intermediate_size=sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
             num_attention_heads=max(1, hidden // 64),  # CLIP text towers use 64-dim heads
         )
@@ -426,8 +422,8 @@ def load_pipeline(
 ) -> Any:
     """A ready :class:`~refam.pipeline.RefAMPipeline`: ``model``, else FLUX.1 from the Hugging Face
     cache, else the embedded toy model (announced through ``progress``, with where real weights
-    go). The toy brings its own segmenter (a flood fill) and operating point (σ, resolution)
-    unless ``explicit_options`` names them."""
+    go). The toy brings its own segmenter (a flood fill), image size (48 px) and noise level
+    σ (unless ``explicit_options`` names ``sigma``)."""
     from refam.pipeline import RefAMOptions, RefAMPipeline
 
     say = progress or (lambda _s: None)
@@ -446,8 +442,8 @@ def load_pipeline(
         for line in WHERE_WEIGHTS_GO.splitlines():
             say(line)
         backend = load_toy(device=device)
-        toy_point = {"sigma": backend.default_sigma, "resolution": backend.transformer_resolution}
-        opts = opts.replace(**{k: v for k, v in toy_point.items() if k not in explicit_options})
+        if "sigma" not in explicit_options:
+            opts = opts.replace(sigma=backend.default_sigma)
         if segmenter is None:
             from refam.toy.segmenter import FloodFillSegmenter
 

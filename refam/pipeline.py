@@ -251,7 +251,7 @@ class RefAMPipeline:
         captured = self._capture(batch, tokenized, caption, opts, progress)
 
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
-        for e, (expr, cue) in enumerate(zip(tokenized, cues, strict=False)):
+        for e, (expr, cue) in enumerate(zip(tokenized, cues, strict=True)):
             spatial = (cue.spatial.horizontal, cue.spatial.vertical) if cue.spatial else None
             heat = build_heatmap(
                 captured,
@@ -306,9 +306,7 @@ class RefAMPipeline:
         **overrides: Any,
     ) -> list[ExpressionResult]:
         """Per expression: heatmap, point, mask, per-token maps, GAS tokens, warnings."""
-        return self.segment_batch(
-            [to_rgb_uint8(image)], expressions, caption, progress=progress, **overrides
-        )[0]
+        return self.segment_batch([image], expressions, caption, progress=progress, **overrides)[0]
 
 
 _default_pipeline: RefAMPipeline | None = None

@@ -6,13 +6,15 @@ Shared by the segmenters and the FLUX loader: finding a file by name in model fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "count_blocks",
     "find_weights_file",
     "load_state_dict_file",
     "load_strict",
@@ -83,6 +85,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 "convert it to .safetensors or re-save its state_dict"
             ) from exc
     return strip_prefixes(unwrap_state_dict(raw, source=str(path)))
+
+
+def count_blocks(keys: Iterable[str], prefix: str) -> int:
+    """How many distinct ``prefix<i>.`` blocks the keys hold (depth read off a checkpoint)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for k in keys if (m := pattern.match(k))})
 
 
 def find_weights_file(

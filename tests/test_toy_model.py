@@ -28,7 +28,7 @@ def toy_pipe():
     return RefAMPipeline(
         backend,
         FloodFillSegmenter(),
-        RefAMOptions(resolution=backend.transformer_resolution, sigma=backend.default_sigma),
+        RefAMOptions(sigma=backend.default_sigma),
     )
 
 

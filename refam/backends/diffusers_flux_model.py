@@ -195,14 +195,9 @@ class DiffusersFlux:
         latents = self.encode_images(to_model_pixels(images, size))
         # Noise drawn on the CPU so a seed gives the same ε on every device, and per image so an
         # image's result does not depend on what else is in its batch.
-        noise = torch.stack(
-            [
-                torch.randn(
-                    latents.shape[1:], generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32
-                )
-                for _ in range(batch)
-            ]
-        ).to(latents)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = torch.randn(latents.shape[1:], generator=generator, dtype=torch.float32).to(latents)
+        noise = noise.expand_as(latents)
         noisy = (1.0 - sigma) * latents + sigma * noise
         grid = (latents.shape[2] // 2, latents.shape[3] // 2)
 

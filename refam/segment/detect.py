@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from refam.weights import count_blocks
+
 __all__ = [
     "SAM2_SIZES",
     "SAM_VARIANTS",
@@ -102,11 +104,6 @@ def sam2_version_of(variant: str) -> str:
     return "2.1" if variant.startswith("sam2.1") else "2.0"
 
 
-def _count_blocks(shapes: Shapes, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    return len({m.group(1) for k in shapes if (m := pattern.match(k))})
-
-
 def detect_family(shapes: Shapes) -> str | None:
     if _SAM2_PATCH in shapes or any(k.startswith(("sam_mask_decoder.", "memory_attention.")) for k in shapes):
         return "sam2"
@@ -120,13 +117,13 @@ def detect_variant(shapes: Shapes, family: str) -> tuple[str | None, str]:
     if family == "sam":
         if _SAM_PATCH not in shapes:
             return None, f"no {_SAM_PATCH}"
-        dim, depth = shapes[_SAM_PATCH][0], _count_blocks(shapes, "image_encoder.blocks.")
+        dim, depth = shapes[_SAM_PATCH][0], count_blocks(shapes, "image_encoder.blocks.")
         seen = f"encoder width {dim}, {depth} blocks"
         found = [v for v, sig in SAM_VARIANTS.items() if sig == (dim, depth)]
         return (found[0] if found else None), seen
     if _SAM2_PATCH not in shapes:
         return None, f"no {_SAM2_PATCH}"
-    dim, depth = shapes[_SAM2_PATCH][0], _count_blocks(shapes, "image_encoder.trunk.blocks.")
+    dim, depth = shapes[_SAM2_PATCH][0], count_blocks(shapes, "image_encoder.trunk.blocks.")
     version = _sam2_version(shapes)
     seen = f"trunk width {dim}, {depth} blocks, SAM {version} keys"
     found = [s for s, sig in SAM2_SIZES.items() if sig == (dim, depth)]

@@ -42,7 +42,7 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = load_toy(args.weights)
-    base = RefAMOptions(resolution=backend.transformer_resolution, sigma=backend.default_sigma)
+    base = RefAMOptions(sigma=backend.default_sigma)
     pipe = RefAMPipeline(backend, FloodFillSegmenter(), base)
     examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=KINDS)
     # make_eval_set draws each kind from its own stream, so the ablation set is a prefix of it.

@@ -81,7 +81,6 @@ class SpaceToDepthCodec(nn.Module):
 class ToyFlux(DiffusersFlux):
     """:class:`DiffusersFlux` whose latent mapping is the fixed space-to-depth codec."""
 
-    transformer_resolution: int = 48  # the image side it was trained at
     default_sigma: float = 0.5  # its best noise level (model card); FLUX's is 0.75
 
     @property
@@ -253,7 +252,6 @@ def toy_backend(
         device=torch.device(device),
         dtype=dtype,
     )
-    backend.transformer_resolution = config.image_size
     backend.native_size = (config.image_size, config.image_size)
     backend.default_sigma = config.default_sigma
     return backend
