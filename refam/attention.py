@@ -16,7 +16,7 @@ block-diagonal mask keeps each expression to itself, so the image keys/values ar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import torch
 
 __all__ = [
     "BlockCapture",
+    "CaptureComplete",
     "BranchOutput",
     "CapturedAttention",
     "ExpressionLayout",
@@ -31,7 +32,13 @@ __all__ = [
     "ImageGeometry",
     "JointBlockAdapter",
     "expression_branch",
+    "match_block_names",
+    "resolve_capture_blocks",
 ]
+
+
+class CaptureComplete(Exception):
+    """Raised by a backend after the last selected block: the remaining blocks are not needed."""
 
 
 class JointBlockAdapter(Protocol):
@@ -48,6 +55,40 @@ class JointBlockAdapter(Protocol):
     def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state: Any) -> torch.Tensor:
         """``attn_out [B, L, H*Dh]`` -> the expression stream after this block (residuals and MLP)."""
         ...
+
+
+def match_block_names(key: str, names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` that ``key`` picks: an exact name (``"double.3"``) or a kind (``"single"``)."""
+    return [i for i, n in enumerate(names) if n == key or n.split(".")[0] == key]
+
+
+def resolve_capture_blocks(
+    blocks: Iterable[int | str] | None, num_blocks: int, names: Sequence[str] | None = None
+) -> list[int]:
+    """Sorted model block indices to capture (``None`` = all), checked against the model's depth.
+
+    Items are indices (doubles first, then singles) or, when ``names`` are given, block names
+    and kinds (``"double.3"``, ``"single"``).
+    """
+    if blocks is None:
+        return list(range(num_blocks))
+    chosen: set[int] = set()
+    for item in blocks:
+        if isinstance(item, str) and not item.strip().lstrip("-").isdigit():
+            found = match_block_names(item.strip(), names or [])
+            if not found:
+                raise ValueError(f"unknown block {item!r}; blocks are {', '.join(names or [])}")
+            chosen.update(found)
+        else:
+            chosen.add(int(item))
+    selected = sorted(chosen)
+    bad = [i for i in selected if not 0 <= i < num_blocks]
+    if bad or not selected:
+        raise ValueError(
+            f"block indices {bad or selected} out of range: the model has {num_blocks} blocks "
+            f"(0..{num_blocks - 1}, doubles first, then singles)"
+        )
+    return selected
 
 
 @dataclass
@@ -123,6 +164,11 @@ def expression_branch(
     # The grounding maps: image queries against expression keys, in float32 because downstream
     # softmaxes over tokens amplify bf16 rounding of near-equal logits.
     logits = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
+    if not bool(torch.isfinite(logits).all()):
+        raise FloatingPointError(
+            "the model produced non-finite attention (NaN/inf) — usually fp16 overflow or broken weights; "
+            "run the model in bfloat16 or float32"
+        )
 
     # The branch's own attention, explicit rather than SDPA because its probabilities are needed
     # for the text-to-text mass that detects global attention sinks.

@@ -124,14 +124,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _options_from_args(args: argparse.Namespace):
     from refam.expression import DEFAULT_MAGNETS
+    from refam.heatmap import parse_block_spec
     from refam.pipeline import RefAMOptions
 
     magnets = (
         DEFAULT_MAGNETS if args.magnets is None else tuple(m for m in args.magnets.split(",") if m.strip())
     )
-    blocks: tuple[int | str, ...] = ()
-    if args.blocks:
-        blocks = tuple(int(b) if b.strip().isdigit() else b.strip() for b in args.blocks.split(","))
+    blocks = parse_block_spec(args.blocks or "")
     return RefAMOptions(magnets=magnets).replace(
         sigma=args.sigma,
         seed=args.seed,

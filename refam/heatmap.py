@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from refam.attention import BlockCapture, CapturedAttention
+from refam.attention import BlockCapture, CapturedAttention, match_block_names
 from refam.expression import TokenizedExpression, TokenRole
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "HeatmapOptions",
     "TokenMap",
     "build_heatmap",
+    "parse_block_spec",
     "detect_gas",
     "select_blocks",
     "spatial_prior",
@@ -82,18 +83,45 @@ class ExpressionHeatmap:
     warnings: list[str]
 
 
+def parse_block_spec(text: str) -> tuple[int | str, ...]:
+    """``"all"`` / ``""`` -> every block; else a comma list of indices, ranges (``"0-18"``), block
+    names (``"double.3"``) and kinds (``"double"``, ``"single"``)."""
+    out: list[int | str] = []
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part or part.lower() == "all":
+            continue
+        lo, dash, hi = part.partition("-")
+        if dash and lo.strip().isdigit() and hi.strip().isdigit():
+            start, end = int(lo), int(hi)
+            if end < start:
+                raise ValueError(f"block range {part!r} runs backwards; write it as {end}-{start}")
+            out.extend(range(start, end + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        elif part.split(".")[0] in ("double", "single"):
+            out.append(part)
+        else:
+            raise ValueError(
+                f"cannot read block {part!r}: use indices (3), ranges (0-18), names (double.3) or kinds (single)"
+            )
+    return tuple(out)
+
+
 def select_blocks(captured: CapturedAttention, selection: BlockSelection) -> list[BlockCapture]:
     available = {b.index: b for b in captured.blocks}
-    by_name = {b.name: b for b in captured.blocks}
     if selection.indices:
         chosen = []
         for key in selection.indices:
-            block = by_name.get(key) if isinstance(key, str) else available.get(key)
-            if block is None:
+            if isinstance(key, str):
+                group = [captured.blocks[i] for i in match_block_names(key, captured.block_names())]
+            else:
+                group = [available[key]] if key in available else []
+            if not group:
                 raise ValueError(
                     f"block {key!r} was not captured; captured blocks: {', '.join(captured.block_names())}"
                 )
-            chosen.append(block)
+            chosen.extend(b for b in group if b not in chosen)
     else:
         chosen = list(captured.blocks)
     first_kept = int(selection.skip_fraction * captured.num_blocks)

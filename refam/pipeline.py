@@ -14,15 +14,19 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from refam.attention import CapturedAttention
+from refam.attention import CapturedAttention, ImageGeometry
 from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expression
-from refam.heatmap import BlockSelection, HeatmapOptions, TokenMap, build_heatmap
+from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
 from refam.images import MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, analyze_expression
 from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
 
 __all__ = [
     "AttentionBackend",
+    "as_image_batch",
+    "choose_points",
+    "cue_direction",
+    "expression_heatmaps",
     "segment",
     "ExpressionResult",
     "RefAMOptions",
@@ -152,7 +156,7 @@ def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _as_batch(images: Any) -> tuple[np.ndarray, list[str]]:
+def as_image_batch(images: Any) -> tuple[np.ndarray, list[str]]:
     warnings: list[str] = []
     if isinstance(images, (list, tuple)):
         arrays = [to_rgb_uint8(im, name=f"image {i}") for i, im in enumerate(images)]
@@ -170,6 +174,38 @@ def _as_batch(images: Any) -> tuple[np.ndarray, list[str]]:
     if min(h, w) < MIN_SIDE:
         warnings.append(f"image is {w}x{h} px; below {MIN_SIDE} px the heatmap is coarse")
     return np.stack(arrays), warnings
+
+
+def cue_direction(cue: LanguageCues, options: HeatmapOptions) -> tuple[str | None, str | None] | None:
+    """(horizontal, vertical) direction words for the spatial prior, or None when it is off."""
+    if not options.spatial_bias or not cue.spatial:
+        return None
+    return cue.spatial.horizontal, cue.spatial.vertical
+
+
+def expression_heatmaps(
+    captured: CapturedAttention, cues: Sequence[LanguageCues], options: HeatmapOptions
+) -> list[ExpressionHeatmap]:
+    """One heatmap per captured expression (in capture order), each over the whole image batch."""
+    if len(cues) != len(captured.expressions):
+        raise ValueError(f"{len(cues)} language cues for {len(captured.expressions)} captured expressions")
+    return [
+        build_heatmap(
+            captured,
+            e,
+            options,
+            noun_phrase_words=cue.noun_phrase_words,
+            spatial=cue_direction(cue, options),
+        )
+        for e, cue in enumerate(cues)
+    ]
+
+
+def choose_points(grid: torch.Tensor, geometry: ImageGeometry, count: int = 1, min_distance: int = 2) -> list[Point]:
+    """The segmenter's positive points for one heatmap grid: the argmax, or ``count`` separated peaks."""
+    if count > 1:
+        return peak_points(grid, geometry, count, min_distance)
+    return [argmax_point(grid, geometry)]
 
 
 class RefAMPipeline:
@@ -212,7 +248,7 @@ class RefAMPipeline:
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
         """The backend's captured attention for ``images`` (one pass for all ``expressions``)."""
-        batch, _ = _as_batch(images)
+        batch, _ = as_image_batch(images)
         return self._capture(batch, expressions, caption, options or self.options, progress)
 
     def _capture(
@@ -246,28 +282,19 @@ class RefAMPipeline:
     ) -> list[list[ExpressionResult]]:
         """Results ``[image][expression]``; one DiT pass serves every expression of the batch."""
         opts = self.options.replace(**overrides) if overrides else self.options
-        batch, image_warnings = _as_batch(images)
+        batch, image_warnings = as_image_batch(images)
         tokenized, cues = self.tokenize(expressions, opts)
         captured = self._capture(batch, tokenized, caption, opts, progress)
 
+        heatmaps = expression_heatmaps(captured, cues, opts.heatmap)
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
-        for e, (expr, cue) in enumerate(zip(tokenized, cues, strict=True)):
-            spatial = (cue.spatial.horizontal, cue.spatial.vertical) if cue.spatial else None
-            heat = build_heatmap(
-                captured,
-                e,
-                opts.heatmap,
-                noun_phrase_words=cue.noun_phrase_words,
-                spatial=spatial if opts.heatmap.spatial_bias else None,
-            )
+        for expr, cue, heat in zip(tokenized, cues, heatmaps, strict=True):
+            spatial = cue_direction(cue, opts.heatmap)
             full = upsample_heatmap(heat.grid, captured.geometry)
             warnings = [*image_warnings, *expr.warnings, *cue.warnings, *heat.warnings]
             for b in range(batch.shape[0]):
                 grid = heat.grid[b]
-                if opts.points > 1:
-                    points = peak_points(grid, captured.geometry, opts.points, opts.point_min_distance)
-                else:
-                    points = [argmax_point(grid, captured.geometry)]
+                points = choose_points(grid, captured.geometry, opts.points, opts.point_min_distance)
                 results[b].append(
                     ExpressionResult(
                         expression=expr.text,

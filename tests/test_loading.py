@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from bfl_layout import to_bfl
 from safetensors.torch import save_file
 
+from bfl_layout import to_bfl
 from conftest import REPO_ROOT
 from refam.loading import (
     _load_clip_file,

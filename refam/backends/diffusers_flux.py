@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from refam.attention import BlockCapture, ExpressionLayout, ImageAttention, expression_branch
+from refam.attention import (
+    BlockCapture,
+    CaptureComplete,
+    ExpressionLayout,
+    ImageAttention,
+    expression_branch,
+    resolve_capture_blocks,
+)
 
 __all__ = [
     "CaptureComplete",
@@ -27,10 +34,6 @@ __all__ = [
     "capture_flux_attention",
     "flux_blocks",
 ]
-
-
-class CaptureComplete(Exception):
-    """Raised from the last selected block to skip the blocks the caller does not need."""
 
 
 def _clip_fp16(x: torch.Tensor) -> torch.Tensor:
@@ -150,18 +153,12 @@ class FluxCapture:
         expression_embeds: torch.Tensor,
         layout: ExpressionLayout,
         *,
-        blocks: Iterable[int] | None = None,
+        blocks: Iterable[int | str] | None = None,
         stop_after_last: bool = False,
     ) -> None:
         self.transformer = transformer
         self.named_blocks = flux_blocks(transformer)
-        n = len(self.named_blocks)
-        selected = sorted(set(range(n) if blocks is None else blocks))
-        bad = [i for i in selected if not 0 <= i < n]
-        if bad or not selected:
-            raise ValueError(
-                f"block indices {bad or selected} out of range: the model has {n} blocks (0..{n - 1})"
-            )
+        selected = resolve_capture_blocks(blocks, len(self.named_blocks), [n for n, _ in self.named_blocks])
         if expression_embeds.shape[1] != layout.total:
             raise ValueError(
                 f"expression embeddings hold {expression_embeds.shape[1]} tokens, layout expects {layout.total}"
@@ -249,7 +246,7 @@ def capture_flux_attention(
     expression_embeds: torch.Tensor,
     layout: ExpressionLayout,
     *,
-    blocks: Iterable[int] | None = None,
+    blocks: Iterable[int | str] | None = None,
     stop_after_last: bool = False,
 ) -> Iterator[FluxCapture]:
     """Install the expression branch on ``transformer`` for the duration of the block.

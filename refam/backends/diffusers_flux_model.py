@@ -21,6 +21,7 @@ from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
 from refam.backends.diffusers_flux import capture_flux_attention, flux_blocks, run_until_captured
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
+from refam.noise import capture_noise
 
 __all__ = ["DiffusersFlux", "pack_latents", "latent_image_ids"]
 
@@ -181,23 +182,54 @@ class DiffusersFlux:
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
         """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
+        say = progress or (lambda _s: None)
+        say("encoding text")
+        prompt_embeds, pooled = self.encode_caption(caption)
+        expr_embeds, layout = self.encode_expressions(expressions)
+        captured = self.capture_encoded(
+            images,
+            expressions,
+            prompt_embeds,
+            pooled,
+            expr_embeds,
+            layout,
+            sigma=sigma,
+            seed=seed,
+            guidance=guidance,
+            resolution=resolution,
+            blocks=blocks,
+            progress=progress,
+        )
+        captured.meta["caption"] = caption
+        return captured
+
+    @torch.no_grad()
+    def capture_encoded(
+        self,
+        images: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        prompt_embeds: torch.Tensor,
+        pooled: torch.Tensor,
+        expr_embeds: torch.Tensor,
+        layout: ExpressionLayout,
+        *,
+        sigma: float = 0.75,
+        seed: int = 0,
+        guidance: float = 3.5,
+        resolution: int | None = 1024,
+        blocks: Iterable[int] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> CapturedAttention:
+        """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions)."""
         if not 0.0 < sigma <= 1.0:
             raise ValueError(f"sigma must be in (0, 1], got {sigma}")
         say = progress or (lambda _s: None)
         batch, height, width = images.shape[:3]
         size = self.native_size or model_size((height, width), resolution, self.latent_multiple)
 
-        say("encoding text")
-        prompt_embeds, pooled = self.encode_caption(caption)
-        expr_embeds, layout = self.encode_expressions(expressions)
-
         say("encoding image")
         latents = self.encode_images(to_model_pixels(images, size))
-        # Noise drawn on the CPU so a seed gives the same ε on every device, and per image so an
-        # image's result does not depend on what else is in its batch.
-        generator = torch.Generator("cpu").manual_seed(seed)
-        noise = torch.randn(latents.shape[1:], generator=generator, dtype=torch.float32).to(latents)
-        noise = noise.expand_as(latents)
+        noise = capture_noise(latents.shape, seed).to(latents)
         noisy = (1.0 - sigma) * latents + sigma * noise
         grid = (latents.shape[2] // 2, latents.shape[3] // 2)
 
@@ -232,6 +264,5 @@ class DiffusersFlux:
                 "model": self.name,
                 "sigma": sigma,
                 "seed": seed,
-                "caption": caption,
             },
         )

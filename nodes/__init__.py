@@ -1,0 +1,105 @@
+"""ComfyUI-RefAM nodes. ``NODE_SPECS`` declares them; ``extension`` builds the V3 nodes in ComfyUI."""
+
+from __future__ import annotations
+
+from . import image_chain as chain
+from . import payloads
+from . import segmentation as seg
+from .spec import CATEGORY, NodeSpec
+
+__all__ = ["CATEGORY", "NODE_SPECS", "payloads"]
+
+NODE_SPECS: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        "RefAMCaptionConditioning",
+        "RefAM Caption Conditioning",
+        "Encode an optional caption of the whole image for the denoising pass (empty allowed).",
+        chain.CAPTION_INPUTS,
+        chain.CAPTION_OUTPUTS,
+        chain.caption_conditioning,
+    ),
+    NodeSpec(
+        "RefAMReferringExpression",
+        "RefAM Referring Expression",
+        "Tokenize referring expressions with token roles, append attention magnets and encode them with FLUX's T5.",
+        chain.EXPRESSION_INPUTS,
+        chain.EXPRESSION_OUTPUTS,
+        chain.referring_expression,
+    ),
+    NodeSpec(
+        "RefAMCaptureAttentionFlux",
+        "RefAM Capture Attention (FLUX)",
+        "One FLUX pass at sigma on the image; every expression rides along in a separate branch that reads the "
+        "model's attention without changing its output.",
+        chain.CAPTURE_INPUTS,
+        chain.ATTENTION_OUTPUTS,
+        chain.capture_attention,
+    ),
+    NodeSpec(
+        "RefAMFilterTokens",
+        "RefAM Filter Tokens",
+        "Choose which token maps form the heatmap: stop words, magnets, EOS, global attention sinks, noun phrase.",
+        chain.FILTER_INPUTS,
+        chain.ATTENTION_OUTPUTS,
+        chain.filter_tokens,
+    ),
+    NodeSpec(
+        "RefAMHeatmap",
+        "RefAM Heatmap",
+        "Average the kept token maps over the selected blocks, with the optional spatial prior.",
+        chain.HEATMAP_INPUTS,
+        chain.HEATMAP_OUTPUTS,
+        chain.heatmap,
+        preview="overlay",
+    ),
+    NodeSpec(
+        "RefAMPoint",
+        "RefAM Point",
+        "The heatmap's argmax (or top-k peaks) in image pixels.",
+        chain.POINT_INPUTS,
+        chain.POINT_OUTPUTS,
+        chain.point,
+    ),
+    NodeSpec(
+        "RefAMLoadSAM",
+        "RefAM Load SAM",
+        "Load a SAM (ViT-B/L/H) checkpoint from models/sams.",
+        seg.loader_inputs(("sams",), "SAM"),
+        seg.SEGMENTER_OUTPUTS,
+        seg.load_sam,
+    ),
+    NodeSpec(
+        "RefAMLoadSAM2",
+        "RefAM Load SAM2",
+        "Load a SAM2 / SAM2.1 checkpoint from models/sam2 (or models/sams).",
+        seg.loader_inputs(("sam2", "sams"), "SAM2"),
+        seg.SEGMENTER_OUTPUTS,
+        seg.load_sam2,
+    ),
+    NodeSpec(
+        "RefAMSegment",
+        "RefAM Segment",
+        "Point-prompted masks: the best-scoring of the segmenter's multimask outputs per entry.",
+        seg.SEGMENT_INPUTS,
+        seg.SEGMENT_OUTPUTS,
+        seg.segment,
+        preview="preview",
+    ),
+    NodeSpec(
+        "RefAMTokenMaps",
+        "RefAM Token Maps",
+        "Diagnostics: every token's map with its role, kept or dropped, GAS tokens flagged.",
+        chain.TOKEN_MAP_INPUTS,
+        chain.TOKEN_MAP_OUTPUTS,
+        chain.token_maps,
+        preview="token_maps",
+    ),
+    NodeSpec(
+        "RefAMSegmentAllInOne",
+        "RefAM Segment (all-in-one)",
+        "Referring segmentation in one node: FLUX attention, RefAM heatmap, argmax point, SAM/SAM2 mask.",
+        seg.ALL_IN_ONE_INPUTS,
+        seg.ALL_IN_ONE_OUTPUTS,
+        seg.segment_all_in_one,
+    ),
+)

@@ -1,0 +1,283 @@
+"""The FLUX image chain: caption -> expression -> capture -> filter -> heatmap -> point -> (segment).
+
+Glue only: inputs are parsed, the library does the work, outputs are formatted for ComfyUI.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from refam.expression import DEFAULT_MAGNETS, tokenize_expression
+from refam.heatmap import BlockSelection, parse_block_spec
+from refam.language import analyze_expression
+from refam.pipeline import as_image_batch, choose_points, expression_heatmaps, normalize_expressions
+from refam.points import points_to_json, upsample_heatmap
+from refam.visualize import colorize, heatmap_overlay, tile
+
+from . import payloads as P
+from .spec import Param, Result
+
+MAX_SEED = 2**63 - 1
+
+
+# -- shared conversions ---------------------------------------------------------------------------
+def image_batch(image: torch.Tensor) -> np.ndarray:
+    """ComfyUI IMAGE ``[B, H, W, C]`` float 0..1 -> ``[B, H, W, 3]`` uint8 (what the library reads)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"image must be a ComfyUI IMAGE batch [B, H, W, C]; got {type(image).__name__} {shape}")
+    batch, _ = as_image_batch(image)
+    return batch
+
+
+def to_comfy_image(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> IMAGE float 0..1."""
+    return torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0)
+
+
+def split_lines(text: str) -> list[str]:
+    """One expression per line; blank lines are ignored (an all-blank text is an error later)."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def parse_magnets(text: str) -> tuple[str, ...]:
+    """Magnet words separated by spaces or commas (``_`` is a magnet itself)."""
+    return tuple(w for w in text.replace(",", " ").split() if w)
+
+
+# -- run functions -----------------------------------------------------------------------------------
+def caption_conditioning(clip, caption: str, guidance: float) -> tuple:
+    from refam.backends.comfy_flux import encode_caption
+
+    return (encode_caption(clip, caption, guidance),)
+
+
+def referring_expression(
+    clip, expressions: str, magnets: str, noun_phrase: bool, spatial_bias: bool
+) -> tuple:
+    from refam.backends.comfy_flux import encode_expressions, t5_pad_length, t5_tokenizer
+
+    texts = normalize_expressions(split_lines(expressions) or [""])
+    tokenizer = t5_tokenizer(clip)
+    pad = t5_pad_length(clip)
+    magnet_words = parse_magnets(magnets)
+    tokenized = [
+        tokenize_expression(t, tokenizer, magnets=magnet_words, max_length=pad, pad_to=pad) for t in texts
+    ]
+    cues = [analyze_expression(t, noun_phrase=noun_phrase, spatial=spatial_bias) for t in texts]
+    embeds, layout = encode_expressions(clip, tokenized)
+    return (P.Expressions(tokenized=tokenized, cues=cues, embeds=embeds, layout=layout),)
+
+
+def capture_attention(
+    model, vae, image, conditioning, expression: P.Expressions, sigma: float, seed: int, blocks: str, resolution: int
+) -> tuple:
+    from refam.backends.comfy_flux import capture_flux, flux_diffusion_model
+    from refam.backends.comfy_runtime import block_progress
+
+    batch = image_batch(image)
+    dm = flux_diffusion_model(model)
+    total = len(dm.double_blocks) + len(dm.single_blocks)
+    captured = capture_flux(
+        model,
+        vae,
+        batch,
+        conditioning,
+        expression.embeds,
+        expression.layout,
+        expression.tokenized,
+        sigma=sigma,
+        seed=seed,
+        blocks=parse_block_spec(blocks) or None,
+        resolution=resolution or None,
+        progress=block_progress(total),
+    )
+    return (P.Attention(captured=captured, expressions=expression),)
+
+
+def filter_tokens(
+    attention: P.Attention,
+    drop_stop_words: bool,
+    drop_magnets: bool,
+    drop_eos: bool,
+    remove_gas: bool,
+    gas_threshold: float,
+    noun_phrase: bool,
+) -> tuple:
+    return (
+        attention.with_options(
+            drop_stop_words=drop_stop_words,
+            drop_magnets=drop_magnets,
+            drop_eos=drop_eos,
+            remove_gas=remove_gas,
+            gas_threshold=gas_threshold,
+            noun_phrase=noun_phrase,
+        ),
+    )
+
+
+def _entries(per_expression: list[torch.Tensor], n_images: int) -> torch.Tensor:
+    """Per-expression ``[B, ...]`` tensors -> one batch in :data:`payloads.BATCH_ORDER`."""
+    return torch.stack([per_expression[e][b] for b in range(n_images) for e in range(len(per_expression))])
+
+
+def heatmap(attention: P.Attention, image, blocks: str, skip_fraction: float, spatial_bias: bool) -> tuple:
+    selection = BlockSelection(indices=parse_block_spec(blocks), skip_fraction=skip_fraction)
+    options = attention.with_options(blocks=selection, spatial_bias=spatial_bias).options
+    captured = attention.captured
+    heats = expression_heatmaps(captured, attention.expressions.cues, options)
+    n_images = captured.batch_size
+    grids = _entries([h.grid for h in heats], n_images)
+    full = upsample_heatmap(grids, captured.geometry)
+    batch = image_batch(image)
+    if batch.shape[:3] != (n_images, *captured.geometry.original_size):
+        raise ValueError(
+            f"image batch {tuple(batch.shape[:3])} is not the one captured "
+            f"({n_images}, {captured.geometry.original_size[0]}, {captured.geometry.original_size[1]})"
+        )
+    n_expr = len(heats)
+    overlays = [heatmap_overlay(batch[i // n_expr], full[i].numpy()) for i in range(full.shape[0])]
+    warnings = sorted({w for h in heats for w in h.warnings})
+    payload = P.Heatmaps(
+        grids=grids,
+        geometry=captured.geometry,
+        texts=attention.expressions.texts,
+        n_images=n_images,
+        warnings=warnings,
+    )
+    return full.float(), to_comfy_image(overlays), payload
+
+
+def point(heatmaps: P.Heatmaps, mode: str, count: int, min_distance: int) -> tuple:
+    n = 1 if mode == "argmax" else count
+    points = [choose_points(g, heatmaps.geometry, n, min_distance) for g in heatmaps.grids]
+    typed = P.Points(
+        points=points,
+        texts=heatmaps.texts,
+        n_images=heatmaps.n_images,
+        image_size=heatmaps.geometry.original_size,
+    )
+    return points_json(typed), typed
+
+
+def points_json(points: P.Points) -> str:
+    """kijai-style ``[{"x":..,"y":..}]`` (all entries, in batch order; extra keys say whose point)."""
+    n_expr = len(points.texts)
+    rows = []
+    for i, entry in enumerate(points.points):
+        for p in points_to_json(entry):
+            rows.append({**p, "image": i // n_expr, "expression": i % n_expr})
+    return json.dumps(rows)
+
+
+def token_maps(attention: P.Attention, image_index: int) -> tuple:
+    captured = attention.captured
+    if not 0 <= image_index < captured.batch_size:
+        raise ValueError(f"image_index {image_index} is outside the batch of {captured.batch_size}")
+    heats = expression_heatmaps(captured, attention.expressions.cues, attention.options)
+    tiles, labels, report = [], [], []
+    for text, heat in zip(attention.expressions.texts, heats, strict=True):
+        report.append(f"{text!r}: GAS {heat.gas_tokens[image_index] or 'none'}")
+        for tm in heat.token_maps[image_index]:
+            tiles.append(_token_tile(tm.grid.numpy()))
+            state = "GAS" if tm.gas else ("kept" if tm.kept else "dropped")
+            labels.append(f"{tm.piece} [{tm.role.value}, {state}]")
+            report.append(f"  {tm.piece!r:14} role={tm.role.value:8} {state}")
+    grid = tile(tiles, columns=min(8, len(tiles)), labels=labels)
+    return to_comfy_image(grid[None]), "\n".join(report)
+
+
+def _token_tile(grid: np.ndarray, width: int = 160) -> np.ndarray:
+    """A token's map, min-max scaled and enlarged (nearest) so a label fits under it."""
+    from PIL import Image
+
+    scaled = (grid - grid.min()) / max(float(np.ptp(grid)), 1e-12)
+    factor = max(1, width // grid.shape[1])
+    image = Image.fromarray(colorize(scaled))
+    return np.asarray(image.resize((grid.shape[1] * factor, grid.shape[0] * factor), Image.NEAREST))
+
+
+# -- declarations ----------------------------------------------------------------------------------
+_EXPRESSIONS_TIP = "One referring expression per line (e.g. 'the cat on the left'); each gives its own mask. Taken literally: (word:1.2) is not weight syntax."
+_BATCH_TIP = f"Batch order: {P.BATCH_ORDER}."
+
+CAPTION_INPUTS = (
+    Param("clip", "CLIP", "FLUX's text encoders (DualCLIPLoader, type flux: T5-XXL + CLIP-L)."),
+    Param(
+        "caption",
+        "STRING",
+        "A caption of the whole image (optional; the paper uses the dataset caption). Empty = the empty prompt.",
+        default="",
+        multiline=True,
+    ),
+    Param("guidance", "FLOAT", "FLUX distilled guidance (ignored by schnell).", default=3.5, min=0.0, max=100.0, step=0.1),
+)
+EXPRESSION_INPUTS = (
+    Param("clip", "CLIP", "FLUX's text encoders: the expression is encoded by the model's own T5."),
+    Param("expressions", "STRING", _EXPRESSIONS_TIP, default="", multiline=True),
+    Param(
+        "magnets",
+        "STRING",
+        "Attention magnets appended to every expression (space separated). They soak up background attention and are filtered out afterwards. Empty = off.",
+        default=" ".join(DEFAULT_MAGNETS),
+    ),
+    Param("noun_phrase", "BOOLEAN", "Find the head noun phrase with spaCy (used by Filter Tokens).", default=True),
+    Param("spatial_bias", "BOOLEAN", "Read direction words (left, right, top, ...) for the Heatmap's positional prior.", default=True),
+)
+CAPTURE_INPUTS = (
+    Param("model", "MODEL", "The FLUX model you already loaded (UNETLoader, CheckpointLoaderSimple, GGUF, fp8). Not copied, not modified."),
+    Param("vae", "VAE", "FLUX's VAE (ae.safetensors)."),
+    Param("image", "IMAGE", "Image batch; any size (resized for the model, results come back at this size)."),
+    Param("conditioning", "CONDITIONING", "Caption conditioning (RefAM Caption Conditioning)."),
+    Param("expression", P.EXPRESSION, "Encoded referring expressions (RefAM Referring Expression)."),
+    Param("sigma", "FLOAT", "Noise level of the single denoising pass (paper: 0.75 = timestep 750).", default=0.75, min=0.01, max=1.0, step=0.01),
+    Param("seed", "INT", "Seed of the noise; fixed for reproducible masks.", default=0, min=0, max=MAX_SEED),
+    Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges (0-18), names (double.3) or kinds (single). Fewer blocks stop the pass early.", default="all"),
+    Param("resolution", "INT", "The model sees about resolution² pixels (aspect kept, multiple of 16). 0 = the image's own size.", default=1024, min=0, max=4096, step=16),
+)
+FILTER_INPUTS = (
+    Param("attention", P.ATTENTION, "Captured attention (RefAM Capture Attention)."),
+    Param("drop_stop_words", "BOOLEAN", "Drop stop-word maps (the paper's Appendix-B list).", default=True),
+    Param("drop_magnets", "BOOLEAN", "Drop the magnets' maps (they exist to absorb attention).", default=True),
+    Param("drop_eos", "BOOLEAN", "Drop the end-of-sequence token's map.", default=True),
+    Param("remove_gas", "BOOLEAN", "Drop global attention sinks: tokens drawing >= threshold x the others' text attention.", default=True),
+    Param("gas_threshold", "FLOAT", "GAS threshold (paper: 10).", default=10.0, min=1.0, max=1000.0, step=0.5),
+    Param("noun_phrase", "BOOLEAN", "Keep only the head noun phrase's tokens (needs spaCy; off with a warning without it).", default=True),
+)
+HEATMAP_INPUTS = (
+    Param("attention", P.ATTENTION, "Captured (and filtered) attention."),
+    Param("image", "IMAGE", "The captured image batch, for the overlay preview."),
+    Param("blocks", "STRING", "Blocks averaged into the heatmap: 'all', indices/ranges, names or kinds.", default="all"),
+    Param("skip_fraction", "FLOAT", "Drop this leading fraction of the model's blocks (paper Table 1: 0.6 does not hurt).", default=0.0, min=0.0, max=0.95, step=0.05),
+    Param("spatial_bias", "BOOLEAN", "Multiply a positional prior from direction words into the heatmap.", default=True),
+)
+POINT_INPUTS = (
+    Param("heatmaps", P.HEATMAP, "Heatmaps (RefAM Heatmap)."),
+    Param("mode", "COMBO", "argmax: the paper's single point; top_k: several separated peaks.", default="argmax", options=("argmax", "top_k")),
+    Param("count", "INT", "Points per entry in top_k mode.", default=3, min=1, max=16),
+    Param("min_distance", "INT", "Minimum distance between top_k peaks, in latent patches.", default=2, min=1, max=64),
+)
+TOKEN_MAP_INPUTS = (
+    Param("attention", P.ATTENTION, "Captured attention; the Filter Tokens settings decide which maps are kept."),
+    Param("image_index", "INT", "Which image of the batch to show.", default=0, min=0, max=4096),
+)
+
+CAPTION_OUTPUTS = (Result("conditioning", "CONDITIONING", "Caption conditioning with FLUX guidance."),)
+EXPRESSION_OUTPUTS = (Result("expression", P.EXPRESSION, "Tokens with roles, language cues and T5 embeddings."),)
+ATTENTION_OUTPUTS = (Result("attention", P.ATTENTION, "Per-block attention of every expression token to every image patch."),)
+HEATMAP_OUTPUTS = (
+    Result("heatmap", "MASK", f"Heatmaps at the image's size, 0..1. {_BATCH_TIP}"),
+    Result("overlay", "IMAGE", f"Heatmaps over the image. {_BATCH_TIP}"),
+    Result("heatmaps", P.HEATMAP, "Heatmaps on the latent grid, for RefAM Point."),
+)
+POINT_OUTPUTS = (
+    Result("points_json", "STRING", 'Points as JSON [{"x":..,"y":..}] in image pixels (kijai-compatible).'),
+    Result("points", P.POINTS, "Typed points for RefAM Segment."),
+)
+TOKEN_MAP_OUTPUTS = (
+    Result("token_maps", "IMAGE", "One tile per token with its role and whether it was kept or flagged as GAS."),
+    Result("report", "STRING", "Tokens, roles, kept/dropped and GAS tokens as text."),
+)

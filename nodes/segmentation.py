@@ -1,0 +1,211 @@
+"""Segmenter loaders, point-prompted segmentation and the all-in-one node."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from refam.points import point_dict
+from refam.visualize import draw_points, mask_overlay
+
+from . import payloads as P
+from .image_chain import (
+    CAPTURE_INPUTS,
+    EXPRESSION_INPUTS,
+    MAX_SEED,
+    image_batch,
+    split_lines,
+    to_comfy_image,
+)
+from .spec import Param, Result
+
+DEVICES = ("auto", "gpu", "cpu")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedSegmenter:
+    """A segmenter and where it should run: ``auto`` keeps it on the CPU between runs."""
+
+    segmenter: Any
+    placement: str
+
+    @contextmanager
+    def running(self) -> Iterator[Any]:
+        from refam.backends.comfy_runtime import offload_device, torch_device
+
+        if self.placement == "cpu":
+            yield self.segmenter
+            return
+        self.segmenter.to(torch_device())
+        try:
+            yield self.segmenter
+        finally:
+            if self.placement == "auto":
+                self.segmenter.to(offload_device())
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+
+def _checkpoints(*folders: str):
+    def names() -> list[str]:
+        from refam.backends.comfy_runtime import list_checkpoints
+
+        return list_checkpoints(*folders)
+
+    return names
+
+
+def _load(checkpoint: str, family: str, folders: tuple[str, ...], device: str, dtype: str) -> tuple:
+    from refam.backends.comfy_runtime import checkpoint_path, offload_device, torch_device
+    from refam.segment import load_segmenter
+
+    if not checkpoint:
+        checkpoint_path("(none selected)", *folders)  # raises, listing the folders searched
+    path = checkpoint_path(checkpoint, *folders)
+    home = torch.device("cpu") if device == "cpu" else (torch_device() if device == "gpu" else offload_device())
+    compute = torch.device("cpu") if device == "cpu" else torch_device()
+    chosen = dtype if dtype != "auto" else ("bfloat16" if compute.type == "cuda" else "float32")
+    segmenter = load_segmenter(path, family=family, device=home, dtype=chosen)
+    return (LoadedSegmenter(segmenter, device),)
+
+
+def load_sam(checkpoint: str, device: str, dtype: str) -> tuple:
+    return _load(checkpoint, "sam", ("sams",), device, dtype)
+
+
+def load_sam2(checkpoint: str, device: str, dtype: str) -> tuple:
+    return _load(checkpoint, "sam2", ("sam2", "sams"), device, dtype)
+
+
+def _masks(segmenter: LoadedSegmenter, batch: np.ndarray, points: list[list[tuple[float, float]]], n_expr: int):
+    from refam.backends.comfy_runtime import throw_if_interrupted
+
+    masks, overlays = [], []
+    with segmenter.running() as seg:
+        for b in range(batch.shape[0]):
+            throw_if_interrupted()
+            seg.set_image(batch[b])
+            for e in range(n_expr):
+                entry = points[b * n_expr + e]
+                mask = seg.predict(entry).mask
+                masks.append(torch.from_numpy(np.asarray(mask, dtype=np.float32)))
+                overlays.append(draw_points(mask_overlay(batch[b], mask), entry))
+        seg.reset_image()
+    return torch.stack(masks), to_comfy_image(overlays)
+
+
+def segment(segmenter: LoadedSegmenter, image, points: P.Points) -> tuple:
+    batch = image_batch(image)
+    if batch.shape[0] != points.n_images or tuple(batch.shape[1:3]) != tuple(points.image_size):
+        raise ValueError(
+            f"image batch is {batch.shape[0]} x {batch.shape[1]}x{batch.shape[2]} but the points were found on "
+            f"{points.n_images} x {points.image_size[0]}x{points.image_size[1]}: connect the same IMAGE"
+        )
+    coords = [[(p.x, p.y) for p in entry] for entry in points.points]
+    return _masks(segmenter, batch, coords, len(points.texts))
+
+
+def segment_all_in_one(
+    model,
+    clip,
+    vae,
+    segmenter: LoadedSegmenter,
+    image,
+    expressions: str,
+    caption: str,
+    magnets: str,
+    noun_phrase: bool,
+    spatial_bias: bool,
+    sigma: float,
+    seed: int,
+    guidance: float,
+    resolution: int,
+) -> tuple:
+    from refam.backends.comfy_flux import ComfyFlux, flux_diffusion_model
+    from refam.backends.comfy_runtime import block_progress
+    from refam.pipeline import RefAMOptions, RefAMPipeline, normalize_expressions
+
+    from .image_chain import parse_magnets
+
+    texts = normalize_expressions(split_lines(expressions) or [""])
+    batch = image_batch(image)
+    dm = flux_diffusion_model(model)
+    backend = ComfyFlux(model, clip, vae, progress=block_progress(len(dm.double_blocks) + len(dm.single_blocks)))
+    options = RefAMOptions(magnets=parse_magnets(magnets)).replace(
+        sigma=sigma,
+        seed=seed,
+        guidance=guidance,
+        resolution=resolution or None,
+        noun_phrase=noun_phrase,
+        spatial_bias=spatial_bias,
+    )
+    with segmenter.running() as seg:
+        results = RefAMPipeline(backend, seg, options).segment_batch(batch, texts, caption)
+    entries = [r for per_image in results for r in per_image]
+    masks = torch.stack([torch.from_numpy(r.mask.astype(np.float32)) for r in entries])
+    heat = torch.stack([torch.from_numpy(r.heatmap) for r in entries])
+    points = [
+        {**point_dict(p), "image": r.image_index, "expression": i % len(texts)}
+        for i, r in enumerate(entries)
+        for p in r.points
+    ]
+    return masks, heat, json.dumps(points)
+
+
+# -- declarations ----------------------------------------------------------------------------------
+def loader_inputs(folders: tuple[str, ...], what: str) -> tuple[Param, ...]:
+    return (
+        Param(
+            "checkpoint",
+            "COMBO",
+            f"{what} checkpoint from {' / '.join('models/' + f for f in folders)} (extra_model_paths.yaml honoured); "
+            ".pt, .pth or .safetensors. The family and size are read off the weights.",
+            options=_checkpoints(*folders),
+        ),
+        Param("device", "COMBO", "auto: GPU while segmenting, CPU in between (low VRAM friendly); gpu: stay on the GPU; cpu.", default="auto", options=DEVICES),
+        Param("dtype", "COMBO", "auto: bfloat16 on GPU, float32 on CPU.", default="auto", options=DTYPES),
+    )
+
+
+SEGMENTER_OUTPUTS = (Result("segmenter", P.SEGMENTER, "A point-prompted segmenter for RefAM Segment."),)
+SEGMENT_INPUTS = (
+    Param("segmenter", P.SEGMENTER, "RefAM Load SAM / Load SAM2."),
+    Param("image", "IMAGE", "The same image batch the points were found on."),
+    Param("points", P.POINTS, "Points from RefAM Point."),
+)
+SEGMENT_OUTPUTS = (
+    Result("mask", "MASK", f"One mask per (image, expression) at the image's size. {P.BATCH_ORDER}."),
+    Result("preview", "IMAGE", "Masks and points over the image."),
+)
+_caption = Param(
+    "caption", "STRING", "Optional caption of the whole image; empty = the empty prompt.", default="", multiline=True
+)
+_by_name = {p.name: p for p in (*EXPRESSION_INPUTS, *CAPTURE_INPUTS)}
+ALL_IN_ONE_INPUTS = (
+    _by_name["model"],
+    EXPRESSION_INPUTS[0],
+    _by_name["vae"],
+    Param("segmenter", P.SEGMENTER, "RefAM Load SAM / Load SAM2."),
+    _by_name["image"],
+    _by_name["expressions"],
+    _caption,
+    _by_name["magnets"],
+    Param("noun_phrase", "BOOLEAN", "Keep only the head noun phrase's tokens (spaCy).", default=True),
+    Param("spatial_bias", "BOOLEAN", "Positional prior from direction words.", default=True),
+    _by_name["sigma"],
+    Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=MAX_SEED),
+    Param("guidance", "FLOAT", "FLUX distilled guidance.", default=3.5, min=0.0, max=100.0, step=0.1),
+    _by_name["resolution"],
+)
+ALL_IN_ONE_OUTPUTS = (
+    Result("mask", "MASK", f"One mask per (image, expression). {P.BATCH_ORDER}."),
+    Result("heatmap", "MASK", "The RefAM heatmaps at the image's size, same order."),
+    Result("points_json", "STRING", 'Points as JSON [{"x":..,"y":..}] (kijai-compatible).'),
+)

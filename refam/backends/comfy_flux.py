@@ -1,0 +1,532 @@
+"""RefAM capture on a ComfyUI FLUX ``MODEL`` (the user's own, already loaded).
+
+Nothing global is touched. The capture lives on a **clone** of the ModelPatcher:
+
+* a ``dit`` replace patch per joint block runs the block (chaining any patch already on that
+  key), then one block of the expression branch (:func:`refam.attention.expression_branch`);
+* the image queries/keys/values of the block's real attention call are read through
+  ``transformer_options["optimized_attention_override"]`` (ComfyUI >= 0.3.59), chaining any
+  override already there; older ComfyUI recomputes them from the block's own layers;
+* a ``DIFFUSION_MODEL`` wrapper resets the per-pass state and learns the token layout.
+
+The pass itself is ComfyUI's: ``CFGGuider`` with cfg 1 (only the positive conditioning runs)
+and a one-step sampler at ``σ``, so model loading, lowvram offloading, conditioning processing
+and other packs' wrappers behave exactly as in a normal sampling run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from refam.attention import (
+    BlockCapture,
+    CaptureComplete,
+    CapturedAttention,
+    ExpressionLayout,
+    ImageAttention,
+    ImageGeometry,
+    expression_branch,
+    resolve_capture_blocks,
+)
+from refam.expression import TokenizedExpression
+from refam.images import model_size, to_model_pixels
+from refam.noise import capture_noise
+
+__all__ = [
+    "COMFY_T5_PAD_LENGTH",
+    "ComfyDoubleAdapter",
+    "ComfyFlux",
+    "ComfyFluxCapture",
+    "ComfySingleAdapter",
+    "capture_flux",
+    "denoise_once",
+    "encode_caption",
+    "encode_expressions",
+    "flux_diffusion_model",
+    "supports_attention_override",
+    "t5_tokenizer",
+]
+
+PATCH_KEY = "refam_capture"
+# ComfyUI pads FLUX's T5 prompts to 256 tokens (``T5XXLTokenizer(min_length=256)``).
+COMFY_T5_PAD_LENGTH = 256
+BlockProgress = Callable[[int, int], None]
+
+
+# -- what the user handed us ------------------------------------------------------------------
+def flux_diffusion_model(model: Any) -> torch.nn.Module:
+    """The ``comfy.ldm.flux.model.Flux`` inside a MODEL, or a TypeError naming what was found."""
+    from comfy.ldm.flux.model import Flux
+
+    base = getattr(model, "model", None)
+    inner = getattr(base, "diffusion_model", None)
+    if not isinstance(inner, Flux) or type(inner).__name__ == "ControlNetFlux":
+        found = type(inner).__name__ if inner is not None else type(model).__name__
+        raise TypeError(
+            f"RefAM's FLUX capture needs a FLUX MODEL (comfy.ldm.flux.model.Flux: FLUX.1 dev/schnell/"
+            f"Kontext); got {found}. Load FLUX with UNETLoader / CheckpointLoaderSimple."
+        )
+    return inner
+
+
+def supports_attention_override() -> bool:
+    """ComfyUI >= 0.3.59 routes every attention call through ``optimized_attention_override``."""
+    import comfy.ldm.modules.attention as attention
+
+    return hasattr(attention, "wrap_attn")
+
+
+def t5_tokenizer(clip: Any) -> Any:
+    """The Hugging Face T5 tokenizer behind a FLUX CLIP (word offsets for token roles)."""
+    inner = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
+    hf = getattr(inner, "tokenizer", None)
+    if hf is None:
+        raise TypeError(
+            f"RefAM needs FLUX's text encoders (T5-XXL + CLIP-L, DualCLIPLoader type 'flux'); the "
+            f"CLIP given has tokenizer {type(getattr(clip, 'tokenizer', None)).__name__} without a T5-XXL part"
+        )
+    return hf
+
+
+def t5_pad_length(clip: Any) -> int:
+    inner = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
+    return int(getattr(inner, "min_length", None) or COMFY_T5_PAD_LENGTH)
+
+
+# -- text ------------------------------------------------------------------------------------
+def encode_caption(clip: Any, caption: str, guidance: float = 3.5) -> list:
+    """CONDITIONING for the denoising pass; the caption is taken literally (no ``(word:1.2)``)."""
+    tokens = clip.tokenize(caption or "", disable_weights=True)
+    out = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
+    cond = out.pop("cond")
+    out["guidance"] = float(guidance)
+    return [[cond, out]]
+
+
+@torch.no_grad()
+def encode_expressions(
+    clip: Any, expressions: Sequence[TokenizedExpression]
+) -> tuple[torch.Tensor, ExpressionLayout]:
+    """T5 embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``.
+
+    The token ids are RefAM's own (roles and magnets already decided), handed to the CLIP as
+    pre-tokenized sections so ComfyUI's weight syntax never sees them. Each expression is one
+    section: T5 encodes them side by side in one batch, each padded as a caption would be.
+    """
+    if not expressions:
+        raise ValueError("no expressions to encode")
+    t5_tokenizer(clip)  # the TypeError for a non-FLUX CLIP
+    tokens = dict(clip.tokenize(""))
+    lengths = {len(e.ids) for e in expressions}
+    if len(lengths) != 1:
+        raise ValueError(f"expressions must share one padded length, got {sorted(lengths)}")
+    tokens["t5xxl"] = [[(int(i), 1.0) for i in e.ids] for e in expressions]
+    cond = clip.encode_from_tokens(tokens)
+    width = lengths.pop()
+    rows = cond.reshape(len(expressions), width, cond.shape[-1])
+    valid = tuple(e.valid_length for e in expressions)
+    joined = torch.cat([rows[i, :n] for i, n in enumerate(valid)], dim=0)
+    return joined[None].float().cpu(), ExpressionLayout(valid)
+
+
+# -- the expression branch's view of ComfyUI's blocks ----------------------------------------
+def _modulate(x: torch.Tensor, mod: Any) -> torch.Tensor:
+    return torch.addcmul(mod.shift, x, 1 + mod.scale)
+
+
+def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b, n = qkv.shape[:2]
+    q, k, v = qkv.view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def _fp16_guard(x: torch.Tensor) -> torch.Tensor:
+    # The blocks' own fp16 overflow guard, so the branch sees what the model would.
+    return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504) if x.dtype == torch.float16 else x
+
+
+class ComfyDoubleAdapter:
+    """Text-stream pieces of ComfyUI's FLUX ``DoubleStreamBlock``."""
+
+    kind = "double"
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        self.block = block
+
+    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
+        block = self.block
+        mod1, mod2 = block.txt_mod(vec)
+        q, k, v = _split_heads(block.txt_attn.qkv(_modulate(block.txt_norm1(expr), mod1)), block.num_heads)
+        q, k = block.txt_attn.norm(q, k, v)
+        return q, k, v, (mod1, mod2)
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
+        mod1, mod2 = state
+        block = self.block
+        expr = expr + mod1.gate * block.txt_attn.proj(attn_out.to(expr.dtype))
+        expr = expr + mod2.gate * block.txt_mlp(_modulate(block.txt_norm2(expr), mod2))
+        return _fp16_guard(expr)
+
+
+class ComfySingleAdapter:
+    """Text-stream view of ComfyUI's FLUX ``SingleStreamBlock`` (weights shared by all tokens)."""
+
+    kind = "single"
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        self.block = block
+
+    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
+        block = self.block
+        mod, _ = block.modulation(vec)
+        qkv, mlp = torch.split(
+            block.linear1(_modulate(block.pre_norm(expr), mod)),
+            [3 * block.hidden_size, block.mlp_hidden_dim],
+            dim=-1,
+        )
+        q, k, v = _split_heads(qkv, block.num_heads)
+        q, k = block.norm(q, k, v)
+        return q, k, v, (mlp, mod.gate)
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
+        mlp, gate = state
+        block = self.block
+        out = block.linear2(torch.cat((attn_out.to(mlp.dtype), block.mlp_act(mlp)), 2))
+        return _fp16_guard(expr + gate * out)
+
+
+def _rope(x: torch.Tensor, pe: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """FLUX RoPE exactly as ``comfy.ldm.flux.math.attention`` applies it (float32, then back)."""
+    shape = x.shape
+    x = x.to(dtype=pe.dtype).reshape(*shape[:-1], -1, 1, 2)
+    return (pe[..., 0] * x[..., 0] + pe[..., 1] * x[..., 1]).reshape(*shape).type_as(like)
+
+
+def _recompute_double(block, img: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> ImageAttention:
+    mod1, _ = block.img_mod(vec)
+    q, k, v = _split_heads(block.img_attn.qkv(_modulate(block.img_norm1(img), mod1)), block.num_heads)
+    q, k = block.img_attn.norm(q, k, v)
+    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v)
+
+
+def _recompute_single(block, x_img: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> ImageAttention:
+    mod, _ = block.modulation(vec)
+    qkv = block.linear1(_modulate(block.pre_norm(x_img), mod))[..., : 3 * block.hidden_size]
+    q, k, v = _split_heads(qkv, block.num_heads)
+    q, k = block.norm(q, k, v)
+    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v)
+
+
+# -- the capture session -----------------------------------------------------------------------
+@dataclass
+class _Pass:
+    """Per-forward state, reset by the diffusion-model wrapper."""
+
+    txt_len: int = 0
+    n_img: int = 0
+    grid: tuple[int, int] = (0, 0)
+    rows: torch.Tensor | None = None  # batch rows of the positive conditioning
+    expr: torch.Tensor | None = None
+    image: ImageAttention | None = None
+    done: int = 0
+
+
+@dataclass
+class ComfyFluxCapture:
+    """The expression branch as patches on a clone of a ComfyUI FLUX MODEL.
+
+    ``expression_embeds [1, L, D]`` are T5 outputs (see :func:`encode_expressions`); the model's
+    own ``txt_in`` maps them into the text stream, as it does for the caption.
+    """
+
+    model: Any
+    expression_embeds: torch.Tensor
+    layout: ExpressionLayout
+    blocks: Iterable[int | str] | None = None
+    stop_after_last: bool = False
+    read_queries: str = "auto"  # "auto" | "override" | "recompute"
+    progress: BlockProgress | None = None
+    records: list[BlockCapture] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.diffusion_model = flux_diffusion_model(self.model)
+        dm = self.diffusion_model
+        self.names = [f"double.{i}" for i in range(len(dm.double_blocks))]
+        self.names += [f"single.{i}" for i in range(len(dm.single_blocks))]
+        self.selected = resolve_capture_blocks(self.blocks, len(self.names), self.names)
+        self.last = self.selected[-1]
+        if self.expression_embeds.shape[1] != self.layout.total:
+            raise ValueError(
+                f"expression embeddings hold {self.expression_embeds.shape[1]} tokens, "
+                f"layout expects {self.layout.total}"
+            )
+        if self.read_queries not in ("auto", "override", "recompute"):
+            raise ValueError(f"read_queries must be auto, override or recompute, got {self.read_queries!r}")
+        use_override = self.read_queries == "override" or (
+            self.read_queries == "auto" and supports_attention_override()
+        )
+        if use_override and not supports_attention_override():
+            raise RuntimeError("this ComfyUI has no optimized_attention_override (needs >= 0.3.59)")
+        self.use_override = use_override
+        self._adapters = [ComfyDoubleAdapter(b) for b in dm.double_blocks]
+        self._adapters += [ComfySingleAdapter(b) for b in dm.single_blocks]
+        self._state = _Pass()
+
+    # -- installing ---------------------------------------------------------------------------
+    def patched_model(self) -> Any:
+        """A clone of the MODEL carrying the capture; the original's options are left untouched."""
+        clone = self.model.clone()
+        replace = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        for index in range(self.last + 1):
+            kind, local = self.names[index].split(".")
+            key = (f"{kind}_block", int(local))
+            clone.set_model_patch_replace(self._block_patch(index, replace.get(key)), "dit", key[0], key[1])
+        from comfy.patcher_extension import WrappersMP
+
+        clone.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, PATCH_KEY, self._on_forward)
+        return clone
+
+    def release(self) -> None:
+        self._state = _Pass()
+
+    # -- per forward ----------------------------------------------------------------------------
+    def _on_forward(self, executor, *args, **kwargs):
+        x, context = args[0], args[2]
+        options = args[7] if len(args) > 7 else kwargs.get("transformer_options", {})
+        patch = self.diffusion_model.patch_size
+        grid = ((x.shape[-2] + patch // 2) // patch, (x.shape[-1] + patch // 2) // patch)
+        self._state = _Pass(
+            txt_len=context.shape[1],
+            n_img=grid[0] * grid[1],
+            grid=grid,
+            rows=_positive_rows(options.get("cond_or_uncond"), x.shape[0]),
+        )
+        return executor(*args, **kwargs)
+
+    def _block_patch(self, index: int, previous: Callable | None):
+        kind = self.names[index].split(".")[0]
+
+        def patch(args: dict, extra: dict) -> dict:
+            import comfy.model_management
+
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            state = self._state
+            if kind == "double":
+                state.txt_len = args["txt"].shape[1]
+            run = previous if previous is not None else extra["original_block"]
+            call_args = dict(args)
+            image = None
+            if self.use_override:
+                options = dict(args.get("transformer_options") or {})
+                options["optimized_attention_override"] = self._attention_reader(
+                    options.get("optimized_attention_override")
+                )
+                call_args["transformer_options"] = options
+            else:
+                image = self._recompute(index, kind, args)
+            out = run(call_args, extra) if previous is not None else run(call_args)
+            if self.use_override:
+                image, state.image = state.image, None
+                if image is None:
+                    raise RuntimeError(f"{self.names[index]}: no attention call was seen")
+            self._branch(index, image, args["vec"], args["txt"] if kind == "double" else args["img"])
+            return out
+
+        return patch
+
+    def _attention_reader(self, previous: Callable | None):
+        def override(func, *args, **kwargs):
+            q, k, v = args[:3]
+            s = self._state
+            image = slice(s.txt_len, s.txt_len + s.n_img)
+            s.image = ImageAttention(q[:, :, image], k[:, :, image], v[:, :, image])
+            if previous is not None:
+                return previous(func, *args, **kwargs)
+            return func(*args, **kwargs)
+
+        return override
+
+    def _recompute(self, index: int, kind: str, args: dict) -> ImageAttention:
+        s = self._state
+        block = self._adapters[index].block
+        pe = args["pe"][:, :, s.txt_len : s.txt_len + s.n_img]
+        if kind == "double":
+            return _recompute_double(block, args["img"][:, : s.n_img], args["vec"], pe)
+        return _recompute_single(block, args["img"][:, s.txt_len : s.txt_len + s.n_img], args["vec"], pe)
+
+    @torch.no_grad()
+    def _branch(self, index: int, image: ImageAttention, vec: torch.Tensor, like: torch.Tensor) -> None:
+        s = self._state
+        rows = s.rows.to(vec.device) if s.rows is not None else None
+        if rows is not None:
+            image = ImageAttention(image.q[rows], image.k[rows], image.v[rows])
+            vec = vec[rows]
+        if s.expr is None:
+            embeds = self.expression_embeds.to(device=like.device, dtype=like.dtype)
+            s.expr = self.diffusion_model.txt_in(embeds.expand(image.q.shape[0], -1, -1))
+        out = expression_branch(self._adapters[index], s.expr, vec, image, self.layout)
+        s.expr = out.expr
+        if index in self.selected:
+            self.records.append(
+                BlockCapture(
+                    name=self.names[index],
+                    index=index,
+                    logits=out.logits.to("cpu", torch.float32),
+                    text_mass=out.text_mass.to("cpu", torch.float32),
+                )
+            )
+        s.done += 1
+        if self.progress is not None:
+            self.progress(s.done, self.last + 1)
+        if self.stop_after_last and index == self.last:
+            raise CaptureComplete
+
+
+def _positive_rows(cond_or_uncond: Sequence[int] | None, batch: int) -> torch.Tensor | None:
+    """Batch rows that belong to the positive conditioning (ComfyUI stacks cond/uncond chunks)."""
+    if not cond_or_uncond or all(c == 0 for c in cond_or_uncond):
+        return None
+    chunk = batch // len(cond_or_uncond)
+    rows = [r for i, c in enumerate(cond_or_uncond) if c == 0 for r in range(i * chunk, (i + 1) * chunk)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+# -- the pass ------------------------------------------------------------------------------------
+def _one_step(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """A sampler that only evaluates the denoiser once, at ``sigmas[0]``."""
+    return model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+
+
+def denoise_once(model: Any, latent: torch.Tensor, positive: list, sigma: float, noise: torch.Tensor) -> torch.Tensor:
+    """One denoiser evaluation at ``σ`` through ComfyUI's own sampling path; returns x̂0 (raw latent)."""
+    import comfy.samplers
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.inner_set_conds({"positive": positive})
+    guider.set_cfg(1.0)
+    sigmas = torch.tensor([float(sigma), 0.0])
+    sampler = comfy.samplers.KSAMPLER(_one_step)
+    return guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=0)
+
+
+def _latent_multiple(vae: Any, diffusion_model: torch.nn.Module) -> int:
+    ratio = getattr(vae, "downscale_ratio", 8)
+    ratio = ratio if isinstance(ratio, int) else 8
+    return ratio * diffusion_model.patch_size
+
+
+@torch.no_grad()
+def capture_flux(
+    model: Any,
+    vae: Any,
+    images: np.ndarray,
+    positive: list,
+    expression_embeds: torch.Tensor,
+    layout: ExpressionLayout,
+    expressions: Sequence[TokenizedExpression],
+    *,
+    sigma: float = 0.75,
+    seed: int = 0,
+    blocks: Iterable[int | str] | None = None,
+    resolution: int | None = 1024,
+    progress: BlockProgress | None = None,
+    read_queries: str = "auto",
+) -> CapturedAttention:
+    """One FLUX pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
+    if not 0.0 < sigma <= 1.0:
+        raise ValueError(f"sigma must be in (0, 1], got {sigma}")
+    session = ComfyFluxCapture(
+        model,
+        expression_embeds,
+        layout,
+        blocks=blocks,
+        stop_after_last=True,
+        read_queries=read_queries,
+        progress=progress,
+    )
+    batch, height, width = images.shape[:3]
+    size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
+    # Resized here (not cropped by the VAE) so every pixel maps back through ImageGeometry.
+    pixels = to_model_pixels(images, size).add_(1.0).mul_(0.5).permute(0, 2, 3, 1)
+    latent = vae.encode(pixels).float()
+    noise = capture_noise(latent.shape, seed).contiguous()
+    try:
+        denoise_once(session.patched_model(), latent, positive, sigma, noise)
+    except CaptureComplete:
+        pass
+    finally:
+        session.release()
+    patch = session.diffusion_model.patch_size
+    grid = ((latent.shape[-2] + patch // 2) // patch, (latent.shape[-1] + patch // 2) // patch)
+    return CapturedAttention(
+        blocks=session.records,
+        expressions=list(expressions),
+        layout=layout,
+        geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
+        num_blocks=len(session.names),
+        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed},
+    )
+
+
+@dataclass
+class ComfyFlux:
+    """The user's ComfyUI MODEL / CLIP / VAE as a :class:`refam.pipeline.AttentionBackend`."""
+
+    model: Any
+    clip: Any
+    vae: Any
+    name: str = "comfy-flux"
+    progress: BlockProgress | None = None
+
+    def __post_init__(self) -> None:
+        flux_diffusion_model(self.model)
+        t5_tokenizer(self.clip)
+
+    @property
+    def tokenizer(self) -> Any:
+        return t5_tokenizer(self.clip)
+
+    @property
+    def text_pad_length(self) -> int:
+        return t5_pad_length(self.clip)
+
+    def capture(
+        self,
+        images: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        caption: str = "",
+        *,
+        sigma: float = 0.75,
+        seed: int = 0,
+        guidance: float = 3.5,
+        resolution: int | None = 1024,
+        blocks: Iterable[int | str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> CapturedAttention:
+        if progress:
+            progress("encoding text")
+        positive = encode_caption(self.clip, caption, guidance)
+        embeds, layout = encode_expressions(self.clip, expressions)
+        if progress:
+            progress("capturing attention")
+        captured = capture_flux(
+            self.model,
+            self.vae,
+            images,
+            positive,
+            embeds,
+            layout,
+            expressions,
+            sigma=sigma,
+            seed=seed,
+            blocks=blocks,
+            resolution=resolution,
+            progress=self.progress,
+        )
+        captured.meta.update(model=self.name, caption=caption)
+        return captured

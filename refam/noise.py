@@ -1,0 +1,20 @@
+"""The noise ε of the capture pass, the same on every backend and device."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["capture_noise"]
+
+
+def capture_noise(latent_shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
+    """``[B, C, h, w]`` float32 CPU noise: one draw from ``seed``, shared by every image of the batch.
+
+    Drawn on the CPU so a seed gives the same ε on every device, and once per call (not per
+    batch row) so an image's result does not depend on what else is in its batch. Both FLUX
+    backends use it, which is what lets their maps agree for the same weights.
+    """
+    batch, *rest = latent_shape
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    noise = torch.randn(rest, generator=generator, dtype=torch.float32)
+    return noise.unsqueeze(0).expand(batch, *rest)

@@ -1,0 +1,296 @@
+"""ComfyUI FLUX backend against a real ComfyUI checkout (skipped without ``COMFYUI_PATH``).
+
+The models are ComfyUI's own FLUX (``comfy.supported_models.Flux`` with a small unet_config)
+carrying the weights of a tiny diffusers FLUX, so the diffusers backend can be run on the same
+weights for the cross-backend comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from comfy_support import (
+    comfy_flux_from_diffusers,
+    comfy_vae_from_diffusers,
+    import_comfy,
+    tiny_flux_clip,
+    tiny_vae_for_comfy,
+)
+from tiny_models import tiny_flux_transformer
+
+pytestmark = pytest.mark.comfyui
+
+# float32 end to end; the two backends differ only in op order (fused vs separate q/k/v
+# projections, RoPE arithmetic), which moves logits by ~1e-6.
+CROSS_BACKEND_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    import_comfy()
+    import comfy.model_management
+
+    return comfy
+
+
+@pytest.fixture(scope="module")
+def weights(comfy):
+    transformer = tiny_flux_transformer(seed=3, guidance_embeds=True)
+    vae = tiny_vae_for_comfy(seed=4)
+    return transformer, vae
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    return comfy_flux_from_diffusers(weights[0])
+
+
+@pytest.fixture(scope="module")
+def vae(weights):
+    return comfy_vae_from_diffusers(weights[1])
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = torch.Generator().manual_seed(7)
+    positive = [[torch.randn(1, 11, 32, generator=rng), {"pooled_output": torch.randn(1, 32, generator=rng), "guidance": 3.5}]]
+    from refam.attention import ExpressionLayout
+
+    embeds = torch.randn(1, 13, 32, generator=rng)
+    image = (np.random.default_rng(0).random((2, 75, 101, 3)) * 255).astype(np.uint8)
+    return positive, embeds, ExpressionLayout((6, 7)), image
+
+
+def _latent(vae, image):
+    from refam.images import to_model_pixels
+
+    pixels = to_model_pixels(image, (64, 96)).add_(1).mul_(0.5).permute(0, 2, 3, 1)
+    return vae.encode(pixels).float()
+
+
+def test_denoiser_output_bit_identical_and_original_untouched(model, vae, inputs):
+    from refam.backends.comfy_flux import ComfyFluxCapture, denoise_once
+    from refam.noise import capture_noise
+
+    positive, embeds, layout, image = inputs
+    latent = _latent(vae, image)
+    noise = capture_noise(latent.shape, 5).contiguous()
+    options_before = copy.deepcopy(model.model_options)
+
+    plain = denoise_once(model, latent, positive, 0.6, noise)
+    session = ComfyFluxCapture(model, embeds, layout)
+    patched = session.patched_model()
+    captured = denoise_once(patched, latent, positive, 0.6, noise)
+
+    assert torch.equal(plain, captured)
+    assert len(session.records) == 4  # every block ran its branch
+    assert model.model_options == options_before
+    assert "dit" not in model.model_options.get("transformer_options", {}).get("patches_replace", {})
+    assert not model.wrappers
+
+
+def test_existing_patch_on_same_block_is_chained(model, vae, inputs):
+    from refam.backends.comfy_flux import ComfyFluxCapture, denoise_once
+    from refam.noise import capture_noise
+
+    positive, embeds, layout, image = inputs
+    latent = _latent(vae, image)
+    noise = capture_noise(latent.shape, 5).contiguous()
+    calls = []
+
+    def scale_img(args, extra):
+        calls.append(1)
+        out = extra["original_block"](args)
+        out["img"] = out["img"] * 0.5
+        return out
+
+    other = model.clone()
+    other.set_model_patch_replace(scale_img, "dit", "double_block", 0)
+    expected = denoise_once(other, latent, positive, 0.6, noise)
+    n_plain = len(calls)
+    session = ComfyFluxCapture(other, embeds, layout)
+    got = denoise_once(session.patched_model(), latent, positive, 0.6, noise)
+    assert torch.equal(expected, got)
+    assert len(calls) == 2 * n_plain  # the user's patch still ran under ours
+
+
+def test_maps_equal_independent_recomputation(model, vae, inputs):
+    """double.0 maps recomputed here from the block's weights, outside the backend's code."""
+    from comfy.ldm.flux.layers import timestep_embedding
+
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    captured = capture_flux(
+        model, vae, image, positive, embeds, layout, [None, None], sigma=0.6, seed=5, blocks=[0], resolution=None
+    )
+    assert [b.name for b in captured.blocks] == ["double.0"]
+
+    from refam.images import model_size, to_model_pixels
+    from refam.noise import capture_noise
+
+    dm = model.model.diffusion_model
+    size = model_size(image.shape[1:3], None, 16)
+    latent = vae.encode(to_model_pixels(image, size).add_(1).mul_(0.5).permute(0, 2, 3, 1)).float()
+    fmt = model.model.latent_format
+    x = 0.4 * fmt.process_in(latent) + 0.6 * capture_noise(latent.shape, 5)
+    with torch.no_grad():
+        b, c, h, w = x.shape
+        img = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * 4)
+        img = dm.img_in(img)
+        t = torch.full((b,), 0.6)
+        vec = dm.time_in(timestep_embedding(t, 256)) + dm.guidance_in(timestep_embedding(torch.full((b,), 3.5), 256))
+        vec = vec + dm.vector_in(positive[0][1]["pooled_output"].expand(b, -1))
+        block = dm.double_blocks[0]
+        heads = block.num_heads
+        silu_vec = torch.nn.functional.silu(vec)[:, None]
+
+        def stream_qk(x_in, mod_lin, norm, qkv, qk_norm):
+            shift, scale = mod_lin(silu_vec).chunk(6, dim=-1)[:2]
+            y = torch.nn.functional.layer_norm(x_in, (x_in.shape[-1],), eps=1e-6) * (1 + scale) + shift
+            q, k, _v = qkv(y).view(b, y.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
+            rms = lambda z, s: z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6) * s  # noqa: E731
+            return rms(q, qk_norm.query_norm.scale), rms(k, qk_norm.key_norm.scale)
+
+        q_img, _ = stream_qk(img, block.img_mod.lin, None, block.img_attn.qkv, block.img_attn.norm)
+        expr = dm.txt_in(embeds.expand(b, -1, -1))
+        _, k_expr = stream_qk(expr, block.txt_mod.lin, None, block.txt_attn.qkv, block.txt_attn.norm)
+        # RoPE on the image queries: positions (0, row, col), FLUX's axes split.
+        gh, gw = h // 2, w // 2
+        ids = torch.stack(
+            torch.meshgrid(torch.zeros(1), torch.arange(gh).float(), torch.arange(gw).float(), indexing="ij"), -1
+        ).reshape(-1, 3)
+        dims = dm.params.axes_dim
+        angles = []
+        for axis, d in enumerate(dims):
+            omega = 1.0 / (dm.params.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+            angles.append(ids[:, axis : axis + 1].double() * omega[None])
+        ang = torch.cat(angles, -1).float()  # [N, Dh/2]
+        q_pairs = q_img.float().reshape(*q_img.shape[:-1], -1, 2)
+        cos, sin = ang.cos(), ang.sin()
+        rotated = torch.stack(
+            [q_pairs[..., 0] * cos - q_pairs[..., 1] * sin, q_pairs[..., 0] * sin + q_pairs[..., 1] * cos], -1
+        ).reshape(q_img.shape)
+        logits = (rotated @ k_expr.float().transpose(-1, -2) / math.sqrt(rotated.shape[-1])).mean(1)
+    torch.testing.assert_close(captured.blocks[0].logits, logits, atol=2e-5, rtol=1e-4)
+
+
+def test_override_and_recompute_paths_agree(model, vae, inputs):
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    runs = [
+        capture_flux(
+            model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64, read_queries=mode
+        )
+        for mode in ("override", "recompute")
+    ]
+    for a, b in zip(runs[0].blocks, runs[1].blocks, strict=True):
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=0)
+        torch.testing.assert_close(a.text_mass, b.text_mass, atol=1e-6, rtol=0)
+
+
+def test_cross_backend_agreement_with_diffusers(weights, model, vae, inputs):
+    from refam.backends.comfy_flux import capture_flux
+    from refam.backends.diffusers_flux_model import DiffusersFlux
+
+    transformer, dvae = weights
+    positive, embeds, layout, image = inputs
+    comfy_maps = capture_flux(
+        model, vae, image, positive, embeds, layout, [None, None], sigma=0.75, seed=9, resolution=80
+    )
+    backend = DiffusersFlux(transformer=transformer, vae=dvae, t5=torch.nn.Identity(), t5_tokenizer=None, clip=None, clip_tokenizer=None)
+    diff_maps = backend.capture_encoded(
+        image,
+        [None, None],
+        positive[0][0],
+        positive[0][1]["pooled_output"],
+        embeds,
+        layout,
+        sigma=0.75,
+        seed=9,
+        guidance=3.5,
+        resolution=80,
+    )
+    assert comfy_maps.geometry == diff_maps.geometry
+    assert [b.name for b in comfy_maps.blocks] == [b.name for b in diff_maps.blocks]
+    worst = 0.0
+    for a, b in zip(comfy_maps.blocks, diff_maps.blocks, strict=True):
+        worst = max(worst, (a.logits - b.logits).abs().max().item())
+        torch.testing.assert_close(a.logits, b.logits, atol=CROSS_BACKEND_ATOL, rtol=0)
+        torch.testing.assert_close(a.text_mass, b.text_mass, atol=CROSS_BACKEND_ATOL, rtol=0)
+    print(f"cross-backend max |Δlogit| = {worst:.2e}")
+
+
+def test_early_stop_and_block_selection(model, vae, inputs):
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    full = capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
+    part = capture_flux(
+        model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64, blocks=["double"]
+    )
+    assert [b.name for b in part.blocks] == ["double.0", "double.1"]
+    for a, b in zip(full.blocks[:2], part.blocks, strict=True):
+        assert torch.equal(a.logits, b.logits)
+
+
+def test_interrupted_run_leaves_nothing_behind(comfy, model, vae, inputs):
+    import comfy.model_management as mm
+
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    before = copy.deepcopy(model.model_options)
+    reference = capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert model.model_options == before
+    assert not model.wrappers
+    again = capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
+    for a, b in zip(reference.blocks, again.blocks, strict=True):
+        assert torch.equal(a.logits, b.logits)
+
+
+def test_not_flux_model_is_named(comfy):
+    import comfy.model_patcher
+
+    from refam.backends.comfy_flux import flux_diffusion_model
+
+    class SomeUNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.diffusion_model = torch.nn.Linear(2, 2)
+
+    patcher = comfy.model_patcher.ModelPatcher(SomeUNet(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    with pytest.raises(TypeError, match="got Linear"):
+        flux_diffusion_model(patcher)
+
+
+def test_comfy_text_path(comfy):
+    """Expressions through ComfyUI's CLIP: RefAM's own token ids, padding as ComfyUI pads captions."""
+    from refam.backends.comfy_flux import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
+    from refam.expression import tokenize_expression
+
+    clip, _t5 = tiny_flux_clip()
+    tokenizer, pad = t5_tokenizer(clip), t5_pad_length(clip)
+    assert pad == 256
+    texts = ["the cat on the left", "a (red:1.2) ball"]
+    tokenized = [tokenize_expression(t, tokenizer, max_length=pad, pad_to=pad) for t in texts]
+    assert "1.2" in tokenized[1].pieces  # weight syntax is text here
+    embeds, layout = encode_expressions(clip, tokenized)
+    assert layout.lengths == tuple(t.valid_length for t in tokenized)
+    alone, _ = encode_expressions(clip, tokenized[1:])
+    start = layout.spans[1][0]
+    torch.testing.assert_close(embeds[0, start:], alone[0], atol=1e-5, rtol=0)
+    cond = encode_caption(clip, "", 2.5)
+    assert cond[0][0].shape[1] == 256 and cond[0][1]["guidance"] == 2.5

@@ -1,0 +1,179 @@
+"""The node chain in-process against real ComfyUI objects (skipped without ``COMFYUI_PATH``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from comfy_support import (
+    comfy_flux_from_diffusers,
+    comfy_vae_from_diffusers,
+    import_comfy,
+    load_pack,
+    tiny_flux_clip,
+    tiny_vae_for_comfy,
+)
+from tiny_models import tiny_flux_transformer
+
+pytestmark = pytest.mark.comfyui
+
+
+@pytest.fixture(scope="module")
+def pack():
+    import_comfy()
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def objects(pack):
+    model = comfy_flux_from_diffusers(tiny_flux_transformer(seed=3, guidance_embeds=True))
+    vae = comfy_vae_from_diffusers(tiny_vae_for_comfy(seed=4))
+    clip, _ = tiny_flux_clip()
+    return model, clip, vae
+
+
+@pytest.fixture(scope="module")
+def sam2_folder(tmp_path_factory, pack):
+    import folder_paths
+    from safetensors.torch import save_file
+
+    from refam.segment import build_sam2_module
+
+    folder = tmp_path_factory.mktemp("sam2_models")
+    module = build_sam2_module("sam2.1_hiera_t", image_size=1024)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "sam2.1_hiera_tiny.safetensors"))
+    folder_paths.add_model_folder_path("sam2", str(folder))
+    return folder
+
+
+def _run(pack, node_id, **kwargs):
+    spec = next(s for s in pack.nodes.NODE_SPECS if s.node_id == node_id)
+    return spec.run(**kwargs)
+
+
+def _image(n=2, h=77, w=123):
+    """A batch whose size is not a multiple of 16: two flat squares on grey."""
+    arr = np.full((n, h, w, 3), 0.5, dtype=np.float32)
+    arr[:, 10:40, 8:45] = (0.9, 0.1, 0.1)
+    arr[:, 30:70, 70:115] = (0.1, 0.2, 0.9)
+    return torch.from_numpy(arr)
+
+
+def test_node_chain_end_to_end(pack, objects, sam2_folder):
+    model, clip, vae = objects
+    image = _image()
+    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip, caption="", guidance=3.5)
+    (expr,) = _run(
+        pack,
+        "RefAMReferringExpression",
+        clip=clip,
+        expressions="the red square on the left\n\nthe blue one",
+        magnets="_ with to and pink",
+        noun_phrase=True,
+        spatial_bias=True,
+    )
+    assert expr.texts == ["the red square on the left", "the blue one"]
+    (att,) = _run(
+        pack,
+        "RefAMCaptureAttentionFlux",
+        model=model,
+        vae=vae,
+        image=image,
+        conditioning=cond,
+        expression=expr,
+        sigma=0.75,
+        seed=0,
+        blocks="all",
+        resolution=128,
+    )
+    (att,) = _run(
+        pack,
+        "RefAMFilterTokens",
+        attention=att,
+        drop_stop_words=True,
+        drop_magnets=True,
+        drop_eos=True,
+        remove_gas=True,
+        gas_threshold=10.0,
+        noun_phrase=False,
+    )
+    assert att.options.noun_phrase is False
+    heat, overlay, heatmaps = _run(
+        pack, "RefAMHeatmap", attention=att, image=image, blocks="double,single.1", skip_fraction=0.0, spatial_bias=True
+    )
+    assert heat.shape == (4, 77, 123) and heat.dtype == torch.float32
+    assert float(heat.min()) >= 0.0 and float(heat.max()) <= 1.0
+    assert overlay.shape == (4, 77, 123, 3)
+    points_json, points = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=3, min_distance=2)
+    rows = json.loads(points_json)
+    assert [(r["image"], r["expression"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(0 <= r["x"] < 123 and 0 <= r["y"] < 77 for r in rows)
+    # Same image twice, same seed: the entries of image 0 and image 1 agree (batch order check).
+    assert rows[0]["x"] == rows[2]["x"] and rows[1]["y"] == rows[3]["y"]
+    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="auto", dtype="auto")
+    mask, preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=points)
+    assert mask.shape == (4, 77, 123) and preview.shape == (4, 77, 123, 3)
+    assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+    grid, report = _run(pack, "RefAMTokenMaps", attention=att, image_index=1)
+    assert grid.ndim == 4 and grid.shape[-1] == 3
+    assert "role=magnet" in report and "the red square on the left" in report
+
+
+def test_all_in_one(pack, objects, sam2_folder):
+    model, clip, vae = objects
+    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
+    mask, heat, points_json = _run(
+        pack,
+        "RefAMSegmentAllInOne",
+        model=model,
+        clip=clip,
+        vae=vae,
+        segmenter=segmenter,
+        image=_image(n=1, h=50, w=66),
+        expressions="the blue square",
+        caption="two squares",
+        magnets="",
+        noun_phrase=True,
+        spatial_bias=True,
+        sigma=0.75,
+        seed=3,
+        guidance=3.5,
+        resolution=96,
+    )
+    assert mask.shape == heat.shape == (1, 50, 66)
+    assert len(json.loads(points_json)) == 1
+
+
+def test_bad_inputs_fail_clearly(pack, objects):
+    import comfy.model_patcher
+
+    model, clip, vae = objects
+    with pytest.raises(ValueError, match="empty"):
+        _run(pack, "RefAMReferringExpression", clip=clip, expressions=" \n  ", magnets="", noun_phrase=False, spatial_bias=False)
+    with pytest.raises(FileNotFoundError, match="searched: .*sams"):
+        _run(pack, "RefAMLoadSAM", checkpoint="missing_sam.pth", device="cpu", dtype="auto")
+
+    class Unet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.diffusion_model = torch.nn.Conv2d(4, 4, 1)
+
+    not_flux = comfy.model_patcher.ModelPatcher(Unet(), torch.device("cpu"), torch.device("cpu"))
+    (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="a cat", magnets="", noun_phrase=False, spatial_bias=False)
+    with pytest.raises(TypeError, match="got Conv2d"):
+        _run(
+            pack,
+            "RefAMCaptureAttentionFlux",
+            model=not_flux,
+            vae=vae,
+            image=_image(n=1),
+            conditioning=[],
+            expression=expr,
+            sigma=0.75,
+            seed=0,
+            blocks="all",
+            resolution=64,
+        )

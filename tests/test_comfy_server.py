@@ -1,0 +1,277 @@
+"""A headless ComfyUI server (``main.py --cpu``) with the pack installed: registration, the API twin
+of the referring-segmentation workflow end to end, and the UI workflows in the browser frontend.
+
+Skipped without ``COMFYUI_PATH``. Models are random and built here: a full-width FLUX with one
+double and one single block (loaded by ComfyUI's UNETLoader from a BFL-layout file), the FLUX
+VAE at full size (VAELoader), a SAM2.1 hiera-tiny (RefAM Load SAM2). The text encoder is the one
+exception: a full T5-XXL is too heavy for CPU, so the test-only node ``RefAMTestTinyFluxCLIP``
+(``tests/comfy_test_pack``) builds one-layer T5/CLIP-L encoders at FLUX's widths in the server
+process, behind ComfyUI's real FLUX tokenizer; it replaces DualCLIPLoader in the API twin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bfl_layout import to_bfl
+from comfy_support import comfyui_path
+from conftest import REPO_ROOT, shared_path
+from nodes import NODE_SPECS
+from nodes.spec import object_info_signature, spec_signature
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+ARTIFACTS = Path(os.environ.get("REFAM_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+FLUX_FILE = "refam_test_flux_1x1.safetensors"
+VAE_FILE = "refam_test_ae.safetensors"
+SAM2_FILE = "sam2.1_hiera_tiny.safetensors"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_models(root: Path) -> None:
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    from refam.loading import CONFIG_DIR
+    from refam.segment import build_sam2_module
+
+    torch.manual_seed(0)
+    flux = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True)
+    sd = to_bfl(flux.state_dict(), 1, 1)
+    (root / "diffusion_models").mkdir(parents=True)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(root / "diffusion_models" / FLUX_FILE))
+    del flux, sd
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(CONFIG_DIR / "flux1-dev"), subfolder="vae"))
+    (root / "vae").mkdir()
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(root / "vae" / VAE_FILE))
+    sam2 = build_sam2_module("sam2.1_hiera_t", image_size=1024)
+    (root / "sam2").mkdir()
+    save_file({k: v.contiguous() for k, v in sam2.state_dict().items()}, str(root / "sam2" / SAM2_FILE))
+
+
+def _get(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str, payload: dict):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    comfy = comfyui_path()
+    if any(p.resolve() == REPO_ROOT for p in (comfy / "custom_nodes").iterdir()):
+        pytest.fail(f"{comfy}/custom_nodes already holds this pack; remove that link so the test installs it once")
+    root = tmp_path_factory.mktemp("comfy_server")
+    _write_models(root / "models")
+    (root / "custom_nodes").mkdir()
+    (root / "custom_nodes" / "ComfyUI-RefAM").symlink_to(REPO_ROOT)
+    (root / "custom_nodes" / "refam_test_pack").symlink_to(REPO_ROOT / "tests" / "comfy_test_pack")
+    (root / "input").mkdir()
+    from PIL import Image
+
+    image_path = root / "input" / "refam_example.png"
+    shutil.copy(shared_path("coco_two_cats", "000000039769.png"), image_path)
+    config = root / "extra_model_paths.yaml"
+    config.write_text(
+        "refam_test:\n"
+        f"  base_path: {root}\n"
+        "  diffusion_models: models/diffusion_models\n"
+        "  vae: models/vae\n"
+        "  sam2: models/sam2\n"
+        "  custom_nodes: custom_nodes\n"
+    )
+    port = _free_port()
+    log = open(root / "server.log", "w")  # noqa: SIM115 (closed in the fixture's teardown)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--extra-model-paths-config",
+            str(config),
+            "--input-directory",
+            str(root / "input"),
+            "--output-directory",
+            str(root / "output"),
+            "--temp-directory",
+            str(root / "temp"),
+            "--database-url",
+            f"sqlite:///{root / 'comfy.db'}",
+        ],
+        cwd=comfy,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"ComfyUI exited ({proc.returncode}); log:\n{(root / 'server.log').read_text()[-4000:]}")
+        try:
+            _get(f"{url}/system_stats", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.time() > deadline:
+                proc.kill()
+                pytest.fail("ComfyUI did not come up within 240 s")
+            time.sleep(1)
+    size = Image.open(image_path).size
+    yield {"url": url, "root": root, "image_size": size, "proc": proc}
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_pack_registers_every_node(server):
+    info = _get(f"{server['url']}/object_info", timeout=60)
+    log = (server["root"] / "server.log").read_text()
+    assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if "ComfyUI-RefAM" in line)
+    for spec in NODE_SPECS:
+        assert spec.node_id in info, f"{spec.node_id} missing from /object_info"
+        assert object_info_signature(info[spec.node_id]) == spec_signature(spec)
+        assert info[spec.node_id]["category"] == "RefAM"
+    core = json.loads((REPO_ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())["nodes"]
+    for name, signature in core.items():
+        assert object_info_signature(info[name]) == signature, f"core node {name} changed in this ComfyUI"
+    templates = _get(f"{server['url']}/workflow_templates")
+    assert sorted(templates["ComfyUI-RefAM"]) == sorted(p.stem for p in (REPO_ROOT / "example_workflows").glob("*.json"))
+
+
+def _wait(url: str, prompt_id: str, timeout: float = 600.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = _get(f"{url}/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            return history[prompt_id]
+        time.sleep(1)
+    pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def test_referring_segmentation_api_twin_end_to_end(server):
+    from PIL import Image
+
+    api = json.loads((REPO_ROOT / "example_workflows" / "api" / "refam_referring_segmentation.api.json").read_text())
+    for node in api.values():
+        kind = node["class_type"]
+        if kind == "DualCLIPLoader":
+            node["class_type"], node["inputs"] = "RefAMTestTinyFluxCLIP", {}
+        elif kind == "UNETLoader":
+            node["inputs"]["unet_name"] = FLUX_FILE
+        elif kind == "VAELoader":
+            node["inputs"]["vae_name"] = VAE_FILE
+        elif kind == "RefAMLoadSAM2":
+            node["inputs"]["checkpoint"] = SAM2_FILE
+        elif kind == "RefAMCaptureAttentionFlux":
+            node["inputs"]["resolution"] = 256  # CPU: the full-size VAE at 1024² takes minutes
+    started = time.time()
+    queued = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": "refam-test"})
+    assert not queued.get("node_errors"), queued
+    result = _wait(server["url"], queued["prompt_id"])
+    status = result["status"]
+    assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
+    saved = [img for out in result["outputs"].values() for img in out.get("images", []) if img["type"] == "output"]
+    assert len(saved) == 1
+    mask_file = server["root"] / "output" / saved[0]["subfolder"] / saved[0]["filename"]
+    mask = np.asarray(Image.open(mask_file).convert("L"))
+    assert (mask.shape[1], mask.shape[0]) == server["image_size"]
+    assert set(np.unique(mask)) <= {0, 255}
+    previews = [out for out in result["outputs"].values() if any(i["type"] == "temp" for i in out.get("images", []))]
+    assert previews, "the heatmap / segment previews were not shown"
+    print(f"workflow (a) on CPU: {time.time() - started:.1f} s, mask {mask.shape[1]}x{mask.shape[0]}, area {int((mask > 0).sum())} px")
+
+
+def _post_raw(url: str, body: bytes) -> None:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30):
+        pass
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium) for the browser check")
+
+
+def test_ui_workflows_load_in_the_browser(server):
+    """Each UI workflow loads into ComfyUI's frontend with every node known and its widgets intact."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser check")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    report = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1800, "height": 1100})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" or "validation" in msg.text.lower()
+            else None,
+        )
+        # A first-run profile opens the template browser; a returning user's does not.
+        _post_raw(f"{server['url']}/settings/Comfy.TutorialCompleted", b"true")
+        page.goto(server["url"], wait_until="networkidle", timeout=120_000)
+        page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+        page.keyboard.press("Escape")
+        for path in sorted((REPO_ROOT / "example_workflows").glob("*.json")):
+            workflow = json.loads(path.read_text())
+            problems.clear()
+            page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, null); }", workflow)
+            page.wait_for_timeout(1500)
+            state = page.evaluate(
+                """() => {
+                    const registered = window.LiteGraph.registered_node_types;
+                    // What the frontend would save: the loaded graph serialised back.
+                    return window.app.graph.serialize().nodes.map(n => ({
+                        id: n.id,
+                        type: n.type,
+                        known: !!registered[n.type],
+                        widgets: n.widgets_values || [],
+                    }));
+                }"""
+            )
+            dialog = page.locator(".p-dialog:visible, .comfy-modal:visible")
+            dialog_text = dialog.all_inner_texts() if dialog.count() else []
+            page.screenshot(path=str(ARTIFACTS / f"{path.stem}.png"))
+            unknown = [n["type"] for n in state if not n["known"]]
+            assert not unknown, f"{path.name}: missing node types in the frontend: {unknown}"
+            assert not dialog_text, f"{path.name}: dialog shown: {dialog_text}"
+            assert not [m for m in problems if "missing" in m.lower() or "validation" in m.lower()], problems
+            by_id = {n["id"]: n for n in workflow["nodes"]}
+            assert len(state) == len(by_id)
+            for node in state:
+                assert node["widgets"] == by_id[node["id"]]["widgets_values"], f"{path.name}: {node['type']} widgets"
+            report.append(f"{path.stem}: {len(state)} nodes, all known, widgets intact -> {ARTIFACTS / (path.stem + '.png')}")
+        browser.close()
+    print("\n".join(report))
