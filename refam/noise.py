@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["capture_noise"]
+__all__ = ["capture_noise", "check_sigma"]
 
 
 def capture_noise(latent_shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
@@ -18,3 +18,10 @@ def capture_noise(latent_shape: tuple[int, ...] | torch.Size, seed: int) -> torc
     generator = torch.Generator("cpu").manual_seed(int(seed))
     noise = torch.randn(rest, generator=generator, dtype=torch.float32)
     return noise.unsqueeze(0).expand(batch, *rest)
+
+
+def check_sigma(sigma: float) -> float:
+    """The noise level of the capture pass: ``x_σ = (1-σ)·x0 + σ·ε`` needs ``0 < σ <= 1``."""
+    if not 0.0 < float(sigma) <= 1.0:
+        raise ValueError(f"sigma must be in (0, 1] (paper: 0.75 for FLUX), got {sigma}")
+    return float(sigma)

@@ -18,6 +18,7 @@ import torch
 
 from bfl_layout import to_bfl
 from conftest import REPO_ROOT
+from tiny_models import tiny_vae
 
 PACK_MODULE = "comfyui_refam"
 
@@ -134,26 +135,7 @@ def comfy_vae_from_diffusers(vae):
 
 def tiny_vae_for_comfy(seed: int = 0):
     """A diffusers VAE that ComfyUI's LDM autoencoder can hold: 32-channel groups, quant convs."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=32,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-    ).eval()
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return vae
+    return tiny_vae(seed, channels=32, groups=32, quant_conv=True, perturb=0.02)
 
 
 TINY_T5 = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, vocab_size=32128)

@@ -294,3 +294,32 @@ def test_comfy_text_path(comfy):
     torch.testing.assert_close(embeds[0, start:], alone[0], atol=1e-5, rtol=0)
     cond = encode_caption(clip, "", 2.5)
     assert cond[0][0].shape[1] == 256 and cond[0][1]["guidance"] == 2.5
+
+
+def test_several_expressions_share_one_forward(model, vae, inputs):
+    from comfy.patcher_extension import WrappersMP
+
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    calls = []
+
+    def count(executor, *args, **kwargs):
+        calls.append(args[0].shape[0])
+        return executor(*args, **kwargs)
+
+    counted = model.clone()
+    counted.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "count", count)
+    captured = capture_flux(counted, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
+    assert calls == [2]  # one forward for the 2-image batch and both expressions
+    assert captured.blocks[0].logits.shape[-1] == layout.total
+
+
+def test_only_positive_rows_feed_the_branch():
+    """ComfyUI stacks cond/uncond chunks in one batch; the branch takes the positive ones only."""
+    from refam.backends.comfy_flux import _positive_rows
+
+    assert _positive_rows(None, 4) is None
+    assert _positive_rows([0], 3) is None
+    assert _positive_rows([1, 0], 4).tolist() == [2, 3]
+    assert _positive_rows([0, 1], 6).tolist() == [0, 1, 2]

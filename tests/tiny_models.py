@@ -30,25 +30,31 @@ def tiny_flux_transformer(seed: int = 0, guidance_embeds: bool = False, **overri
     return model.eval()
 
 
-def tiny_vae(seed: int = 0):
+def tiny_vae(seed: int = 0, channels: int = 8, groups: int = 4, quant_conv: bool = False, perturb: float = 0.0):
+    """A 4-level (8x) diffusers VAE. ComfyUI's LDM autoencoder needs ``channels=groups=32`` and quant convs."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
+        block_out_channels=(channels,) * 4,
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=4,
+        norm_num_groups=groups,
         sample_size=32,
         scaling_factor=0.3611,
         shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        use_quant_conv=quant_conv,
+        use_post_quant_conv=quant_conv,
     ).eval()
+    if perturb:
+        with torch.no_grad():
+            for p in vae.parameters():
+                p.add_(torch.randn_like(p) * perturb)
+    return vae
 
 
 def tiny_t5(vocab_size: int = 32128, d_model: int = 32, seed: int = 0):

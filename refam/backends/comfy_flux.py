@@ -35,7 +35,7 @@ from refam.attention import (
 )
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
-from refam.noise import capture_noise
+from refam.noise import capture_noise, check_sigma
 
 __all__ = [
     "COMFY_T5_PAD_LENGTH",
@@ -438,8 +438,7 @@ def capture_flux(
     read_queries: str = "auto",
 ) -> CapturedAttention:
     """One FLUX pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
-    if not 0.0 < sigma <= 1.0:
-        raise ValueError(f"sigma must be in (0, 1], got {sigma}")
+    check_sigma(sigma)
     session = ComfyFluxCapture(
         model,
         expression_embeds,

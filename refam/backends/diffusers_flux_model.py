@@ -21,7 +21,7 @@ from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
 from refam.backends.diffusers_flux import capture_flux_attention, flux_blocks, run_until_captured
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
-from refam.noise import capture_noise
+from refam.noise import capture_noise, check_sigma
 
 __all__ = ["DiffusersFlux", "pack_latents", "latent_image_ids"]
 
@@ -221,8 +221,7 @@ class DiffusersFlux:
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
         """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions)."""
-        if not 0.0 < sigma <= 1.0:
-            raise ValueError(f"sigma must be in (0, 1], got {sigma}")
+        check_sigma(sigma)
         say = progress or (lambda _s: None)
         batch, height, width = images.shape[:3]
         size = self.native_size or model_size((height, width), resolution, self.latent_multiple)
