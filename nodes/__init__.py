@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import image_chain as chain
 from . import payloads
 from . import segmentation as seg
+from . import video_nodes as video
 from .spec import CATEGORY, NodeSpec
 
 __all__ = ["CATEGORY", "NODE_SPECS", "payloads"]
@@ -93,6 +94,25 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         chain.TOKEN_MAP_OUTPUTS,
         chain.token_maps,
         preview="token_maps",
+    ),
+    NodeSpec(
+        "RefAMPickFrame",
+        "RefAM Pick Frame",
+        "Choose the clip frames that go through the image chain: the first (paper), one index, or candidates "
+        "spread over the clip so the frame where the object is most evident can prompt SAM2.",
+        video.PICK_INPUTS,
+        video.PICK_OUTPUTS,
+        video.pick_frame,
+    ),
+    NodeSpec(
+        "RefAMPropagateSAM2Video",
+        "RefAM Propagate (SAM2 video)",
+        "SAM2 tracks the object from the RefAM point(s) forward and backward through the clip; memory stays flat "
+        "with clip length.",
+        video.PROPAGATE_INPUTS,
+        video.PROPAGATE_OUTPUTS,
+        video.propagate_masks,
+        preview="preview",
     ),
     NodeSpec(
         "RefAMSegmentAllInOne",

@@ -68,3 +68,14 @@ class Points:
     texts: list[str]
     n_images: int
     image_size: tuple[int, int]  # (H, W)
+
+FRAMES = "REFAM_FRAMES"
+
+
+@dataclass
+class FrameSelection:
+    """Which frames of a clip were sent through the image chain (in that batch's order)."""
+
+    indices: list[int]
+    num_frames: int
+    size: tuple[int, int]  # (H, W) of every frame

@@ -31,26 +31,55 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass
 class LoadedSegmenter:
-    """A segmenter and where it should run: ``auto`` keeps it on the CPU between runs."""
+    """A segmenter and where it should run: ``auto`` keeps it on the CPU between runs.
+
+    For SAM2 checkpoints the video tracker (same weights, sam2's video predictor) is built from
+    ``path`` the first time a Propagate node asks for it, then kept with the segmenter.
+    """
 
     segmenter: Any
     placement: str
+    path: str = ""
+    family: str = ""
+    _tracker: Any = None
 
     @contextmanager
     def running(self) -> Iterator[Any]:
-        from refam.backends.comfy_runtime import offload_device, torch_device
+        with _placed(self.segmenter, self.placement):
+            yield self.segmenter
 
-        if self.placement == "cpu":
-            yield self.segmenter
-            return
-        self.segmenter.to(torch_device())
-        try:
-            yield self.segmenter
-        finally:
-            if self.placement == "auto":
-                self.segmenter.to(offload_device())
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+    @contextmanager
+    def tracking(self) -> Iterator[Any]:
+        from refam.backends.comfy_runtime import offload_device, torch_device
+        from refam.segment import load_sam2_video
+
+        if self.family != "sam2":
+            raise ValueError(f"video propagation needs a SAM2 checkpoint (RefAM Load SAM2); got {self.segmenter.name}")
+        if self._tracker is None:
+            home = torch.device("cpu") if self.placement == "cpu" else (
+                torch_device() if self.placement == "gpu" else offload_device()
+            )
+            self._tracker = load_sam2_video(self.path, device=home, dtype=self.segmenter.dtype)
+        with _placed(self._tracker, self.placement):
+            yield self._tracker
+
+
+@contextmanager
+def _placed(module: Any, placement: str) -> Iterator[None]:
+    """On the compute device for the block; back to the offload device after it in ``auto``."""
+    from refam.backends.comfy_runtime import offload_device, torch_device
+
+    if placement == "cpu":
+        yield
+        return
+    module.to(torch_device())
+    try:
+        yield
+    finally:
+        if placement == "auto":
+            module.to(offload_device())
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def _checkpoints(*folders: str):
@@ -73,7 +102,7 @@ def _load(checkpoint: str, family: str, folders: tuple[str, ...], device: str, d
     compute = torch.device("cpu") if device == "cpu" else torch_device()
     chosen = dtype if dtype != "auto" else ("bfloat16" if compute.type == "cuda" else "float32")
     segmenter = load_segmenter(path, family=family, device=home, dtype=chosen)
-    return (LoadedSegmenter(segmenter, device),)
+    return (LoadedSegmenter(segmenter, device, path=path, family=family),)
 
 
 def load_sam(checkpoint: str, device: str, dtype: str) -> tuple:

@@ -116,7 +116,8 @@ def object_info_signature(info: dict[str, Any]) -> dict[str, Any]:
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             kind = "COMBO" if isinstance(kind, list) else kind
             widget = kind in WIDGET_KINDS and not opts.get("forceInput", False)
-            extra = int(bool(opts.get("control_after_generate"))) + int(bool(opts.get("image_upload")))
+            uploads = ("image_upload", "video_upload", "audio_upload")
+            extra = int(bool(opts.get("control_after_generate"))) + int(any(opts.get(u) for u in uploads))
             inputs.append(
                 {
                     "name": name,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 EXPRESSIONS = (
@@ -199,6 +200,79 @@ def _print_capture_table(r: dict[str, Any]) -> None:
     )
 
 
+class _MovingSquare:
+    """A synthetic clip rendered on demand (so the clip itself costs no memory): a square drifting."""
+
+    def __init__(self, n: int, height: int = 480, width: int = 854) -> None:
+        self.n, self.size = n, (height, width)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def frame(self, index: int) -> np.ndarray:
+        h, w = self.size
+        out = np.full((h, w, 3), 40, dtype=np.uint8)
+        x = 40 + (index * 3) % (w - 200)
+        out[150:300, x : x + 150] = (230, 60, 40)
+        return out
+
+
+def bench_video(args: argparse.Namespace) -> dict[str, Any]:
+    """SAM2 video propagation speed and peak memory against clip length (random hiera-tiny).
+
+    Every (length, memory mode) runs in a fresh process so one run's allocations cannot hide
+    another's peak; memory is the peak RSS (or CUDA peak) above the level after model build.
+    """
+    import subprocess
+
+    rows = []
+    for bounded in (True, False) if args.compare else (True,):
+        for n in args.lengths:
+            cmd = [sys.executable, "-m", "refam.bench", "video", "--child", str(n), "--image-size", str(args.image_size)]
+            cmd += ["--device", args.device] if args.device else []
+            cmd += [] if bounded else ["--unbounded"]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(
+                f"{n:4d} frames  memory={'bounded' if bounded else 'sam2   '}  {row['fps']:6.2f} fps  "
+                f"peak +{row['peak_mb']:8.1f} MB",
+                flush=True,
+            )
+    return {"image_size": args.image_size, "frame": "854x480", "rows": rows}
+
+
+def _video_child(args: argparse.Namespace) -> dict[str, Any]:
+    from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
+    from refam.segment.video import VideoPrompt, propagate
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    predictor = build_sam2_module(
+        "sam2.1_hiera_t", image_size=args.image_size, model_overrides=SAM2_VIDEO_MODEL_OVERRIDES, device=device
+    )
+    clip = _MovingSquare(args.child)
+    timing: dict[str, float] = {}
+
+    def run() -> None:
+        start = time.perf_counter()
+        for _ in propagate(
+            predictor, clip, [VideoPrompt(0, ((115.0, 225.0),))], backward=False, bounded_memory=not args.unbounded
+        ):
+            pass
+        timing["s"] = time.perf_counter() - start
+
+    peak = _measure_peak(run, device)
+    return {
+        "frames": args.child,
+        "bounded": not args.unbounded,
+        "device": str(device),
+        "fps": args.child / timing["s"],
+        "seconds": timing["s"],
+        "peak_mb": peak,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="refam bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,12 +294,29 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)"
     )
     cap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    vid = sub.add_parser("video", help="SAM2 video propagation fps and peak memory vs clip length")
+    vid.add_argument("--lengths", type=int, nargs="+", default=[30, 100, 300])
+    vid.add_argument("--image-size", type=int, default=1024, help="SAM2 input resolution (config: 1024)")
+    vid.add_argument("--compare", action="store_true", help="also run with sam2's unbounded memory")
+    vid.add_argument("--device", default=None)
+    vid.add_argument("--json", default=None)
+    vid.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    vid.add_argument("--unbounded", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "toy":
         from refam.toy.bench import main as toy_main
 
         return toy_main(argv[1:])
     args = parser.parse_args(argv)
+    if args.which == "video" and args.child:
+        print(json.dumps(_video_child(args)))
+        return 0
+    if args.which == "video":
+        result = bench_video(args)
+        print(json.dumps(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     if args.which in (None, "capture"):
         if args.which is None:
             args = parser.parse_args(["capture", *argv])

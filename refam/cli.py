@@ -1,6 +1,7 @@
 """``refam`` command line: segment images by referring expressions, and benchmark.
 
 refam segment IMAGE "the cat on the left" ["another expression" ...] --out DIR
+refam segment-video FRAMES_OR_MP4 "the dog" --segmenter sam2.1_hiera_large.pt --out DIR
 refam bench [capture|...]
 """
 
@@ -242,6 +243,102 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128] + [0] * (3 * 251)
+
+
+def _write_video_outputs(out: Path, frames: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Per expression: DAVIS-layout palette PNGs (0 background, 1 object) and an overlay GIF."""
+    import numpy as np
+    from PIL import Image
+
+    from refam.visualize import mask_overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {**meta, "results": []}
+    for i, res in enumerate(results):
+        stem = f"{i:02d}_{_slug(res.expression)}"
+        folder = out / stem
+        folder.mkdir(exist_ok=True)
+        thumbs = []
+        for t, mask in enumerate(res.masks):
+            png = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.astype(np.uint8).tobytes())
+            png.putpalette(DAVIS_PALETTE)
+            png.save(folder / f"{t:05d}.png")
+            shown = Image.fromarray(mask_overlay(frames.frame(t), mask))
+            shown.thumbnail((480, 480))
+            thumbs.append(shown)
+        thumbs[0].save(out / f"{stem}_overlay.gif", save_all=True, append_images=thumbs[1:], duration=80, loop=0)
+        record = res.summary()
+        record.update(masks=f"{stem}/", overlay=f"{stem}_overlay.gif")
+        summary["results"].append(record)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def cmd_segment_video(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from refam.loading import segmenter_search_dirs
+    from refam.pipeline import normalize_expressions
+    from refam.segment import load_sam2_video
+    from refam.segment.video import open_frames
+    from refam.video import segment_video
+
+    log = StageLog(args.quiet)
+    expressions = normalize_expressions(args.expressions)
+    if not args.segmenter:
+        raise ValueError(
+            "video propagation needs a SAM2 / SAM2.1 checkpoint: --segmenter sam2.1_hiera_large.pt "
+            "(or REFAM_SEGMENTER; looked up in ComfyUI's models/sam2 and models/sams)"
+        )
+    prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
+    with tempfile.TemporaryDirectory(prefix="refam_frames_") as scratch:
+        frames = open_frames(args.source, scratch)
+        log(f"{len(frames)} frames of {frames.size[1]}x{frames.size[0]}")
+        device, _dtype = _device_and_dtype(args)
+        predictor = load_sam2_video(
+            args.segmenter,
+            variant=args.segmenter_variant,
+            device=device,
+            search_dirs=segmenter_search_dirs(args.comfyui),
+            image_size=args.sam2_image_size,
+        )
+        args.segmenter = None  # the image segmenter is not needed: SAM2 tracks instead
+        pipe = _load_pipeline(args, log)
+        last = {"t": 0.0}
+
+        def on_frame(done: int, total: int) -> None:
+            now = time.perf_counter()
+            if done == total or now - last["t"] > 2.0:
+                last["t"] = now
+                log(f"tracked {done}/{total} frames")
+
+        results = segment_video(
+            pipe,
+            predictor,
+            frames,
+            expressions,
+            args.caption,
+            prompt_frame=prompt_frame,
+            candidates=args.candidates,
+            points_from=args.points_from,
+            on_frame=on_frame,
+            progress=log,
+        )
+        meta = {
+            "source": str(args.source),
+            "frames": len(frames),
+            "frame_size": list(frames.size),
+            "model": pipe.backend.name,
+            "caption": args.caption,
+        }
+        summary = _write_video_outputs(Path(args.out), frames, results, meta)
+    log(f"wrote {len(results)} mask sequence(s) to {args.out}")
+    for r in summary["results"]:
+        print(json.dumps({k: r[k] for k in ("expression", "prompt_frame", "masks", "warnings")}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refam", description="RefAM zero-shot referring segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(seg)
     _add_model_options(seg)
     seg.set_defaults(func=cmd_segment)
+
+    vid = sub.add_parser(
+        "segment-video", help="segment a clip: RefAM point on a prompt frame, SAM2 tracks it through the clip"
+    )
+    vid.add_argument("source", help="folder of frames (DAVIS layout: 00000.jpg ...) or a video file (mp4, ...)")
+    vid.add_argument("expressions", nargs="+", help="referring expression(s)")
+    vid.add_argument("--out", default="refam_video_out", help="output folder (default: ./refam_video_out)")
+    vid.add_argument(
+        "--prompt-frame",
+        default="first",
+        help="'first' (the paper), 'best' (the frame whose heatmap is most peaked) or a frame index",
+    )
+    vid.add_argument("--candidates", type=int, default=8, help="frames scored with --prompt-frame best")
+    vid.add_argument("--points-from", type=int, default=1, help="positive points from the N most evident frames")
+    vid.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_method_options(vid)
+    _add_model_options(vid)
+    vid.set_defaults(func=cmd_segment_video)
 
     bench = sub.add_parser(
         "bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)"

@@ -67,6 +67,23 @@ def _write_models(root: Path) -> None:
     save_file({k: v.contiguous() for k, v in sam2.state_dict().items()}, str(root / "sam2" / SAM2_FILE))
 
 
+def _write_clip(frames_dir: Path, target: Path) -> None:
+    """An mp4 of a real clip's frames for LoadVideo (mpeg4, widely decodable)."""
+    import av
+    from PIL import Image
+
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(frames_dir.glob("*.jpg"))]
+    with av.open(str(target), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def _get(url: str, timeout: float = 10.0):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
@@ -93,6 +110,7 @@ def server(tmp_path_factory):
 
     image_path = root / "input" / "refam_example.png"
     shutil.copy(shared_path("coco_two_cats", "000000039769.png"), image_path)
+    _write_clip(shared_path("video_clips", "bike", "frames"), root / "input" / "refam_clip.mp4")
     config = root / "extra_model_paths.yaml"
     config.write_text(
         "refam_test:\n"
@@ -176,10 +194,9 @@ def _wait(url: str, prompt_id: str, timeout: float = 600.0) -> dict:
     pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s")
 
 
-def test_referring_segmentation_api_twin_end_to_end(server):
-    from PIL import Image
-
-    api = json.loads((REPO_ROOT / "example_workflows" / "api" / "refam_referring_segmentation.api.json").read_text())
+def _api_twin(name: str, **widgets) -> dict:
+    """A shipped API twin with the test's random models (and the in-process test CLIP) swapped in."""
+    api = json.loads((REPO_ROOT / "example_workflows" / "api" / f"{name}.api.json").read_text())
     for node in api.values():
         kind = node["class_type"]
         if kind == "DualCLIPLoader":
@@ -190,14 +207,27 @@ def test_referring_segmentation_api_twin_end_to_end(server):
             node["inputs"]["vae_name"] = VAE_FILE
         elif kind == "RefAMLoadSAM2":
             node["inputs"]["checkpoint"] = SAM2_FILE
-        elif kind == "RefAMCaptureAttentionFlux":
-            node["inputs"]["resolution"] = 256  # CPU: the full-size VAE at 1024² takes minutes
-    started = time.time()
+        for key, value in widgets.get(kind, {}).items():
+            node["inputs"][key] = value
+    return api
+
+
+def _run(server, api: dict) -> dict:
     queued = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": "refam-test"})
     assert not queued.get("node_errors"), queued
     result = _wait(server["url"], queued["prompt_id"])
     status = result["status"]
     assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
+    return result
+
+
+def test_referring_segmentation_api_twin_end_to_end(server):
+    from PIL import Image
+
+    started = time.time()
+    # CPU: the full-size VAE at 1024² takes minutes, so the model sees ~256² here.
+    api = _api_twin("refam_referring_segmentation", RefAMCaptureAttentionFlux={"resolution": 256})
+    result = _run(server, api)
     saved = [img for out in result["outputs"].values() for img in out.get("images", []) if img["type"] == "output"]
     assert len(saved) == 1
     mask_file = server["root"] / "output" / saved[0]["subfolder"] / saved[0]["filename"]
@@ -207,6 +237,32 @@ def test_referring_segmentation_api_twin_end_to_end(server):
     previews = [out for out in result["outputs"].values() if any(i["type"] == "temp" for i in out.get("images", []))]
     assert previews, "the heatmap / segment previews were not shown"
     print(f"workflow (a) on CPU: {time.time() - started:.1f} s, mask {mask.shape[1]}x{mask.shape[0]}, area {int((mask > 0).sum())} px")
+
+
+def test_video_flux_frame_api_twin_end_to_end(server):
+    """LoadVideo -> Pick Frame -> FLUX chain on 2 candidate frames -> SAM2 propagation -> mask video."""
+    import av
+
+    started = time.time()
+    api = _api_twin(
+        "refam_video_flux_frame_sam2",
+        RefAMCaptureAttentionFlux={"resolution": 256},
+        RefAMPickFrame={"candidates": 2},
+    )
+    result = _run(server, api)
+    videos = [
+        item
+        for out in result["outputs"].values()
+        for key in ("images", "videos", "animated")
+        for item in (out.get(key) or [])
+        if isinstance(item, dict) and item.get("type") == "output"
+    ]
+    assert videos, result["outputs"]
+    path = server["root"] / "output" / videos[0]["subfolder"] / videos[0]["filename"]
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    assert len(decoded) == 4 and decoded[0].shape == (480, 854)
+    print(f"video workflow on CPU: {time.time() - started:.1f} s, {len(decoded)} mask frames of 854x480")
 
 
 def _post_raw(url: str, body: bytes) -> None:

@@ -25,6 +25,8 @@ OUT = ROOT / "example_workflows"
 CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())["nodes"]
 CATALOG = {**CORE, **{s.node_id: spec_signature(s) for s in NODE_SPECS}}
 TITLES = {s.node_id: s.display_name for s in NODE_SPECS}
+# What the frontend stores for a loader's upload button.
+_UPLOAD_VALUE = {"LoadImage": "image", "LoadVideo": "image"}
 
 
 @dataclass
@@ -71,14 +73,16 @@ class Graph:
 
     def _widget_values(self, node: Node) -> list[Any]:
         values: list[Any] = []
+        # The frontend keeps a value for every widget, also one fed by a link (it shows again when
+        # the link is removed), so linked widgets need a value here too.
         for spec in CATALOG[node.type]["inputs"]:
-            if not spec["widget"] or spec["name"] in node.links_in:
+            if not spec["widget"]:
                 continue
             if spec["name"] not in node.widgets:
                 raise KeyError(f"{node.type}: widget {spec['name']!r} needs a value")
             values.append(node.widgets[spec["name"]])
             if spec["extra_widgets"]:
-                values.append("fixed" if spec["type"] == "INT" else "image")
+                values.append("fixed" if spec["type"] == "INT" else _UPLOAD_VALUE.get(node.type, "image"))
         return values
 
     # -- the two formats ------------------------------------------------------------------------------
@@ -314,7 +318,75 @@ def diagnostics() -> Graph:
     return g
 
 
-WORKFLOWS = (referring_segmentation, refer_and_inpaint, diagnostics)
+def video_flux_on_frames() -> Graph:
+    g = Graph(
+        "refam_video_flux_frame_sam2",
+        "Video without Mochi: RefAM on a few candidate frames with FLUX, the most evident frame prompts SAM2, "
+        "which tracks the object forward and backward through the clip.",
+    )
+    unet = g.add("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="default")
+    clip = g.add(
+        "DualCLIPLoader",
+        clip_name1="t5xxl_fp16.safetensors",
+        clip_name2="clip_l.safetensors",
+        type="flux",
+        device="default",
+    )
+    vae = g.add("VAELoader", vae_name="ae.safetensors")
+    video = g.add("LoadVideo", file="refam_clip.mp4")
+    parts = g.add("GetVideoComponents")
+    g.link(video, "VIDEO", parts, "video")
+    pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4, index=0)
+    g.link(parts, "images", pick, "frames")
+    cond = g.add("RefAMCaptionConditioning", caption="", guidance=3.5)
+    expr = g.add(
+        "RefAMReferringExpression",
+        expressions="the person in white",
+        magnets="_ with to and pink",
+        noun_phrase=True,
+        spatial_bias=True,
+    )
+    capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
+    g.link(clip, "CLIP", cond, "clip")
+    g.link(clip, "CLIP", expr, "clip")
+    g.link(unet, "MODEL", capture, "model")
+    g.link(vae, "VAE", capture, "vae")
+    g.link(pick, "frames", capture, "image")
+    g.link(cond, "conditioning", capture, "conditioning")
+    g.link(expr, "expression", capture, "expression")
+    filt = g.add(
+        "RefAMFilterTokens",
+        drop_stop_words=True,
+        drop_magnets=True,
+        drop_eos=True,
+        remove_gas=True,
+        gas_threshold=10.0,
+        noun_phrase=True,
+    )
+    g.link(capture, "attention", filt, "attention")
+    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
+    g.link(filt, "attention", heat, "attention")
+    g.link(pick, "frames", heat, "image")
+    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
+    g.link(heat, "heatmaps", point, "heatmaps")
+    sam = g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
+    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
+    g.link(sam, "segmenter", prop, "segmenter")
+    g.link(parts, "images", prop, "frames")
+    g.link(point, "points", prop, "points")
+    g.link(heat, "heatmaps", prop, "heatmaps")
+    g.link(pick, "selection", prop, "selection")
+    to_image = g.add("MaskToImage")
+    g.link(prop, "mask", to_image, "mask")
+    make = g.add("CreateVideo", fps=30.0)
+    g.link(to_image, "IMAGE", make, "images")
+    g.link(parts, "fps", make, "fps")
+    save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
+    g.link(make, "VIDEO", save, "video")
+    return g
+
+
+WORKFLOWS = (referring_segmentation, refer_and_inpaint, diagnostics, video_flux_on_frames)
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT

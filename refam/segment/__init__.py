@@ -9,7 +9,7 @@ package when it is missing.
 """
 
 from refam.segment.base import MaskPrediction, Segmenter, check_points, resolve_dtype, to_rgb_uint8
-from refam.segment.checkpoints import find_checkpoint, load_segmenter
+from refam.segment.checkpoints import find_checkpoint, load_sam2_video, load_segmenter
 from refam.segment.detect import ModelSpec, identify_model, parse_filename, parse_variant, shapes_of
 from refam.segment.sam import SamSegmenter, build_sam_module
 from refam.segment.sam2_image import Sam2Segmenter
@@ -36,6 +36,7 @@ __all__ = [
     "check_points",
     "find_checkpoint",
     "identify_model",
+    "load_sam2_video",
     "load_segmenter",
     "load_state_dict_file",
     "parse_filename",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,9 +62,7 @@ def load_segmenter(
     low-memory runs, since SAM2 weights do not depend on it. SAM weights fix their size (1024
     for the released ones), so for SAM it must be ``None`` or that size.
     """
-    path = find_checkpoint(checkpoint, search_dirs)
-    state_dict = load_state_dict_file(path)
-    spec = identify_model(shapes_of(state_dict), filename=path.name, family=family, variant=variant)
+    path, state_dict, spec = _read_checkpoint(checkpoint, search_dirs, family, variant)
     dtype = resolve_dtype(dtype, device)
     if spec.family == "sam":
         from refam.segment.sam import SAM_IMAGE_SIZE, SamSegmenter, build_sam_module
@@ -82,3 +81,41 @@ def load_segmenter(
 
     model = build_sam2_module(spec.variant, state_dict, image_size=image_size, device=device, dtype=dtype)
     return Sam2Segmenter(model, name=spec.name, dtype=dtype)
+
+
+def _read_checkpoint(
+    checkpoint: str | Path, search_dirs: Sequence[str | Path], family: str, variant: str | None
+) -> tuple[Path, dict[str, torch.Tensor], Any]:
+    path = find_checkpoint(checkpoint, search_dirs)
+    state_dict = load_state_dict_file(path)
+    spec = identify_model(shapes_of(state_dict), filename=path.name, family=family, variant=variant)
+    return path, state_dict, spec
+
+
+def load_sam2_video(
+    checkpoint: str | Path,
+    *,
+    variant: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    search_dirs: Sequence[str | Path] = (),
+    image_size: int | None = None,
+) -> Any:
+    """A SAM2 / SAM2.1 checkpoint as ``sam2``'s ``SAM2VideoPredictor`` (for :mod:`refam.segment.video`).
+
+    The same files as :func:`load_segmenter` (weights shared by image and video use); SAM (v1)
+    checkpoints cannot track and are refused by name.
+    """
+    path, state_dict, spec = _read_checkpoint(checkpoint, search_dirs, "auto", variant)
+    if spec.family != "sam2":
+        raise ValueError(f"{path.name} is a {spec.name} (SAM) checkpoint; video propagation needs SAM2 / SAM2.1")
+    from refam.segment.sam2_model import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
+
+    return build_sam2_module(
+        spec.variant,
+        state_dict,
+        image_size=image_size,
+        model_overrides=SAM2_VIDEO_MODEL_OVERRIDES,
+        device=device,
+        dtype=resolve_dtype(dtype, device),
+    )

@@ -1,0 +1,115 @@
+"""Video: pick candidate frames for the image chain, then SAM2 carries the masks through the clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from refam.segment.video import ArrayFrames, propagate
+from refam.video import candidate_frames, choose_prompts, frame_evidence
+from refam.visualize import mask_overlay
+
+from . import payloads as P
+from .image_chain import to_comfy_image
+from .spec import Param, Result
+
+MODES = ("first", "evenly_spaced", "index")
+
+
+def _clip(frames: torch.Tensor) -> ArrayFrames:
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
+        raise ValueError(f"frames must be a ComfyUI IMAGE batch [T, H, W, C]; got {getattr(frames, 'shape', frames)}")
+    return ArrayFrames(frames)
+
+
+def pick_frame(frames, mode: str, candidates: int, index: int) -> tuple:
+    clip = _clip(frames)
+    choice = {"first": "first", "evenly_spaced": "best", "index": int(index)}[mode]
+    chosen = candidate_frames(len(clip), choice, candidates)
+    selection = P.FrameSelection(indices=chosen, num_frames=len(clip), size=clip.size)
+    return frames[chosen], selection, ", ".join(str(i) for i in chosen)
+
+
+def propagate_masks(
+    segmenter,
+    frames,
+    points: P.Points,
+    heatmaps: P.Heatmaps,
+    points_from: int,
+    direction: str,
+    selection: P.FrameSelection | None = None,
+) -> tuple:
+    from refam.backends.comfy_runtime import block_progress, throw_if_interrupted
+
+    clip = _clip(frames)
+    n_expr = len(points.texts)
+    indices = selection.indices if selection is not None else list(range(points.n_images))
+    if len(indices) != points.n_images or heatmaps.n_images != points.n_images:
+        raise ValueError(
+            f"{points.n_images} point sets and {heatmaps.n_images} heatmaps for {len(indices)} selected frames: "
+            "connect the Point and Heatmap of the same frames as the Pick Frame selection"
+        )
+    if tuple(points.image_size) != clip.size or max(indices) >= len(clip):
+        raise ValueError(
+            f"points were found on {points.image_size[1]}x{points.image_size[0]} frames (up to frame {max(indices)}), "
+            f"the clip is {len(clip)} frames of {clip.size[1]}x{clip.size[0]}"
+        )
+    forward, backward = direction in ("both", "forward"), direction in ("both", "backward")
+    masks = torch.zeros(len(clip), n_expr, *clip.size)
+    report = []
+    bar = block_progress(len(clip) * n_expr)
+    with segmenter.tracking() as tracker:
+        for e in range(n_expr):
+            evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices)}
+            per_frame = {f: points.points[c * n_expr + e] for c, f in enumerate(indices)}
+            prompts = choose_prompts(evidence, per_frame, points_from)
+
+            def on_frame(done: int, total: int, e: int = e) -> None:
+                throw_if_interrupted()
+                bar(e * len(clip) + done, n_expr * len(clip))
+
+            for t, mask, _score in propagate(
+                tracker, clip, prompts, forward=forward, backward=backward, on_frame=on_frame
+            ):
+                masks[t, e] = torch.from_numpy(mask)
+            report.append(
+                f"{points.texts[e]!r}: prompts on frames {[p.frame for p in prompts]}; evidence "
+                + ", ".join(f"{f}:{v:.3f}" for f, v in sorted(evidence.items()))
+            )
+    batch = masks.reshape(-1, *clip.size)
+    preview = [mask_overlay(clip.frame(t), masks[t, 0].numpy().astype(bool)) for t in range(len(clip))]
+    return batch, to_comfy_image(np.stack(preview)), "\n".join(report)
+
+
+PICK_INPUTS = (
+    Param("frames", "IMAGE", "The clip as an IMAGE batch (e.g. GetVideoComponents after LoadVideo)."),
+    Param(
+        "mode",
+        "COMBO",
+        "first: the paper's first frame; evenly_spaced: candidates across the clip, the most evident one prompts "
+        "SAM2 (RefAM Propagate decides); index: one chosen frame.",
+        default="evenly_spaced",
+        options=MODES,
+    ),
+    Param("candidates", "INT", "Candidate frames in evenly_spaced mode (each costs one DiT image pass).", default=4, min=1, max=64),
+    Param("index", "INT", "The frame in index mode.", default=0, min=0, max=100000),
+)
+PICK_OUTPUTS = (
+    Result("frames", "IMAGE", "The selected frames, to run through the RefAM image chain as one batch."),
+    Result("selection", P.FRAMES, "Which clip frames those are (for RefAM Propagate)."),
+    Result("indices", "STRING", "The selected frame indices."),
+)
+PROPAGATE_INPUTS = (
+    Param("segmenter", P.SEGMENTER, "RefAM Load SAM2 (the same checkpoint serves images and video)."),
+    Param("frames", "IMAGE", "The whole clip (kept on the CPU; frames are streamed to SAM2 one at a time)."),
+    Param("points", P.POINTS, "RefAM Point on the selected frames."),
+    Param("heatmaps", P.HEATMAP, "RefAM Heatmap of the same frames: the most peaked one picks the prompt frame."),
+    Param("points_from", "INT", "Positive points from this many of the most evident frames.", default=1, min=1, max=16),
+    Param("direction", "COMBO", "Track forward, backward or both from the prompt frame(s).", default="both", options=("both", "forward", "backward")),
+    Param("selection", P.FRAMES, "RefAM Pick Frame's selection; without it the points belong to the clip's first frames.", optional=True),
+)
+PROPAGATE_OUTPUTS = (
+    Result("mask", "MASK", f"One mask per (frame, expression), aligned with the frames. {P.BATCH_ORDER} (image = frame)."),
+    Result("preview", "IMAGE", "The first expression's masks over the frames."),
+    Result("report", "STRING", "Prompt frames and every candidate's evidence per expression."),
+)
