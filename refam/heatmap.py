@@ -83,9 +83,12 @@ class ExpressionHeatmap:
     warnings: list[str]
 
 
+BLOCK_KINDS = ("double", "single", "mochi")
+
+
 def parse_block_spec(text: str) -> tuple[int | str, ...]:
     """``"all"`` / ``""`` -> every block; else a comma list of indices, ranges (``"0-18"``), block
-    names (``"double.3"``) and kinds (``"double"``, ``"single"``)."""
+    names (``"double.3"``, ``"mochi.20"``) and kinds (``"double"``, ``"single"``, ``"mochi"``)."""
     out: list[int | str] = []
     for part in (text or "").replace(";", ",").split(","):
         part = part.strip()
@@ -99,7 +102,7 @@ def parse_block_spec(text: str) -> tuple[int | str, ...]:
             out.extend(range(start, end + 1))
         elif part.isdigit():
             out.append(int(part))
-        elif part.split(".")[0] in ("double", "single"):
+        elif part.split(".")[0] in BLOCK_KINDS:
             out.append(part)
         else:
             raise ValueError(

@@ -20,7 +20,7 @@ from refam.pipeline import RefAMPipeline, normalize_expressions
 from refam.points import Point
 from refam.segment.video import FrameCallback, FrameSource, VideoPrompt, propagate
 
-__all__ = ["VideoResult", "candidate_frames", "choose_prompts", "frame_evidence", "segment_video"]
+__all__ = ["VideoResult", "candidate_frames", "choose_prompts", "frame_evidence", "frame_heatmaps", "segment_video"]
 
 
 def frame_evidence(heatmap_grid: np.ndarray | torch.Tensor) -> float:
@@ -151,3 +151,20 @@ def choose_prompts(
 
 def _xy(point: Point) -> tuple[float, float]:
     return (float(point.x), float(point.y))
+
+
+def frame_heatmaps(captured: Any, cues: Sequence[Any], options: Any, num_frames: int) -> torch.Tensor:
+    """Per clip frame and expression ``[T, E, H, W]`` heatmaps from a Mochi capture (one capture
+    image per latent frame); each frame takes its latent frame's heatmap, at the frame's size."""
+    from refam.backends.diffusers_mochi import latent_frame_of
+    from refam.pipeline import expression_heatmaps
+    from refam.points import upsample_heatmap
+
+    heats = expression_heatmaps(captured, cues, options)
+    per_latent = torch.stack([upsample_heatmap(h.grid, captured.geometry) for h in heats], dim=1)
+    index = torch.tensor([latent_frame_of(t) for t in range(num_frames)])
+    if int(index.max()) >= per_latent.shape[0]:
+        raise ValueError(
+            f"{num_frames} frames need {int(index.max()) + 1} latent frames; the capture has {per_latent.shape[0]}"
+        )
+    return per_latent[index]

@@ -1,0 +1,362 @@
+"""RefAM capture on a diffusers ``MochiTransformer3DModel`` (video).
+
+Mochi is asymmetric: visual tokens come first, text has its own narrower width (1536 vs 3072)
+and projects up to the visual width inside attention, RoPE rotates visual q/k only, and the last
+block does not update the text. The expression branch runs the text-stream weights exactly like
+that (``refam.attention`` does the math); the visual q/k/v are read by hooks on the attention's
+own ``norm_q`` / ``norm_k`` / ``to_v`` and rotated with the block's RoPE.
+
+Video -> heatmaps: the latent video has ``(T - 1) / 6 + 1`` frames (Mochi's VAE compresses time 6x
+after the first frame). Each latent frame's tokens become one "image" of the capture, so the
+heatmap / point code works per latent frame; :func:`latent_frame_of` maps clip frames to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from refam.attention import (
+    BlockCapture,
+    CaptureComplete,
+    CapturedAttention,
+    ExpressionLayout,
+    ImageAttention,
+    ImageGeometry,
+    expression_branch,
+    resolve_capture_blocks,
+)
+from refam.expression import TokenizedExpression
+from refam.images import model_size, to_model_pixels
+from refam.noise import capture_noise, check_sigma
+
+__all__ = [
+    "MOCHI_TEMPORAL_FACTOR",
+    "DiffusersMochi",
+    "DiffusersMochiAdapter",
+    "MochiCapture",
+    "capture_mochi_attention",
+    "check_mochi",
+    "latent_frame_of",
+    "latent_frames",
+    "mochi_timestep",
+]
+
+MOCHI_TEMPORAL_FACTOR = 6
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames Mochi's VAE makes of ``num_frames`` (which must be ``6k + 1``)."""
+    return (num_frames - 1) // MOCHI_TEMPORAL_FACTOR + 1
+
+
+def latent_frame_of(frame: int) -> int:
+    """The latent frame a clip frame falls in: frame 0 alone, then 6 frames per latent frame."""
+    return 0 if frame <= 0 else (frame - 1) // MOCHI_TEMPORAL_FACTOR + 1
+
+
+def mochi_timestep(sigma: float) -> float:
+    """Mochi's transformer timestep for noise level σ: its convention is inverted, ``1000·(1 - σ)``."""
+    return 1000.0 * (1.0 - check_sigma(sigma))
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Mochi's RoPE on ``[B, N, H, Dh]``: interleaved (even, odd) pairs, computed in float32."""
+    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
+
+
+class DiffusersMochiAdapter:
+    """Text-stream pieces of a diffusers ``MochiTransformerBlock``."""
+
+    kind = "mochi"
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+
+    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
+        block, attn = self.block, self.block.attn1
+        if block.context_pre_only:
+            normed, state = block.norm1_context(expr, vec), None
+        else:
+            normed, gate_msa, scale_mlp, gate_mlp = block.norm1_context(expr, vec)
+            state = (gate_msa, scale_mlp, gate_mlp)
+        q = attn.norm_added_q(attn.add_q_proj(normed).unflatten(2, (attn.heads, -1)))
+        k = attn.norm_added_k(attn.add_k_proj(normed).unflatten(2, (attn.heads, -1)))
+        v = attn.add_v_proj(normed).unflatten(2, (attn.heads, -1))
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), state
+
+    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
+        if state is None:  # Mochi's last block leaves the text as it is
+            return expr
+        gate_msa, scale_mlp, gate_mlp = state
+        block = self.block
+        out = block.attn1.to_add_out(attn_out.to(expr.dtype))
+        expr = expr + block.norm2_context(out, torch.tanh(gate_msa).unsqueeze(1))
+        normed = block.norm3_context(expr, 1 + scale_mlp.unsqueeze(1).to(torch.float32))
+        return expr + block.norm4_context(block.ff_context(normed), torch.tanh(gate_mlp).unsqueeze(1))
+
+
+def check_mochi(transformer: nn.Module) -> None:
+    """TypeError naming the class unless ``transformer`` is a diffusers Mochi transformer."""
+    blocks = getattr(transformer, "transformer_blocks", None)
+    if not hasattr(transformer, "time_embed") or not blocks or not hasattr(blocks[0], "norm1_context"):
+        raise TypeError(
+            f"RefAM's Mochi capture needs a diffusers MochiTransformer3DModel, got {type(transformer).__name__}"
+        )
+
+
+@dataclass
+class _Slots:
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+class MochiCapture:
+    """State of one capture: the expression stream between blocks and the records taken.
+
+    ``expression_embeds`` are T5 outputs ``[1, L, 4096]``; the model's ``caption_proj`` maps them
+    into the text stream, as it does for the caption.
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        expression_embeds: torch.Tensor,
+        layout: ExpressionLayout,
+        *,
+        blocks: Iterable[int | str] | None = None,
+        stop_after_last: bool = False,
+    ) -> None:
+        check_mochi(transformer)
+        self.transformer = transformer
+        self.names = [f"mochi.{i}" for i in range(len(transformer.transformer_blocks))]
+        self.selected = set(resolve_capture_blocks(blocks, len(self.names), self.names))
+        self.last = max(self.selected)
+        self.expression_embeds = expression_embeds
+        self.layout = layout
+        self.stop_after_last = stop_after_last
+        self.records: list[BlockCapture] = []
+        self._expr: torch.Tensor | None = None
+        self._slots = [_Slots() for _ in self.names]
+        self._adapters = [DiffusersMochiAdapter(b) for b in transformer.transformer_blocks]
+
+    def install(self) -> list[Any]:
+        handles = [self.transformer.register_forward_pre_hook(self._reset)]
+        for i, block in enumerate(self.transformer.transformer_blocks[: self.last + 1]):
+            attn, slots = block.attn1, self._slots[i]
+            handles.append(attn.norm_q.register_forward_hook(self._keep(slots, "q")))
+            handles.append(attn.norm_k.register_forward_hook(self._keep(slots, "k")))
+            handles.append(attn.to_v.register_forward_hook(self._keep(slots, "v")))
+            handles.append(block.register_forward_hook(self._after_block(i), with_kwargs=True))
+        return handles
+
+    def release(self) -> None:
+        self._expr = None
+        self._slots = [_Slots() for _ in self.names]
+
+    @staticmethod
+    def _keep(slots: _Slots, name: str):
+        def hook(_module, _inputs, output):
+            # norm_added_q/k are different modules; only the visual projections land here.
+            if getattr(slots, name) is None:
+                setattr(slots, name, output)
+
+        return hook
+
+    def _reset(self, _module, _inputs) -> None:
+        self._expr = None
+
+    def _after_block(self, index: int):
+        def hook(block, args, kwargs, _output):
+            params = dict(zip(("hidden_states", "encoder_hidden_states", "temb"), args, strict=False))
+            params.update(kwargs)
+            temb, rotary = params["temb"], params.get("image_rotary_emb")
+            slots = self._slots[index]
+            q, k = slots.q, slots.k
+            if rotary is not None:
+                q, k = _rope(q, *rotary), _rope(k, *rotary)
+            v = slots.v.unflatten(2, (block.attn1.heads, -1))
+            self._slots[index] = _Slots()
+            if self._expr is None:
+                caption = params["encoder_hidden_states"]
+                embeds = self.expression_embeds.to(device=caption.device, dtype=caption.dtype)
+                embeds = embeds.expand(q.shape[0], -1, -1)
+                self._expr = self.transformer.time_embed.caption_proj(embeds)
+            image = ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            out = expression_branch(self._adapters[index], self._expr, temb, image, self.layout)
+            self._expr = out.expr
+            if index in self.selected:
+                self.records.append(
+                    BlockCapture(
+                        self.names[index],
+                        index,
+                        out.logits.to("cpu", torch.float32),
+                        out.text_mass.to("cpu", torch.float32),
+                    )
+                )
+            if self.stop_after_last and index == self.last:
+                raise CaptureComplete
+
+        return hook
+
+
+@contextmanager
+def capture_mochi_attention(
+    transformer: nn.Module,
+    expression_embeds: torch.Tensor,
+    layout: ExpressionLayout,
+    *,
+    blocks: Iterable[int | str] | None = None,
+    stop_after_last: bool = False,
+) -> Iterator[MochiCapture]:
+    """Install the expression branch on a Mochi transformer for the duration of the block."""
+    session = MochiCapture(transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last)
+    handles: list[Any] = []
+    try:
+        handles = session.install()
+        yield session
+    finally:
+        for handle in handles:
+            handle.remove()
+        session.release()
+
+
+def per_latent_frame(captured_blocks: list[BlockCapture], latent_t: int) -> list[BlockCapture]:
+    """``[B, T·h·w, L]`` -> ``[B·T, h·w, L]``: every latent frame becomes one image of the batch."""
+    out = []
+    for b in captured_blocks:
+        batch, tokens, length = b.logits.shape
+        logits = b.logits.reshape(batch * latent_t, tokens // latent_t, length)
+        mass = b.text_mass.repeat_interleave(latent_t, dim=0)
+        out.append(BlockCapture(b.name, b.index, logits, mass))
+    return out
+
+
+@dataclass
+class DiffusersMochi:
+    """Mochi 1 (or a Mochi-architecture model) on diffusers: transformer, video VAE, T5."""
+
+    transformer: nn.Module
+    vae: nn.Module
+    t5: nn.Module
+    t5_tokenizer: Any
+    name: str = "mochi"
+    t5_max_length: int = 256
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        check_mochi(self.transformer)
+        self.device = torch.device(self.device)
+        for m in (self.transformer, self.vae, self.t5):
+            m.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.t5_tokenizer
+
+    @property
+    def text_pad_length(self) -> int:
+        return self.t5_max_length
+
+    @property
+    def latent_multiple(self) -> int:
+        return 8 * self.transformer.config.patch_size
+
+    @torch.no_grad()
+    def _t5(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Mochi encodes prompts with T5's attention mask (unlike FLUX).
+        return self.t5(ids.to(self.device), attention_mask=mask.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.t5_tokenizer(
+            [caption], padding="max_length", max_length=self.t5_max_length, truncation=True, return_tensors="pt"
+        )
+        return self._t5(tok.input_ids, tok.attention_mask), tok.attention_mask
+
+    @torch.no_grad()
+    def encode_expressions(self, expressions: Sequence[TokenizedExpression]) -> tuple[torch.Tensor, ExpressionLayout]:
+        ids = torch.tensor([e.ids for e in expressions])
+        mask = torch.tensor([[1] * e.valid_length + [0] * (len(e.ids) - e.valid_length) for e in expressions])
+        embeds = self._t5(ids, mask)
+        lengths = tuple(e.valid_length for e in expressions)
+        return torch.cat([embeds[i, :n] for i, n in enumerate(lengths)])[None], ExpressionLayout(lengths)
+
+    @torch.no_grad()
+    def encode_video(self, frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """``[T, H, W, 3]`` uint8 (T = 6k + 1) -> normalised latents ``[1, C, T', h, w]``."""
+        pixels = to_model_pixels(frames, size).permute(1, 0, 2, 3)[None]  # [1, 3, T, h, w]
+        cfg = self.vae.config
+        z = self.vae.encode(pixels.to(self.device, next(self.vae.parameters()).dtype)).latent_dist.mode()
+        mean = torch.tensor(cfg.latents_mean, device=z.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=z.device).view(1, -1, 1, 1, 1)
+        return ((z - mean) * cfg.scaling_factor / std).to(self.dtype)
+
+    @torch.no_grad()
+    def capture(
+        self,
+        frames: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        caption: str = "",
+        *,
+        sigma: float = 0.01,
+        seed: int = 0,
+        resolution: int | None = 480,
+        blocks: Iterable[int | str] | None = None,
+        progress: Callable[[str], None] | None = None,
+        **_ignored: Any,
+    ) -> CapturedAttention:
+        """One Mochi pass at ``σ`` on a clip ``[T, H, W, 3]`` uint8; one capture "image" per latent frame.
+
+        Clips whose length is not ``6k + 1`` are padded with their last frame (the padding's
+        latent frames are dropped from the result).
+        """
+        check_sigma(sigma)
+        say = progress or (lambda _s: None)
+        n, height, width = frames.shape[:3]
+        short = (-(n - 1)) % MOCHI_TEMPORAL_FACTOR  # frames missing to the next 6k + 1
+        if short:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], short, axis=0)])
+        size = model_size((height, width), resolution, self.latent_multiple)
+        say("encoding text")
+        caption_embeds, caption_mask = self.encode_caption(caption)
+        expr_embeds, layout = self.encode_expressions(expressions)
+        say("encoding video")
+        latents = self.encode_video(frames, size)
+        noise = capture_noise(latents.shape, seed).to(latents)
+        noisy = (1.0 - sigma) * latents + sigma * noise
+        t_lat = latents.shape[2]
+        patch = self.transformer.config.patch_size
+        grid = (latents.shape[3] // patch, latents.shape[4] // patch)
+        say("capturing attention")
+        session = capture_mochi_attention(self.transformer, expr_embeds, layout, blocks=blocks, stop_after_last=True)
+        with session as s, suppress(CaptureComplete):
+            self.transformer(
+                hidden_states=noisy.to(self.device),
+                encoder_hidden_states=caption_embeds.to(self.device),
+                timestep=torch.tensor([mochi_timestep(sigma)], device=self.device),
+                encoder_attention_mask=caption_mask.to(self.device),
+                return_dict=False,
+            )
+        keep = latent_frame_of(n - 1) + 1  # latent frames that hold real (not padding) frames
+        blocks_out = [
+            BlockCapture(b.name, b.index, b.logits[:keep], b.text_mass[:keep])
+            for b in per_latent_frame(s.records, t_lat)
+        ]
+        return CapturedAttention(
+            blocks=blocks_out,
+            expressions=list(expressions),
+            layout=layout,
+            geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
+            num_blocks=len(s.names),
+            meta={"backend": "diffusers-mochi", "model": self.name, "sigma": sigma, "seed": seed, "frames": n},
+        )
