@@ -96,6 +96,15 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         preview="token_maps",
     ),
     NodeSpec(
+        "RefAMCaptureAttentionMochi",
+        "RefAM Capture Attention (Mochi)",
+        "One Mochi pass on the clip at sigma (paper: 0.01); every expression rides along in a separate branch. "
+        "Each latent frame becomes one image of the RefAM chain.",
+        video.MOCHI_INPUTS,
+        video.MOCHI_OUTPUTS,
+        video.capture_attention_mochi,
+    ),
+    NodeSpec(
         "RefAMPickFrame",
         "RefAM Pick Frame",
         "Choose the clip frames that go through the image chain: the first (paper), one index, or candidates "

@@ -113,3 +113,50 @@ PROPAGATE_OUTPUTS = (
     Result("preview", "IMAGE", "The first expression's masks over the frames."),
     Result("report", "STRING", "Prompt frames and every candidate's evidence per expression."),
 )
+
+
+def capture_attention_mochi(
+    model, vae, frames, conditioning, expression: P.Expressions, sigma: float, seed: int, blocks: str, resolution: int
+) -> tuple:
+    from refam.backends.comfy_mochi import capture_mochi, mochi_diffusion_model
+    from refam.backends.comfy_runtime import block_progress
+    from refam.backends.mochi_layout import representative_frames
+    from refam.heatmap import parse_block_spec
+
+    clip = _clip(frames)
+    batch = np.stack([clip.frame(t) for t in range(len(clip))])
+    captured = capture_mochi(
+        model,
+        vae,
+        batch,
+        conditioning,
+        expression.embeds,
+        expression.layout,
+        expression.tokenized,
+        sigma=sigma,
+        seed=seed,
+        blocks=parse_block_spec(blocks) or None,
+        resolution=resolution or None,
+        progress=block_progress(len(mochi_diffusion_model(model).blocks)),
+    )
+    shown = representative_frames(len(clip), captured.batch_size)
+    selection = P.FrameSelection(indices=shown, num_frames=len(clip), size=clip.size)
+    return P.Attention(captured=captured, expressions=expression), frames[shown], selection
+
+
+MOCHI_INPUTS = (
+    Param("model", "MODEL", "Mochi 1 (UNETLoader / CheckpointLoaderSimple), as loaded; not copied, not modified."),
+    Param("vae", "VAE", "Mochi's video VAE."),
+    Param("frames", "IMAGE", "The clip as an IMAGE batch; padded to 6k+1 frames for Mochi's VAE (padding is dropped)."),
+    Param("conditioning", "CONDITIONING", "Caption conditioning from Mochi's T5 (RefAM Caption Conditioning or CLIPTextEncode)."),
+    Param("expression", P.EXPRESSION, "Encoded referring expressions (RefAM Referring Expression with Mochi's CLIP)."),
+    Param("sigma", "FLOAT", "Noise level (paper: timestep 990 in Mochi's inverted convention = sigma 0.01).", default=0.01, min=0.001, max=1.0, step=0.001),
+    Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=2**63 - 1),
+    Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges or names (mochi.20).", default="all"),
+    Param("resolution", "INT", "Frames are resized to about resolution² pixels (multiple of 16). 0 = as is.", default=480, min=0, max=2048, step=16),
+)
+MOCHI_OUTPUTS = (
+    Result("attention", P.ATTENTION, "Attention per latent frame (each latent frame is one 'image' of the chain)."),
+    Result("frames", "IMAGE", "One clip frame per latent frame, for RefAM Heatmap's image input."),
+    Result("selection", P.FRAMES, "Which clip frames those are, for RefAM Propagate."),
+)

@@ -226,19 +226,15 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
 
     rows = []
-    for bounded in (True, False) if args.compare else (True,):
+    for mode in args.modes:
         for n in args.lengths:
             cmd = [sys.executable, "-m", "refam.bench", "video", "--child", str(n), "--image-size", str(args.image_size)]
             cmd += ["--device", args.device] if args.device else []
-            cmd += [] if bounded else ["--unbounded"]
+            cmd += ["--modes", mode]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(
-                f"{n:4d} frames  memory={'bounded' if bounded else 'sam2   '}  {row['fps']:6.2f} fps  "
-                f"peak +{row['peak_mb']:8.1f} MB",
-                flush=True,
-            )
+            print(f"{n:4d} frames  {mode:9}  {row['fps']:6.2f} fps  peak +{row['peak_mb']:8.1f} MB", flush=True)
     return {"image_size": args.image_size, "frame": "854x480", "rows": rows}
 
 
@@ -252,20 +248,41 @@ def _video_child(args: argparse.Namespace) -> dict[str, Any]:
         "sam2.1_hiera_t", image_size=args.image_size, model_overrides=SAM2_VIDEO_MODEL_OVERRIDES, device=device
     )
     clip = _MovingSquare(args.child)
+    mode = args.modes[0]
     timing: dict[str, float] = {}
+    scratch = None
+    if mode == "sam2":
+        # sam2's own path: the clip as JPEGs, decoded into one tensor by init_state.
+        import tempfile
+
+        from PIL import Image
+
+        scratch = tempfile.TemporaryDirectory(prefix="refam_bench_")
+        for t in range(len(clip)):
+            Image.fromarray(clip.frame(t)).save(f"{scratch.name}/{t:05d}.jpg", quality=90)
 
     def run() -> None:
         start = time.perf_counter()
-        for _ in propagate(
-            predictor, clip, [VideoPrompt(0, ((115.0, 225.0),))], backward=False, bounded_memory=not args.unbounded
-        ):
-            pass
+        if mode == "sam2":
+            with torch.inference_mode():
+                state = predictor.init_state(scratch.name, offload_video_to_cpu=True)
+                predictor.add_new_points_or_box(
+                    state, frame_idx=0, obj_id=1, points=np.array([[115.0, 225.0]], np.float32), labels=np.array([1], np.int32)
+                )
+                for _ in predictor.propagate_in_video(state):
+                    pass
+        else:
+            prompt = [VideoPrompt(0, ((115.0, 225.0),))]
+            for _ in propagate(predictor, clip, prompt, backward=False, bounded_memory=mode == "bounded"):
+                pass
         timing["s"] = time.perf_counter() - start
 
     peak = _measure_peak(run, device)
+    if scratch is not None:
+        scratch.cleanup()
     return {
         "frames": args.child,
-        "bounded": not args.unbounded,
+        "mode": mode,
         "device": str(device),
         "fps": args.child / timing["s"],
         "seconds": timing["s"],
@@ -297,11 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     vid = sub.add_parser("video", help="SAM2 video propagation fps and peak memory vs clip length")
     vid.add_argument("--lengths", type=int, nargs="+", default=[30, 100, 300])
     vid.add_argument("--image-size", type=int, default=1024, help="SAM2 input resolution (config: 1024)")
-    vid.add_argument("--compare", action="store_true", help="also run with sam2's unbounded memory")
+    vid.add_argument(
+        "--modes",
+        nargs="+",
+        default=["bounded", "unbounded", "sam2"],
+        choices=("bounded", "unbounded", "sam2"),
+        help="bounded: RefAM's streaming + pruning; unbounded: streaming, sam2's bookkeeping; sam2: sam2's own init_state",
+    )
     vid.add_argument("--device", default=None)
     vid.add_argument("--json", default=None)
     vid.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-    vid.add_argument("--unbounded", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "toy":
         from refam.toy.bench import main as toy_main

@@ -156,7 +156,7 @@ def _xy(point: Point) -> tuple[float, float]:
 def frame_heatmaps(captured: Any, cues: Sequence[Any], options: Any, num_frames: int) -> torch.Tensor:
     """Per clip frame and expression ``[T, E, H, W]`` heatmaps from a Mochi capture (one capture
     image per latent frame); each frame takes its latent frame's heatmap, at the frame's size."""
-    from refam.backends.diffusers_mochi import latent_frame_of
+    from refam.backends.mochi_layout import latent_frame_of
     from refam.pipeline import expression_heatmaps
     from refam.points import upsample_heatmap
 

@@ -230,3 +230,64 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
         if missing:
             raise AssertionError(f"tiny {part} weights missing in ComfyUI's model: {missing}")
     return clip, t5
+
+
+def tiny_comfy_mochi(t5_dim: int = 32, seed: int = 0):
+    """ComfyUI's own Mochi (``comfy.supported_models.GenmoMochi``) with 3 small blocks, random weights."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet_config = {
+        "image_model": "mochi_preview",
+        "depth": 3,
+        "patch_size": 2,
+        "num_heads": 2,
+        "hidden_size_x": 64,
+        "hidden_size_y": 32,
+        "mlp_ratio_x": 192.0,  # ComfyUI asserts hidden_size_x * mlp_ratio_x == 1536 * 8
+        "mlp_ratio_y": 4.0,
+        "learn_sigma": False,
+        "in_channels": 12,
+        "qk_norm": True,
+        "qkv_bias": False,
+        "out_bias": True,
+        "attn_drop": 0.0,
+        "patch_embed_bias": True,
+        "posenc_preserve_area": True,
+        "timestep_mlp_bias": True,
+        "attend_to_padding": False,
+        "timestep_scale": 1000.0,
+        "use_t5": True,
+        "t5_feat_dim": t5_dim,
+        "t5_token_length": 16,
+        "rope_theta": 10000.0,
+    }
+    config = comfy.supported_models.GenmoMochi(unet_config)
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({}, device="cpu")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        # ComfyUI allocates weights uninitialised; give every one a defined random value.
+        for name, p in base.diffusion_model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and p.ndim == 1 else 0.0))
+    base.diffusion_model.float()
+    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+class PooledVideoVAE:
+    """Stand-in for ComfyUI's Mochi VAE (hundreds of millions of parameters) in CPU node tests:
+    ``encode`` has its interface and latent layout — ``[T, H, W, 3]`` -> ``[1, 12, (T-1)/6+1, H/8, W/8]``
+    — from fixed pooling and a fixed channel map, so the latent follows the pixels."""
+
+    downscale_ratio = 8
+
+    def __init__(self, seed: int = 0) -> None:
+        self.mix = torch.randn(12, 3, generator=torch.Generator().manual_seed(seed))
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        t = pixels.shape[0]
+        groups = [pixels[:1]] + [pixels[i : i + 6] for i in range(1, t, 6)]
+        frames = torch.stack([g.mean(0) for g in groups])  # [T', H, W, 3]
+        pooled = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 8)  # [T', 3, h, w]
+        latent = torch.einsum("cd,tdhw->cthw", self.mix, pooled * 2 - 1)
+        return latent[None]

@@ -317,7 +317,7 @@ def test_several_expressions_share_one_forward(model, vae, inputs):
 
 def test_only_positive_rows_feed_the_branch():
     """ComfyUI stacks cond/uncond chunks in one batch; the branch takes the positive ones only."""
-    from refam.backends.comfy_flux import _positive_rows
+    from refam.backends.comfy_capture import positive_rows as _positive_rows
 
     assert _positive_rows(None, 4) is None
     assert _positive_rows([0], 3) is None

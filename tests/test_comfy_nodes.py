@@ -177,3 +177,41 @@ def test_bad_inputs_fail_clearly(pack, objects):
             blocks="all",
             resolution=64,
         )
+
+
+def test_mochi_video_chain(pack, sam2_folder):
+    """Capture (Mochi) -> Filter -> Heatmap on the latent frames -> Point -> Propagate over the clip."""
+    from comfy_support import PooledVideoVAE, tiny_comfy_mochi
+
+    model = tiny_comfy_mochi(32)
+    clip_model, _ = tiny_flux_clip()  # its T5 side (32 wide) matches the tiny Mochi's t5_feat_dim
+    frames = torch.zeros(8, 48, 64, 3)
+    for t in range(8):
+        frames[t, 10:30, 4 + 3 * t : 24 + 3 * t] = torch.tensor([0.9, 0.1, 0.1])
+    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip_model, caption="", guidance=3.5)
+    # Mochi's own T5 CLIP returns the prompt's attention mask with the conditioning; this tiny one is FLUX's.
+    cond[0][1]["attention_mask"] = torch.ones(1, cond[0][0].shape[1], dtype=torch.long)
+    (expr,) = _run(
+        pack, "RefAMReferringExpression", clip=clip_model, expressions="the red box", magnets="_ with",
+        noun_phrase=False, spatial_bias=True,
+    )
+    att, shown, selection = _run(
+        pack, "RefAMCaptureAttentionMochi", model=model, vae=PooledVideoVAE(), frames=frames, conditioning=cond,
+        expression=expr, sigma=0.01, seed=0, blocks="all", resolution=64,
+    )
+    # 8 frames -> padded to 13 -> 3 latent frames, all holding real frames; one shown frame each.
+    assert att.captured.batch_size == 3 and selection.indices == [0, 3, 7] and shown.shape == (3, 48, 64, 3)
+    (att,) = _run(
+        pack, "RefAMFilterTokens", attention=att, drop_stop_words=True, drop_magnets=True, drop_eos=True,
+        remove_gas=True, gas_threshold=10.0, noun_phrase=False,
+    )
+    heat, _overlay, heatmaps = _run(pack, "RefAMHeatmap", attention=att, image=shown, blocks="all", skip_fraction=0.0, spatial_bias=True)
+    assert heat.shape == (3, 48, 64)
+    _json, points = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=1, min_distance=1)
+    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
+    mask, preview, report = _run(
+        pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,
+        points_from=1, direction="both", selection=selection,
+    )
+    assert mask.shape == (8, 48, 64) and preview.shape == (8, 48, 64, 3)
+    assert "'the red box': prompts on frames" in report

@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from refam.attention import ExpressionLayout
-from refam.backends.diffusers_mochi import (
-    DiffusersMochi,
-    capture_mochi_attention,
-    latent_frame_of,
-    latent_frames,
-    mochi_timestep,
-)
+from refam.backends.diffusers_mochi import DiffusersMochi, capture_mochi_attention
+from refam.backends.mochi_layout import latent_frame_of, latent_frames, mochi_timestep
 from tiny_models import tiny_t5
 
 TEXT_DIM = 32

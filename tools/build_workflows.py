@@ -386,7 +386,67 @@ def video_flux_on_frames() -> Graph:
     return g
 
 
-WORKFLOWS = (referring_segmentation, refer_and_inpaint, diagnostics, video_flux_on_frames)
+def video_mochi() -> Graph:
+    g = Graph(
+        "refam_video_mochi_sam2",
+        "Video with Mochi (the paper's video path): one Mochi pass over the clip, the most evident latent frame's "
+        "point prompts SAM2, which propagates the mask through every frame.",
+    )
+    unet = g.add("UNETLoader", unet_name="mochi_preview_bf16.safetensors", weight_dtype="default")
+    clip = g.add("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="mochi", device="default")
+    vae = g.add("VAELoader", vae_name="mochi_vae.safetensors")
+    video = g.add("LoadVideo", file="refam_clip.mp4")
+    parts = g.add("GetVideoComponents")
+    g.link(video, "VIDEO", parts, "video")
+    cond = g.add("RefAMCaptionConditioning", caption="", guidance=3.5)
+    expr = g.add(
+        "RefAMReferringExpression",
+        expressions="the person in white",
+        magnets="_ with to and pink",
+        noun_phrase=True,
+        spatial_bias=True,
+    )
+    g.link(clip, "CLIP", cond, "clip")
+    g.link(clip, "CLIP", expr, "clip")
+    capture = g.add("RefAMCaptureAttentionMochi", sigma=0.01, seed=0, blocks="all", resolution=480)
+    g.link(unet, "MODEL", capture, "model")
+    g.link(vae, "VAE", capture, "vae")
+    g.link(parts, "images", capture, "frames")
+    g.link(cond, "conditioning", capture, "conditioning")
+    g.link(expr, "expression", capture, "expression")
+    filt = g.add(
+        "RefAMFilterTokens",
+        drop_stop_words=True,
+        drop_magnets=True,
+        drop_eos=True,
+        remove_gas=True,
+        gas_threshold=10.0,
+        noun_phrase=True,
+    )
+    g.link(capture, "attention", filt, "attention")
+    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
+    g.link(filt, "attention", heat, "attention")
+    g.link(capture, "frames", heat, "image")
+    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
+    g.link(heat, "heatmaps", point, "heatmaps")
+    sam = g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
+    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
+    g.link(sam, "segmenter", prop, "segmenter")
+    g.link(parts, "images", prop, "frames")
+    g.link(point, "points", prop, "points")
+    g.link(heat, "heatmaps", prop, "heatmaps")
+    g.link(capture, "selection", prop, "selection")
+    to_image = g.add("MaskToImage")
+    g.link(prop, "mask", to_image, "mask")
+    make = g.add("CreateVideo", fps=30.0)
+    g.link(to_image, "IMAGE", make, "images")
+    g.link(parts, "fps", make, "fps")
+    save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
+    g.link(make, "VIDEO", save, "video")
+    return g
+
+
+WORKFLOWS = (referring_segmentation, refer_and_inpaint, diagnostics, video_flux_on_frames, video_mochi)
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT

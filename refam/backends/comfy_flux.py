@@ -30,9 +30,9 @@ from refam.attention import (
     ExpressionLayout,
     ImageAttention,
     ImageGeometry,
-    expression_branch,
     resolve_capture_blocks,
 )
+from refam.backends.comfy_capture import BranchRunner, attention_reader, denoise_once, positive_rows
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma
@@ -87,8 +87,9 @@ def t5_tokenizer(clip: Any) -> Any:
     hf = getattr(inner, "tokenizer", None)
     if hf is None:
         raise TypeError(
-            f"RefAM needs FLUX's text encoders (T5-XXL + CLIP-L, DualCLIPLoader type 'flux'); the "
-            f"CLIP given has tokenizer {type(getattr(clip, 'tokenizer', None)).__name__} without a T5-XXL part"
+            "RefAM needs the model's T5-XXL text encoder (FLUX: DualCLIPLoader type 'flux'; Mochi: CLIPLoader "
+            f"type 'mochi'); the CLIP given has tokenizer {type(getattr(clip, 'tokenizer', None)).__name__} "
+            "without a T5-XXL part"
         )
     return hf
 
@@ -230,10 +231,7 @@ class _Pass:
     txt_len: int = 0
     n_img: int = 0
     grid: tuple[int, int] = (0, 0)
-    rows: torch.Tensor | None = None  # batch rows of the positive conditioning
-    expr: torch.Tensor | None = None
     image: ImageAttention | None = None
-    done: int = 0
 
 
 @dataclass
@@ -276,6 +274,15 @@ class ComfyFluxCapture:
         self._adapters = [ComfyDoubleAdapter(b) for b in dm.double_blocks]
         self._adapters += [ComfySingleAdapter(b) for b in dm.single_blocks]
         self._state = _Pass()
+        self.runner = BranchRunner(
+            self._adapters,
+            self.names,
+            set(self.selected),
+            self.layout,
+            stop_after_last=self.stop_after_last,
+            progress=self.progress,
+            records=self.records,
+        )
 
     # -- installing ---------------------------------------------------------------------------
     def patched_model(self) -> Any:
@@ -293,6 +300,7 @@ class ComfyFluxCapture:
 
     def release(self) -> None:
         self._state = _Pass()
+        self.runner.release()
 
     # -- per forward ----------------------------------------------------------------------------
     def _on_forward(self, executor, *args, **kwargs):
@@ -300,12 +308,8 @@ class ComfyFluxCapture:
         options = args[7] if len(args) > 7 else kwargs.get("transformer_options", {})
         patch = self.diffusion_model.patch_size
         grid = ((x.shape[-2] + patch // 2) // patch, (x.shape[-1] + patch // 2) // patch)
-        self._state = _Pass(
-            txt_len=context.shape[1],
-            n_img=grid[0] * grid[1],
-            grid=grid,
-            rows=_positive_rows(options.get("cond_or_uncond"), x.shape[0]),
-        )
+        self._state = _Pass(txt_len=context.shape[1], n_img=grid[0] * grid[1], grid=grid)
+        self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), x.shape[0]))
         return executor(*args, **kwargs)
 
     def _block_patch(self, index: int, previous: Callable | None):
@@ -340,16 +344,12 @@ class ComfyFluxCapture:
         return patch
 
     def _attention_reader(self, previous: Callable | None):
-        def override(func, *args, **kwargs):
-            q, k, v = args[:3]
+        def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             s = self._state
             image = slice(s.txt_len, s.txt_len + s.n_img)
             s.image = ImageAttention(q[:, :, image], k[:, :, image], v[:, :, image])
-            if previous is not None:
-                return previous(func, *args, **kwargs)
-            return func(*args, **kwargs)
 
-        return override
+        return attention_reader(previous, keep)
 
     def _recompute(self, index: int, kind: str, args: dict) -> ImageAttention:
         s = self._state
@@ -359,59 +359,12 @@ class ComfyFluxCapture:
             return _recompute_double(block, args["img"][:, : s.n_img], args["vec"], pe)
         return _recompute_single(block, args["img"][:, s.txt_len : s.txt_len + s.n_img], args["vec"], pe)
 
-    @torch.no_grad()
     def _branch(self, index: int, image: ImageAttention, vec: torch.Tensor, like: torch.Tensor) -> None:
-        s = self._state
-        rows = s.rows.to(vec.device) if s.rows is not None else None
-        if rows is not None:
-            image = ImageAttention(image.q[rows], image.k[rows], image.v[rows])
-            vec = vec[rows]
-        if s.expr is None:
+        def embed(batch: int) -> torch.Tensor:
             embeds = self.expression_embeds.to(device=like.device, dtype=like.dtype)
-            s.expr = self.diffusion_model.txt_in(embeds.expand(image.q.shape[0], -1, -1))
-        out = expression_branch(self._adapters[index], s.expr, vec, image, self.layout)
-        s.expr = out.expr
-        if index in self.selected:
-            self.records.append(
-                BlockCapture(
-                    name=self.names[index],
-                    index=index,
-                    logits=out.logits.to("cpu", torch.float32),
-                    text_mass=out.text_mass.to("cpu", torch.float32),
-                )
-            )
-        s.done += 1
-        if self.progress is not None:
-            self.progress(s.done, self.last + 1)
-        if self.stop_after_last and index == self.last:
-            raise CaptureComplete
+            return self.diffusion_model.txt_in(embeds.expand(batch, -1, -1))
 
-
-def _positive_rows(cond_or_uncond: Sequence[int] | None, batch: int) -> torch.Tensor | None:
-    """Batch rows that belong to the positive conditioning (ComfyUI stacks cond/uncond chunks)."""
-    if not cond_or_uncond or all(c == 0 for c in cond_or_uncond):
-        return None
-    chunk = batch // len(cond_or_uncond)
-    rows = [r for i, c in enumerate(cond_or_uncond) if c == 0 for r in range(i * chunk, (i + 1) * chunk)]
-    return torch.tensor(rows, dtype=torch.long)
-
-
-# -- the pass ------------------------------------------------------------------------------------
-def _one_step(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """A sampler that only evaluates the denoiser once, at ``sigmas[0]``."""
-    return model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-
-
-def denoise_once(model: Any, latent: torch.Tensor, positive: list, sigma: float, noise: torch.Tensor) -> torch.Tensor:
-    """One denoiser evaluation at ``σ`` through ComfyUI's own sampling path; returns x̂0 (raw latent)."""
-    import comfy.samplers
-
-    guider = comfy.samplers.CFGGuider(model)
-    guider.inner_set_conds({"positive": positive})
-    guider.set_cfg(1.0)
-    sigmas = torch.tensor([float(sigma), 0.0])
-    sampler = comfy.samplers.KSAMPLER(_one_step)
-    return guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=0)
+        self.runner.run(index, image, vec, embed)
 
 
 def _latent_multiple(vae: Any, diffusion_model: torch.nn.Module) -> int:

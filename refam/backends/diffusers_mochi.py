@@ -6,9 +6,7 @@ block does not update the text. The expression branch runs the text-stream weigh
 that (``refam.attention`` does the math); the visual q/k/v are read by hooks on the attention's
 own ``norm_q`` / ``norm_k`` / ``to_v`` and rotated with the block's RoPE.
 
-Video -> heatmaps: the latent video has ``(T - 1) / 6 + 1`` frames (Mochi's VAE compresses time 6x
-after the first frame). Each latent frame's tokens become one "image" of the capture, so the
-heatmap / point code works per latent frame; :func:`latent_frame_of` maps clip frames to them.
+Video -> heatmaps: see :mod:`refam.backends.mochi_layout` (one capture image per latent frame).
 """
 
 from __future__ import annotations
@@ -32,38 +30,23 @@ from refam.attention import (
     expression_branch,
     resolve_capture_blocks,
 )
+from refam.backends.mochi_layout import (
+    mochi_timestep,
+    pad_clip,
+    per_latent_frame,
+    valid_latent_frames,
+)
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma
 
 __all__ = [
-    "MOCHI_TEMPORAL_FACTOR",
     "DiffusersMochi",
     "DiffusersMochiAdapter",
     "MochiCapture",
     "capture_mochi_attention",
     "check_mochi",
-    "latent_frame_of",
-    "latent_frames",
-    "mochi_timestep",
 ]
-
-MOCHI_TEMPORAL_FACTOR = 6
-
-
-def latent_frames(num_frames: int) -> int:
-    """Latent frames Mochi's VAE makes of ``num_frames`` (which must be ``6k + 1``)."""
-    return (num_frames - 1) // MOCHI_TEMPORAL_FACTOR + 1
-
-
-def latent_frame_of(frame: int) -> int:
-    """The latent frame a clip frame falls in: frame 0 alone, then 6 frames per latent frame."""
-    return 0 if frame <= 0 else (frame - 1) // MOCHI_TEMPORAL_FACTOR + 1
-
-
-def mochi_timestep(sigma: float) -> float:
-    """Mochi's transformer timestep for noise level σ: its convention is inverted, ``1000·(1 - σ)``."""
-    return 1000.0 * (1.0 - check_sigma(sigma))
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -229,17 +212,6 @@ def capture_mochi_attention(
         session.release()
 
 
-def per_latent_frame(captured_blocks: list[BlockCapture], latent_t: int) -> list[BlockCapture]:
-    """``[B, T·h·w, L]`` -> ``[B·T, h·w, L]``: every latent frame becomes one image of the batch."""
-    out = []
-    for b in captured_blocks:
-        batch, tokens, length = b.logits.shape
-        logits = b.logits.reshape(batch * latent_t, tokens // latent_t, length)
-        mass = b.text_mass.repeat_interleave(latent_t, dim=0)
-        out.append(BlockCapture(b.name, b.index, logits, mass))
-    return out
-
-
 @dataclass
 class DiffusersMochi:
     """Mochi 1 (or a Mochi-architecture model) on diffusers: transformer, video VAE, T5."""
@@ -323,9 +295,7 @@ class DiffusersMochi:
         check_sigma(sigma)
         say = progress or (lambda _s: None)
         n, height, width = frames.shape[:3]
-        short = (-(n - 1)) % MOCHI_TEMPORAL_FACTOR  # frames missing to the next 6k + 1
-        if short:
-            frames = np.concatenate([frames, np.repeat(frames[-1:], short, axis=0)])
+        frames = pad_clip(frames)
         size = model_size((height, width), resolution, self.latent_multiple)
         say("encoding text")
         caption_embeds, caption_mask = self.encode_caption(caption)
@@ -347,11 +317,7 @@ class DiffusersMochi:
                 encoder_attention_mask=caption_mask.to(self.device),
                 return_dict=False,
             )
-        keep = latent_frame_of(n - 1) + 1  # latent frames that hold real (not padding) frames
-        blocks_out = [
-            BlockCapture(b.name, b.index, b.logits[:keep], b.text_mass[:keep])
-            for b in per_latent_frame(s.records, t_lat)
-        ]
+        blocks_out = per_latent_frame(s.records, t_lat, keep=valid_latent_frames(n))
         return CapturedAttention(
             blocks=blocks_out,
             expressions=list(expressions),
