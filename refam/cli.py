@@ -282,7 +282,7 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
     from refam.pipeline import normalize_expressions
     from refam.segment import load_sam2_video
     from refam.segment.video import open_frames
-    from refam.video import segment_video
+    from refam.video import segment_video, segment_video_mochi
 
     log = StageLog(args.quiet)
     expressions = normalize_expressions(args.expressions)
@@ -304,7 +304,21 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
             image_size=args.sam2_image_size,
         )
         args.segmenter = None  # the image segmenter is not needed: SAM2 tracks instead
-        pipe = _load_pipeline(args, log)
+        if args.video_model:
+            from refam.loading import load_mochi
+            from refam.pipeline import RefAMPipeline
+
+            _device, dtype = _device_and_dtype(args)
+            backend = load_mochi(args.video_model, device=device, dtype=dtype, progress=log)
+            options = _options_from_args(args)
+            # The paper's Mochi operating point unless σ / resolution were given.
+            options = options.replace(
+                sigma=args.sigma if args.sigma != 0.75 else 0.01,
+                resolution=args.resolution if args.resolution != 1024 else 480,
+            )
+            pipe = RefAMPipeline(backend, None, options)
+        else:
+            pipe = _load_pipeline(args, log)
         last = {"t": 0.0}
 
         def on_frame(done: int, total: int) -> None:
@@ -313,17 +327,18 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
                 last["t"] = now
                 log(f"tracked {done}/{total} frames")
 
-        results = segment_video(
+        run = segment_video_mochi if args.video_model else segment_video
+        extra = {} if args.video_model else {"prompt_frame": prompt_frame, "candidates": args.candidates}
+        results = run(
             pipe,
             predictor,
             frames,
             expressions,
             args.caption,
-            prompt_frame=prompt_frame,
-            candidates=args.candidates,
             points_from=args.points_from,
             on_frame=on_frame,
             progress=log,
+            **extra,
         )
         meta = {
             "source": str(args.source),
@@ -364,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'first' (the paper), 'best' (the frame whose heatmap is most peaked) or a frame index",
     )
     vid.add_argument("--candidates", type=int, default=8, help="frames scored with --prompt-frame best")
+    vid.add_argument(
+        "--video-model",
+        default=os.environ.get("REFAM_MOCHI_MODEL"),
+        help="Mochi (diffusers folder or cached hub id, env REFAM_MOCHI_MODEL): one Mochi pass over the clip "
+        "(the paper's video path; σ 0.01, 480 px unless given) instead of FLUX on candidate frames",
+    )
     vid.add_argument("--points-from", type=int, default=1, help="positive points from the N most evident frames")
     vid.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_method_options(vid)

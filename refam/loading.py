@@ -35,6 +35,7 @@ __all__ = [
     "comfyui_model_dirs",
     "find_model_file",
     "load_flux",
+    "load_mochi",
     "parse_dtype",
 ]
 
@@ -463,3 +464,46 @@ def load_pipeline(
     elif seg is None:
         say("no segmenter given: heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
     return RefAMPipeline(backend, seg, opts)
+
+
+def load_mochi(
+    model: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.bfloat16,
+    local_files_only: bool = True,
+    progress: ProgressFn | None = None,
+) -> Any:
+    """Mochi 1 (diffusers layout: a folder or a hub id in the cache, e.g. ``genmo/mochi-1-preview``)
+    as a RefAM video backend. Nothing is downloaded."""
+    from diffusers import AutoencoderKLMochi, MochiTransformer3DModel
+    from transformers import T5EncoderModel, T5TokenizerFast
+
+    from refam.backends.diffusers_mochi import DiffusersMochi
+
+    say = progress or (lambda _s: None)
+    source = Path(str(model)).expanduser()
+    if not (_is_diffusers_folder(source) or _looks_like_hub_id(str(model), source)):
+        raise FileNotFoundError(
+            f"Mochi model {model!r} is neither a diffusers folder (model_index.json, transformer/, vae/, "
+            "text_encoder/, tokenizer/) nor a hub id in the Hugging Face cache"
+        )
+    repo = str(source) if source.exists() else str(model)
+    torch_dtype = parse_dtype(dtype)
+    opts = {"local_files_only": local_files_only}
+    say(f"loading Mochi from {repo}")
+    transformer = MochiTransformer3DModel.from_pretrained(repo, subfolder="transformer", torch_dtype=torch_dtype, **opts)
+    # The video VAE runs in float32: its decoder-side statistics are not bf16-safe and it is small.
+    vae = AutoencoderKLMochi.from_pretrained(repo, subfolder="vae", torch_dtype=torch.float32, **opts)
+    t5 = T5EncoderModel.from_pretrained(repo, subfolder="text_encoder", torch_dtype=torch_dtype, **opts)
+    tokenizer = T5TokenizerFast.from_pretrained(repo, subfolder="tokenizer", **opts)
+    return DiffusersMochi(
+        transformer=transformer,
+        vae=vae,
+        t5=t5,
+        t5_tokenizer=tokenizer,
+        name=source.name if source.exists() else str(model),
+        t5_max_length=getattr(transformer.config, "max_sequence_length", 256),
+        device=torch.device(device),
+        dtype=torch_dtype,
+    )

@@ -20,7 +20,7 @@ from refam.pipeline import RefAMPipeline, normalize_expressions
 from refam.points import Point
 from refam.segment.video import FrameCallback, FrameSource, VideoPrompt, propagate
 
-__all__ = ["VideoResult", "candidate_frames", "choose_prompts", "frame_evidence", "frame_heatmaps", "segment_video"]
+__all__ = ["VideoResult", "candidate_frames", "choose_prompts", "frame_evidence", "frame_heatmaps", "segment_video", "segment_video_mochi"]
 
 
 def frame_evidence(heatmap_grid: np.ndarray | torch.Tensor) -> float:
@@ -168,3 +168,67 @@ def frame_heatmaps(captured: Any, cues: Sequence[Any], options: Any, num_frames:
             f"{num_frames} frames need {int(index.max()) + 1} latent frames; the capture has {per_latent.shape[0]}"
         )
     return per_latent[index]
+
+
+def segment_video_mochi(
+    pipeline: RefAMPipeline,
+    predictor: Any,
+    frames: FrameSource,
+    expressions: str | Sequence[str],
+    caption: str = "",
+    *,
+    points_from: int = 1,
+    forward: bool = True,
+    backward: bool = True,
+    on_frame: FrameCallback | None = None,
+    progress: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> list[VideoResult]:
+    """The paper's video path: one Mochi pass over the whole clip (``pipeline.backend`` is a Mochi
+    backend), the most evident latent frame's point prompts SAM2, which tracks through the clip."""
+    from refam.backends.mochi_layout import representative_frames
+    from refam.pipeline import choose_points, expression_heatmaps
+    from refam.points import upsample_heatmap
+
+    if points_from < 1:
+        raise ValueError(f"points_from must be >= 1, got {points_from}")
+    opts = pipeline.options.replace(**overrides) if overrides else pipeline.options
+    tokenized, cues = pipeline.tokenize(expressions, opts)
+    clip = np.stack([frames.frame(t) for t in range(len(frames))])
+    if progress:
+        progress(f"Mochi pass over {len(frames)} frames")
+    captured = pipeline.backend.capture(
+        clip,
+        tokenized,
+        caption,
+        sigma=opts.sigma,
+        seed=opts.seed,
+        resolution=opts.resolution,
+        blocks=opts.capture_blocks,
+        progress=progress,
+    )
+    shown = representative_frames(len(frames), captured.batch_size)
+    out = []
+    for heat, expr in zip(expression_heatmaps(captured, cues, opts.heatmap), tokenized, strict=True):
+        evidence = {f: frame_evidence(heat.grid[c]) for c, f in enumerate(shown)}
+        points = {f: choose_points(heat.grid[c], captured.geometry, opts.points) for c, f in enumerate(shown)}
+        prompts = choose_prompts(evidence, points, points_from)
+        best = max(shown, key=lambda f: (evidence[f], -f))
+        masks = np.zeros((len(frames), *frames.size), dtype=bool)
+        for index, mask, _score in propagate(
+            predictor, frames, prompts, forward=forward, backward=backward, on_frame=on_frame
+        ):
+            masks[index] = mask
+        full = upsample_heatmap(heat.grid[shown.index(best)][None], captured.geometry)[0].numpy()
+        out.append(
+            VideoResult(
+                expression=expr.text,
+                prompt_frame=best,
+                prompts=prompts,
+                evidence=evidence,
+                heatmap=full,
+                masks=masks,
+                warnings=[*expr.warnings, *heat.warnings],
+            )
+        )
+    return out

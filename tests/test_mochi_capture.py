@@ -153,3 +153,43 @@ def test_per_frame_heatmaps_have_the_clips_frames_and_size(t5_tokenizer, num_fra
     assert torch.isfinite(heat).all() and float(heat.min()) >= 0 and float(heat.max()) <= 1
     # Frames of one latent frame share its heatmap; frame 0 has its own.
     assert torch.equal(heat[1], heat[6]) and not torch.equal(heat[0], heat[1])
+
+
+def test_cli_segment_video_with_mochi(tmp_path, t5_tokenizer):
+    """The paper's video path headless: a Mochi folder + SAM2 -> DAVIS-layout masks for every frame."""
+    import json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from refam.cli import main
+    from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
+
+    folder = tmp_path / "mochi"
+    tiny_mochi().save_pretrained(folder / "transformer")
+    tiny_mochi_vae().save_pretrained(folder / "vae")
+    tiny_t5(d_model=TEXT_DIM).save_pretrained(folder / "text_encoder")
+    t5_tokenizer.save_pretrained(folder / "tokenizer")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "MochiPipeline"}))
+    torch.manual_seed(0)
+    tracker = build_sam2_module("sam2.1_hiera_t", image_size=256, model_overrides=SAM2_VIDEO_MODEL_OVERRIDES)
+    ckpt = tmp_path / "sam2.1_hiera_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tracker.state_dict().items()}, str(ckpt))
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    rng = np.random.default_rng(0)
+    for t in range(9):
+        Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(clip / f"{t:05d}.png")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "segment-video", str(clip), "the dog", "--video-model", str(folder), "--segmenter", str(ckpt),
+            "--sam2-image-size", "256", "--resolution", "64", "--out", str(out), "--quiet",
+        ]
+    )
+    assert rc == 0
+    masks = sorted((out / "00_the-dog").glob("*.png"))
+    assert len(masks) == 9 and Image.open(masks[0]).size == (56, 40)
+    summary = json.loads((out / "summary.json").read_text())
+    # 9 frames -> padded to 13 -> latent frames 0, 1, 2 shown on frames 0, 3, 8
+    assert sorted(int(k) for k in summary["results"][0]["evidence"]) == [0, 3, 8]

@@ -187,8 +187,8 @@ class Graph:
         (api_dir / f"{self.name}.api.json").write_text(json.dumps(self.api(), indent=1) + "\n")
 
 
-# -- the shared front half: FLUX + image + expression -> captured attention -------------------------
-def flux_front(g: Graph, expressions: str, caption: str = ""):
+# -- pieces several workflows share ------------------------------------------------------------------
+def flux_loaders(g: Graph):
     unet = g.add("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="default")
     clip = g.add(
         "DualCLIPLoader",
@@ -198,7 +198,10 @@ def flux_front(g: Graph, expressions: str, caption: str = ""):
         device="default",
     )
     vae = g.add("VAELoader", vae_name="ae.safetensors")
-    image = g.add("LoadImage", image="refam_example.png")
+    return unet, clip, vae
+
+
+def text_nodes(g: Graph, clip: Node, expressions: str, caption: str = ""):
     cond = g.add("RefAMCaptionConditioning", caption=caption, guidance=3.5)
     expr = g.add(
         "RefAMReferringExpression",
@@ -207,16 +210,19 @@ def flux_front(g: Graph, expressions: str, caption: str = ""):
         noun_phrase=True,
         spatial_bias=True,
     )
-    capture = g.add(
-        "RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024
-    )
     g.link(clip, "CLIP", cond, "clip")
     g.link(clip, "CLIP", expr, "clip")
+    return cond, expr
+
+
+def capture_inputs(g: Graph, capture: Node, unet: Node, vae: Node, cond: Node, expr: Node) -> None:
     g.link(unet, "MODEL", capture, "model")
     g.link(vae, "VAE", capture, "vae")
-    g.link(image, "IMAGE", capture, "image")
     g.link(cond, "conditioning", capture, "conditioning")
     g.link(expr, "expression", capture, "expression")
+
+
+def filter_node(g: Graph, capture: Node) -> Node:
     filt = g.add(
         "RefAMFilterTokens",
         drop_stop_words=True,
@@ -227,18 +233,60 @@ def flux_front(g: Graph, expressions: str, caption: str = ""):
         noun_phrase=True,
     )
     g.link(capture, "attention", filt, "attention")
-    return {"unet": unet, "clip": clip, "vae": vae, "image": image, "filter": filt}
+    return filt
+
+
+def heatmap_and_point(g: Graph, filt: Node, image: Node, image_output: str):
+    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
+    g.link(filt, "attention", heat, "attention")
+    g.link(image, image_output, heat, "image")
+    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
+    g.link(heat, "heatmaps", point, "heatmaps")
+    return heat, point
+
+
+def load_sam2(g: Graph) -> Node:
+    return g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
+
+
+def video_source(g: Graph):
+    video = g.add("LoadVideo", file="refam_clip.mp4")
+    parts = g.add("GetVideoComponents")
+    g.link(video, "VIDEO", parts, "video")
+    return parts
+
+
+def track_and_save(g: Graph, parts: Node, heat: Node, point: Node, selection_from: Node) -> None:
+    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
+    g.link(load_sam2(g), "segmenter", prop, "segmenter")
+    g.link(parts, "images", prop, "frames")
+    g.link(point, "points", prop, "points")
+    g.link(heat, "heatmaps", prop, "heatmaps")
+    g.link(selection_from, "selection", prop, "selection")
+    to_image = g.add("MaskToImage")
+    g.link(prop, "mask", to_image, "mask")
+    make = g.add("CreateVideo", fps=30.0)
+    g.link(to_image, "IMAGE", make, "images")
+    g.link(parts, "fps", make, "fps")
+    save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
+    g.link(make, "VIDEO", save, "video")
+
+
+# -- the shared front half: FLUX + image + expression -> captured attention -------------------------
+def flux_front(g: Graph, expressions: str, caption: str = ""):
+    unet, clip, vae = flux_loaders(g)
+    image = g.add("LoadImage", image="refam_example.png")
+    cond, expr = text_nodes(g, clip, expressions, caption)
+    capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
+    capture_inputs(g, capture, unet, vae, cond, expr)
+    g.link(image, "IMAGE", capture, "image")
+    return {"unet": unet, "clip": clip, "vae": vae, "image": image, "filter": filter_node(g, capture)}
 
 
 def segmentation_tail(g: Graph, front: dict):
-    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
-    g.link(front["filter"], "attention", heat, "attention")
-    g.link(front["image"], "IMAGE", heat, "image")
-    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
-    g.link(heat, "heatmaps", point, "heatmaps")
-    sam = g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
+    heat, point = heatmap_and_point(g, front["filter"], front["image"], "IMAGE")
     seg = g.add("RefAMSegment")
-    g.link(sam, "segmenter", seg, "segmenter")
+    g.link(load_sam2(g), "segmenter", seg, "segmenter")
     g.link(front["image"], "IMAGE", seg, "image")
     g.link(point, "points", seg, "points")
     return heat, seg
@@ -324,65 +372,16 @@ def video_flux_on_frames() -> Graph:
         "Video without Mochi: RefAM on a few candidate frames with FLUX, the most evident frame prompts SAM2, "
         "which tracks the object forward and backward through the clip.",
     )
-    unet = g.add("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="default")
-    clip = g.add(
-        "DualCLIPLoader",
-        clip_name1="t5xxl_fp16.safetensors",
-        clip_name2="clip_l.safetensors",
-        type="flux",
-        device="default",
-    )
-    vae = g.add("VAELoader", vae_name="ae.safetensors")
-    video = g.add("LoadVideo", file="refam_clip.mp4")
-    parts = g.add("GetVideoComponents")
-    g.link(video, "VIDEO", parts, "video")
+    unet, clip, vae = flux_loaders(g)
+    parts = video_source(g)
     pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4, index=0)
     g.link(parts, "images", pick, "frames")
-    cond = g.add("RefAMCaptionConditioning", caption="", guidance=3.5)
-    expr = g.add(
-        "RefAMReferringExpression",
-        expressions="the person in white",
-        magnets="_ with to and pink",
-        noun_phrase=True,
-        spatial_bias=True,
-    )
+    cond, expr = text_nodes(g, clip, "the person in white")
     capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
-    g.link(clip, "CLIP", cond, "clip")
-    g.link(clip, "CLIP", expr, "clip")
-    g.link(unet, "MODEL", capture, "model")
-    g.link(vae, "VAE", capture, "vae")
+    capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(pick, "frames", capture, "image")
-    g.link(cond, "conditioning", capture, "conditioning")
-    g.link(expr, "expression", capture, "expression")
-    filt = g.add(
-        "RefAMFilterTokens",
-        drop_stop_words=True,
-        drop_magnets=True,
-        drop_eos=True,
-        remove_gas=True,
-        gas_threshold=10.0,
-        noun_phrase=True,
-    )
-    g.link(capture, "attention", filt, "attention")
-    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
-    g.link(filt, "attention", heat, "attention")
-    g.link(pick, "frames", heat, "image")
-    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
-    g.link(heat, "heatmaps", point, "heatmaps")
-    sam = g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
-    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
-    g.link(sam, "segmenter", prop, "segmenter")
-    g.link(parts, "images", prop, "frames")
-    g.link(point, "points", prop, "points")
-    g.link(heat, "heatmaps", prop, "heatmaps")
-    g.link(pick, "selection", prop, "selection")
-    to_image = g.add("MaskToImage")
-    g.link(prop, "mask", to_image, "mask")
-    make = g.add("CreateVideo", fps=30.0)
-    g.link(to_image, "IMAGE", make, "images")
-    g.link(parts, "fps", make, "fps")
-    save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
-    g.link(make, "VIDEO", save, "video")
+    heat, point = heatmap_and_point(g, filter_node(g, capture), pick, "frames")
+    track_and_save(g, parts, heat, point, pick)
     return g
 
 
@@ -395,54 +394,13 @@ def video_mochi() -> Graph:
     unet = g.add("UNETLoader", unet_name="mochi_preview_bf16.safetensors", weight_dtype="default")
     clip = g.add("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="mochi", device="default")
     vae = g.add("VAELoader", vae_name="mochi_vae.safetensors")
-    video = g.add("LoadVideo", file="refam_clip.mp4")
-    parts = g.add("GetVideoComponents")
-    g.link(video, "VIDEO", parts, "video")
-    cond = g.add("RefAMCaptionConditioning", caption="", guidance=3.5)
-    expr = g.add(
-        "RefAMReferringExpression",
-        expressions="the person in white",
-        magnets="_ with to and pink",
-        noun_phrase=True,
-        spatial_bias=True,
-    )
-    g.link(clip, "CLIP", cond, "clip")
-    g.link(clip, "CLIP", expr, "clip")
+    parts = video_source(g)
+    cond, expr = text_nodes(g, clip, "the person in white")
     capture = g.add("RefAMCaptureAttentionMochi", sigma=0.01, seed=0, blocks="all", resolution=480)
-    g.link(unet, "MODEL", capture, "model")
-    g.link(vae, "VAE", capture, "vae")
+    capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(parts, "images", capture, "frames")
-    g.link(cond, "conditioning", capture, "conditioning")
-    g.link(expr, "expression", capture, "expression")
-    filt = g.add(
-        "RefAMFilterTokens",
-        drop_stop_words=True,
-        drop_magnets=True,
-        drop_eos=True,
-        remove_gas=True,
-        gas_threshold=10.0,
-        noun_phrase=True,
-    )
-    g.link(capture, "attention", filt, "attention")
-    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
-    g.link(filt, "attention", heat, "attention")
-    g.link(capture, "frames", heat, "image")
-    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
-    g.link(heat, "heatmaps", point, "heatmaps")
-    sam = g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
-    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
-    g.link(sam, "segmenter", prop, "segmenter")
-    g.link(parts, "images", prop, "frames")
-    g.link(point, "points", prop, "points")
-    g.link(heat, "heatmaps", prop, "heatmaps")
-    g.link(capture, "selection", prop, "selection")
-    to_image = g.add("MaskToImage")
-    g.link(prop, "mask", to_image, "mask")
-    make = g.add("CreateVideo", fps=30.0)
-    g.link(to_image, "IMAGE", make, "images")
-    g.link(parts, "fps", make, "fps")
-    save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
-    g.link(make, "VIDEO", save, "video")
+    heat, point = heatmap_and_point(g, filter_node(g, capture), capture, "frames")
+    track_and_save(g, parts, heat, point, capture)
     return g
 
 

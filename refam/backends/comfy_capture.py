@@ -1,5 +1,5 @@
-"""What every ComfyUI capture shares: the one-step pass, positive-row selection, reading the
-attention call's q/k/v, and running one block of the expression branch with its bookkeeping.
+"""What every ComfyUI capture shares: the one-step pass, positive-row selection and reading the
+attention call's q/k/v (the branch itself runs in :class:`refam.backends.branch.BranchRunner`).
 
 The model-specific parts (which patch keys, where the image tokens sit, which adapter) live in
 ``comfy_flux`` and ``comfy_mochi``.
@@ -8,23 +8,11 @@ The model-specific parts (which patch keys, where the image tokens sit, which ad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from refam.attention import (
-    BlockCapture,
-    CaptureComplete,
-    ExpressionLayout,
-    ImageAttention,
-    JointBlockAdapter,
-    expression_branch,
-)
-
-__all__ = ["BranchRunner", "attention_reader", "denoise_once", "positive_rows"]
-
-BlockProgress = Callable[[int, int], None]
+__all__ = ["attention_reader", "denoise_once", "positive_rows"]
 
 
 def positive_rows(cond_or_uncond: Sequence[int] | None, batch: int) -> torch.Tensor | None:
@@ -64,57 +52,3 @@ def attention_reader(previous: Callable | None, keep: Callable[[torch.Tensor, to
         return func(*args, **kwargs)
 
     return override
-
-
-@dataclass
-class BranchRunner:
-    """The expression stream across blocks of one pass and the records it leaves."""
-
-    adapters: Sequence[JointBlockAdapter]
-    names: Sequence[str]
-    selected: set[int]
-    layout: ExpressionLayout
-    stop_after_last: bool = False
-    progress: BlockProgress | None = None
-    records: list[BlockCapture] = field(default_factory=list)
-    expr: torch.Tensor | None = None
-    rows: torch.Tensor | None = None
-    done: int = 0
-
-    @property
-    def last(self) -> int:
-        return max(self.selected)
-
-    def start_pass(self, rows: torch.Tensor | None) -> None:
-        self.expr, self.rows, self.done = None, rows, 0
-
-    def release(self) -> None:
-        self.expr, self.rows = None, None
-
-    @torch.no_grad()
-    def run(
-        self, index: int, image: ImageAttention, vec: torch.Tensor, embed: Callable[[int], torch.Tensor]
-    ) -> None:
-        """One block of the branch; ``embed(batch)`` maps the T5 embeddings into the text stream."""
-        if self.rows is not None:
-            rows = self.rows.to(vec.device)
-            image = ImageAttention(image.q[rows], image.k[rows], image.v[rows])
-            vec = vec[rows]
-        if self.expr is None:
-            self.expr = embed(image.q.shape[0])
-        out = expression_branch(self.adapters[index], self.expr, vec, image, self.layout)
-        self.expr = out.expr
-        if index in self.selected:
-            self.records.append(
-                BlockCapture(
-                    name=self.names[index],
-                    index=index,
-                    logits=out.logits.to("cpu", torch.float32),
-                    text_mass=out.text_mass.to("cpu", torch.float32),
-                )
-            )
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.last + 1)
-        if self.stop_after_last and index == self.last:
-            raise CaptureComplete

@@ -32,7 +32,8 @@ from refam.attention import (
     ImageGeometry,
     resolve_capture_blocks,
 )
-from refam.backends.comfy_capture import BranchRunner, attention_reader, denoise_once, positive_rows
+from refam.backends.branch import BranchRunner
+from refam.backends.comfy_capture import attention_reader, denoise_once, positive_rows
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma

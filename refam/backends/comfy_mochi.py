@@ -27,7 +27,8 @@ from refam.attention import (
     ImageGeometry,
     resolve_capture_blocks,
 )
-from refam.backends.comfy_capture import BranchRunner, attention_reader, denoise_once, positive_rows
+from refam.backends.branch import BranchRunner
+from refam.backends.comfy_capture import attention_reader, denoise_once, positive_rows
 from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent_frames
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels

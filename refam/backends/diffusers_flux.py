@@ -18,13 +18,12 @@ import torch
 from torch import nn
 
 from refam.attention import (
-    BlockCapture,
     CaptureComplete,
     ExpressionLayout,
     ImageAttention,
-    expression_branch,
     resolve_capture_blocks,
 )
+from refam.backends.branch import BranchRunner, installed
 
 __all__ = [
     "CaptureComplete",
@@ -167,14 +166,15 @@ class FluxCapture:
         self.layout = layout
         self.selected = set(selected)
         self.last = selected[-1]
-        self.stop_after_last = stop_after_last
-        self.records: list[BlockCapture] = []
-        self._expr: torch.Tensor | None = None
         self._scratch: dict[int, _Scratch] = {}
-        self._adapters = [
+        adapters = [
             (DiffusersDoubleAdapter if name.startswith("double") else DiffusersSingleAdapter)(block)
             for name, block in self.named_blocks
         ]
+        self.runner = BranchRunner(
+            adapters, [n for n, _ in self.named_blocks], self.selected, layout, stop_after_last=stop_after_last
+        )
+        self.records = self.runner.records
         self._signatures = {i: inspect.signature(b.forward) for i, (_, b) in enumerate(self.named_blocks)}
 
     def install(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -189,7 +189,7 @@ class FluxCapture:
         return handles
 
     def release(self) -> None:
-        self._expr = None
+        self.runner.release()
         self._scratch.clear()
 
     @staticmethod
@@ -200,7 +200,7 @@ class FluxCapture:
         return hook
 
     def _on_model_start(self, _module, _inputs) -> None:
-        self._expr = None
+        self.runner.start_pass(None)
 
     def _after_block(self, index: int):
         def hook(block, args, kwargs, _output):
@@ -214,28 +214,17 @@ class FluxCapture:
             v = _heads(scratch.v[:, -n_img:], block.attn.head_dim).transpose(1, 2)
             scratch.q = scratch.k = scratch.v = None
 
-            if self._expr is None:
+            def embed(batch: int) -> torch.Tensor:
                 embeds = self.expression_embeds.to(device=txt.device, dtype=txt.dtype)
-                embeds = embeds.expand(img.shape[0], -1, -1) if embeds.shape[0] == 1 else embeds
-                self._expr = self.transformer.context_embedder(embeds)
-            out = expression_branch(
-                self._adapters[index], self._expr, temb, ImageAttention(q, k, v), self.layout
-            )
-            self._expr = out.expr
-            # The single-block adapter runs norm_q/norm_k/to_v on the expression, which our own
-            # hooks saw: drop those references so nothing outlives the block.
-            scratch.q = scratch.k = scratch.v = None
-            if index in self.selected:
-                self.records.append(
-                    BlockCapture(
-                        name=self.named_blocks[index][0],
-                        index=index,
-                        logits=out.logits.to("cpu", torch.float32),
-                        text_mass=out.text_mass.to("cpu", torch.float32),
-                    )
-                )
-            if self.stop_after_last and index == self.last:
-                raise CaptureComplete
+                embeds = embeds.expand(batch, -1, -1) if embeds.shape[0] == 1 else embeds
+                return self.transformer.context_embedder(embeds)
+
+            try:
+                self.runner.run(index, ImageAttention(q, k, v), temb, embed)
+            finally:
+                # The single-block adapter runs norm_q/norm_k/to_v on the expression, which our own
+                # hooks saw: drop those references so nothing outlives the block.
+                scratch.q = scratch.k = scratch.v = None
 
         return hook
 
@@ -258,14 +247,8 @@ def capture_flux_attention(
     session = FluxCapture(
         transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last
     )
-    handles: list[Any] = []
-    try:
-        handles = session.install()
+    with installed(session):
         yield session
-    finally:
-        for handle in handles:
-            handle.remove()
-        session.release()
 
 
 def run_until_captured(transformer: nn.Module, **forward_kwargs: Any) -> Any:

@@ -21,15 +21,14 @@ import torch
 from torch import nn
 
 from refam.attention import (
-    BlockCapture,
     CaptureComplete,
     CapturedAttention,
     ExpressionLayout,
     ImageAttention,
     ImageGeometry,
-    expression_branch,
     resolve_capture_blocks,
 )
+from refam.backends.branch import BranchRunner, installed
 from refam.backends.mochi_layout import (
     mochi_timestep,
     pad_clip,
@@ -124,12 +123,10 @@ class MochiCapture:
         self.selected = set(resolve_capture_blocks(blocks, len(self.names), self.names))
         self.last = max(self.selected)
         self.expression_embeds = expression_embeds
-        self.layout = layout
-        self.stop_after_last = stop_after_last
-        self.records: list[BlockCapture] = []
-        self._expr: torch.Tensor | None = None
         self._slots = [_Slots() for _ in self.names]
-        self._adapters = [DiffusersMochiAdapter(b) for b in transformer.transformer_blocks]
+        adapters = [DiffusersMochiAdapter(b) for b in transformer.transformer_blocks]
+        self.runner = BranchRunner(adapters, self.names, self.selected, layout, stop_after_last=stop_after_last)
+        self.records = self.runner.records
 
     def install(self) -> list[Any]:
         handles = [self.transformer.register_forward_pre_hook(self._reset)]
@@ -142,7 +139,7 @@ class MochiCapture:
         return handles
 
     def release(self) -> None:
-        self._expr = None
+        self.runner.release()
         self._slots = [_Slots() for _ in self.names]
 
     @staticmethod
@@ -155,7 +152,7 @@ class MochiCapture:
         return hook
 
     def _reset(self, _module, _inputs) -> None:
-        self._expr = None
+        self.runner.start_pass(None)
 
     def _after_block(self, index: int):
         def hook(block, args, kwargs, _output):
@@ -168,25 +165,14 @@ class MochiCapture:
                 q, k = _rope(q, *rotary), _rope(k, *rotary)
             v = slots.v.unflatten(2, (block.attn1.heads, -1))
             self._slots[index] = _Slots()
-            if self._expr is None:
-                caption = params["encoder_hidden_states"]
+            caption = params["encoder_hidden_states"]
+
+            def embed(batch: int) -> torch.Tensor:
                 embeds = self.expression_embeds.to(device=caption.device, dtype=caption.dtype)
-                embeds = embeds.expand(q.shape[0], -1, -1)
-                self._expr = self.transformer.time_embed.caption_proj(embeds)
+                return self.transformer.time_embed.caption_proj(embeds.expand(batch, -1, -1))
+
             image = ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-            out = expression_branch(self._adapters[index], self._expr, temb, image, self.layout)
-            self._expr = out.expr
-            if index in self.selected:
-                self.records.append(
-                    BlockCapture(
-                        self.names[index],
-                        index,
-                        out.logits.to("cpu", torch.float32),
-                        out.text_mass.to("cpu", torch.float32),
-                    )
-                )
-            if self.stop_after_last and index == self.last:
-                raise CaptureComplete
+            self.runner.run(index, image, temb, embed)
 
         return hook
 
@@ -202,14 +188,8 @@ def capture_mochi_attention(
 ) -> Iterator[MochiCapture]:
     """Install the expression branch on a Mochi transformer for the duration of the block."""
     session = MochiCapture(transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last)
-    handles: list[Any] = []
-    try:
-        handles = session.install()
+    with installed(session):
         yield session
-    finally:
-        for handle in handles:
-            handle.remove()
-        session.release()
 
 
 @dataclass
