@@ -232,19 +232,24 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
     return clip, t5
 
 
-def tiny_comfy_mochi(t5_dim: int = 32, seed: int = 0):
-    """ComfyUI's own Mochi (``comfy.supported_models.GenmoMochi``) with 3 small blocks, random weights."""
+def tiny_comfy_mochi(t5_dim: int = 32, seed: int = 0, depth: int = 3, full_width: bool = False):
+    """ComfyUI's own Mochi (``comfy.supported_models.GenmoMochi``) with a few blocks, random weights.
+
+    ``full_width``: Mochi's real widths (visual 3072 / text 1536, 24 heads) — the only ones whose
+    MLP sizes a diffusers Mochi can match (ComfyUI fixes the visual MLP at 8192 wide).
+    """
     import comfy.model_patcher
     import comfy.supported_models
 
     unet_config = {
         "image_model": "mochi_preview",
-        "depth": 3,
+        "depth": depth,
         "patch_size": 2,
-        "num_heads": 2,
-        "hidden_size_x": 64,
-        "hidden_size_y": 32,
-        "mlp_ratio_x": 192.0,  # ComfyUI asserts hidden_size_x * mlp_ratio_x == 1536 * 8
+        "num_heads": 24 if full_width else 2,
+        "hidden_size_x": 3072 if full_width else 64,
+        "hidden_size_y": 1536 if full_width else 32,
+        # ComfyUI asserts hidden_size_x * mlp_ratio_x == 1536 * 8
+        "mlp_ratio_x": 4.0 if full_width else 192.0,
         "mlp_ratio_y": 4.0,
         "learn_sigma": False,
         "in_channels": 12,
