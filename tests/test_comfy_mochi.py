@@ -133,9 +133,9 @@ def test_interrupt_and_wrong_model(model, inputs):
 def test_cross_backend_agreement_with_diffusers(inputs):
     """The same random Mochi weights (2 full-width blocks) in ComfyUI and in diffusers give the same maps."""
     from diffusers import MochiTransformer3DModel
-    from genmo_layout import to_diffusers_mochi
 
     from comfy_support import tiny_comfy_mochi
+    from genmo_layout import to_diffusers_mochi
     from refam.backends.comfy_mochi import capture_mochi
     from refam.backends.diffusers_mochi import capture_mochi_attention
     from refam.backends.mochi_layout import mochi_timestep, per_latent_frame
