@@ -108,6 +108,78 @@ def build_model(
     return model.to(dtype).eval().requires_grad_(False)
 
 
+def _time_modes(
+    modes: dict[str, Callable[[], None]], runs: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
+    """Modes interleaved over ``runs`` rounds after a warm-up: all times, medians, peak memory (MB)."""
+
+    def timed(fn: Callable[[], None]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for fn in modes.values():  # warm-up: allocator, kernels, lazy imports
+        fn()
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(runs):
+        for name, fn in modes.items():
+            times[name].append(timed(fn))
+    peaks = {name: _measure_peak(fn, device) for name, fn in modes.items()}
+    return times, {m: statistics.median(v) for m, v in times.items()}, peaks
+
+
+def bench_mochi(args: argparse.Namespace) -> dict[str, Any]:
+    """Mochi capture on a random Mochi (full size by default: 48 blocks, 10B parameters; GPU):
+    seconds and peak memory of the pass with and without the expression branch (8 expressions)."""
+    from diffusers import MochiTransformer3DModel
+
+    from refam.attention import ExpressionLayout
+    from refam.backends.diffusers_mochi import capture_mochi_attention
+    from refam.backends.mochi_layout import latent_frames, mochi_timestep
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    torch.set_grad_enabled(False)
+    t0 = time.perf_counter()
+    with torch.device(device):
+        model = MochiTransformer3DModel(num_layers=args.layers).to(dtype).eval()
+    build_s = time.perf_counter() - t0
+    g = torch.Generator("cpu").manual_seed(0)
+    t_lat, h, w = latent_frames(args.frames), args.height // 8, args.width // 8
+    lengths = _expression_lengths(8)
+    inputs = dict(
+        hidden_states=torch.randn(1, 12, t_lat, h, w, generator=g).to(device, dtype),
+        encoder_hidden_states=torch.randn(1, 256, 4096, generator=g).to(device, dtype),
+        encoder_attention_mask=torch.ones(1, 256, dtype=torch.long, device=device),
+        timestep=torch.tensor([mochi_timestep(0.01)], device=device),
+        return_dict=False,
+    )
+    embeds = torch.randn(1, sum(lengths), 4096, generator=g).to(device, dtype)
+
+    def plain() -> None:
+        model(**inputs)
+
+    def captured() -> None:
+        with capture_mochi_attention(model, embeds, ExpressionLayout(lengths)):
+            model(**inputs)
+
+    times, med, peaks = _time_modes({"plain": plain, "capture_8": captured}, args.runs, device)
+    return {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "dtype": args.dtype,
+        "model": f"Mochi, {args.layers} blocks (random)",
+        "clip": f"{args.frames} frames {args.width}x{args.height} -> {t_lat}x{h // 2}x{w // 2} tokens",
+        "build_s": round(build_s, 1),
+        "median_s": {m: round(v, 3) for m, v in med.items()},
+        "peak_mb": {m: round(v, 1) for m, v in peaks.items()},
+        "capture_overhead": round(med["capture_8"] / med["plain"], 4),
+    }
+
+
 def bench_capture(args: argparse.Namespace) -> dict[str, Any]:
     from refam.attention import ExpressionLayout
     from refam.backends.diffusers_flux import capture_flux_attention
@@ -146,24 +218,7 @@ def bench_capture(args: argparse.Namespace) -> dict[str, Any]:
         return run
 
     modes = {"plain": plain, "capture_1": captured(1), "capture_8": captured(8)}
-
-    def timed(fn: Callable[[], None]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for fn in modes.values():  # warm-up: allocator, kernels, lazy imports
-        fn()
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(args.runs):
-        for name, fn in modes.items():
-            times[name].append(timed(fn))
-    peaks = {name: _measure_peak(fn, device) for name, fn in modes.items()}
-    med = {m: statistics.median(v) for m, v in times.items()}
+    times, med, peaks = _time_modes(modes, args.runs, device)
     result = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dtype": args.dtype,
@@ -311,6 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)"
     )
     cap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    moc = sub.add_parser("mochi", help="Mochi capture seconds and peak memory on a random Mochi (GPU)")
+    moc.add_argument("--layers", type=int, default=48, help="Mochi blocks (48 = full size, ~10B parameters)")
+    moc.add_argument("--frames", type=int, default=31)
+    moc.add_argument("--height", type=int, default=480)
+    moc.add_argument("--width", type=int, default=848)
+    moc.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    moc.add_argument("--device", default=None)
+    moc.add_argument("--runs", type=int, default=3)
+    moc.add_argument("--json", default=None)
     vid = sub.add_parser("video", help="SAM2 video propagation fps and peak memory vs clip length")
     vid.add_argument("--lengths", type=int, nargs="+", default=[30, 100, 300])
     vid.add_argument("--image-size", type=int, default=1024, help="SAM2 input resolution (config: 1024)")
@@ -330,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return toy_main(argv[1:])
     args = parser.parse_args(argv)
+    if args.which == "mochi":
+        result = bench_mochi(args)
+        print(json.dumps(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     if args.which == "video" and args.child:
         print(json.dumps(_video_child(args)))
         return 0

@@ -113,3 +113,16 @@ def test_bad_clips_fail_clearly(predictor):
         propagate_all(predictor, frames, [VideoPrompt(4, ((1.0, 1.0),))])
     with pytest.raises(ValueError, match="at least one prompt"):
         propagate_all(predictor, frames, [])
+
+
+def test_bike_from_first_frame_mask_point(predictor):
+    """bike (4 frames, 2 annotated objects on frame 0): a point inside object 1 tracks to every frame."""
+    clip = shared_path("video_clips", "bike")
+    frames = FolderFrames(clip / "frames")
+    first = np.asarray(Image.open(clip / "masks" / "00000.png"))
+    ys, xs = np.nonzero(first == 1)
+    point = (float(np.median(xs)), float(np.median(ys)))
+    masks = propagate_all(predictor, frames, [VideoPrompt(0, (point,))])
+    assert masks.shape == (4, 480, 854)
+    scores = jf_scores([masks[0]], [first == 1])
+    assert 0.0 <= scores["J"] <= 1.0  # random weights: only the path and the measure are checked
