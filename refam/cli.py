@@ -354,6 +354,51 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from refam.data.refer import ReferDataset
+    from refam.eval import PRESETS, Shard, evaluate_refer, load_records, results_table, summarize
+
+    log = StageLog(args.quiet)
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    dataset = ReferDataset(
+        args.data_root, args.dataset, args.split_by, images=args.images, captions=None if args.no_caption else args.captions
+    )
+    shard = Shard.from_env()
+    out = Path(args.out)
+    if not args.merge_only:
+        if args.captions is None and not args.no_caption:
+            log("no --captions file: conditioning on the empty prompt (the paper uses COCO captions)")
+        pipe = _load_pipeline(args, log)
+        counts = evaluate_refer(
+            pipe,
+            dataset,
+            args.split,
+            out,
+            caption_mode="empty" if args.no_caption or args.captions is None else "coco",
+            overlap=args.overlap,
+            shard=shard,
+            limit=args.limit,
+            progress=log,
+            **PRESETS[args.preset],
+        )
+        log(f"rank {shard.rank}: {counts['written']} new record(s), {counts['skipped']} skipped (unreadable images)")
+        if shard.world > 1:
+            import torch.distributed as dist
+
+            # Every rank must have finished before rank 0 reads all records.
+            dist.init_process_group("gloo")
+            dist.barrier()
+            dist.destroy_process_group()
+    if shard.rank == 0:
+        summary = summarize(load_records(out))
+        table = results_table(summary, args.dataset, args.split)
+        (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, "preset": args.preset, **summary}, indent=2))
+        (out / "results.md").write_text(table + "\n")
+        print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refam", description="RefAM zero-shot referring segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -390,6 +435,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(vid)
     _add_model_options(vid)
     vid.set_defaults(func=cmd_segment_video)
+
+    ev = sub.add_parser("eval", help="evaluate on RefCOCO / RefCOCO+ / RefCOCOg (refer format); resumable, shardable")
+    ev.add_argument("dataset", help="refcoco, refcoco+, refcocog (or another folder in the refer format)")
+    ev.add_argument("--split", required=True, help="val, testA, testB (refcoco/+), val, test (refcocog)")
+    ev.add_argument("--data-root", required=True, help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/")
+    ev.add_argument("--split-by", default=None, help="refer splitBy (default: unc for refcoco/+, umd for refcocog)")
+    ev.add_argument("--images", default=None, help="COCO train2014 images (default: DATA_ROOT/images/mscoco/images/train2014)")
+    ev.add_argument("--captions", default=None, help="COCO captions_train2014.json: condition on the image's caption (paper)")
+    ev.add_argument("--no-caption", action="store_true", help="condition on the empty prompt")
+    ev.add_argument("--overlap", default="union", choices=("union", "exactly_one"), help="GT from overlapping polygons")
+    ev.add_argument("--preset", default="full", help="ablation preset: full, no-am, no-np, no-sb, no-am-np-sb, am-only")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
+    ev.add_argument("--merge-only", action="store_true", help="merge the ranks' records and print the table")
+    ev.add_argument("--out", required=True, help="records (JSONL per rank), results.json, results.md")
+    ev.add_argument("--quiet", action="store_true")
+    _add_method_options(ev)
+    _add_model_options(ev)
+    ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser(
         "bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)"

@@ -1,0 +1,1 @@
+"""Benchmark datasets in their official layouts (nothing is downloaded)."""

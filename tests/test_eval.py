@@ -1,0 +1,156 @@
+"""``refam eval``: the refer loader on the real RefCOCOg excerpt, and end to end on the toy world
+exported in the refer format (same numbers as the toy benchmark, resume, 2-process sharding)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, shared_path
+from refam.data.refer import ReferDataset
+from refam.eval import Shard, evaluate_refer, load_records, results_table, summarize
+from refam.toy import scenes
+
+N_TOY = 16
+
+
+@pytest.fixture(scope="module")
+def fixture_dataset():
+    root = shared_path("refcocog_fixture").parent
+    return ReferDataset(root, "refcocog_fixture", "umd")
+
+
+def test_refcocog_fixture_loader(fixture_dataset, tmp_path):
+    ds = fixture_dataset
+    assert ds.splits() == ["test", "train", "val"]
+    val = ds.samples("val")
+    assert len(val) >= 5 and all(s.sentence == s.sentence.lower() for s in val)
+    groups = ds.by_image("val")
+    assert sum(len(v) for v in groups.values()) == len(val) and list(groups) == sorted(groups)
+    for s in val:
+        mask = ds.mask(s)
+        assert mask.shape == (s.height, s.width) and mask.any()
+        assert np.array_equal(ds.mask(s, overlap="exactly_one") & ~mask, np.zeros_like(mask))
+    assert ds.image_path(val[0]).name.startswith("COCO_train2014_")
+
+
+def test_missing_files_name_the_expected_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"refs\(unc\)\.p not found; expected the refer layout"):
+        ReferDataset(tmp_path, "refcoco")
+
+
+def test_missing_images_are_reported_and_counted(fixture_dataset, tmp_path):
+    """No COCO images: every sentence is recorded as skipped (never dropped); with rendered
+    stand-ins of the right size the same run scores every sentence."""
+
+    class FixedPoint:
+        """A pipeline stand-in that points at the image centre (the loader, not RefAM, is under test)."""
+
+        def segment(self, image, sentences, caption="", **_):
+            from refam.points import Point
+
+            h, w = image.shape[:2]
+            mask = np.zeros((h, w), dtype=bool)
+            mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
+            return [type("R", (), {"point": Point(w / 2, h / 2, 1.0, 0, 0), "mask": mask})() for _ in sentences]
+
+    missing = evaluate_refer(FixedPoint(), fixture_dataset, "val", tmp_path / "a")
+    records = load_records(tmp_path / "a")
+    assert missing["skipped"] == len(records) == len(fixture_dataset.samples("val"))
+    assert all("unreadable image" in r["skipped"] for r in records)
+    assert summarize(records)["n"] == 0
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for s in fixture_dataset.samples("val"):
+        Image.new("RGB", (s.width, s.height), (90, 120, 150)).save(images / s.file_name, format="JPEG")
+    ds = ReferDataset(shared_path("refcocog_fixture").parent, "refcocog_fixture", "umd", images=images)
+    evaluate_refer(FixedPoint(), ds, "val", tmp_path / "b")
+    summary = summarize(load_records(tmp_path / "b"))
+    assert summary["n"] == len(ds.samples("val")) and summary["skipped"] == 0
+    assert 0 <= summary["mIoU"] <= 100 and "refcocog" in results_table(summary, "refcocog", "val")
+
+
+@pytest.fixture(scope="module")
+def toy_export(tmp_path_factory):
+    from refam.toy.export import export_refer
+
+    examples = scenes.make_eval_set(scenes.EVAL_SEED, N_TOY, kinds=("colour",))
+    root = export_refer(tmp_path_factory.mktemp("toyref"), examples)
+    return root, examples
+
+
+@pytest.fixture(scope="module")
+def toy_pipeline():
+    from refam.loading import load_pipeline
+
+    return load_pipeline(None)  # no FLUX here: the embedded toy model with its flood-fill segmenter
+
+
+def _toy_dataset(root):
+    return ReferDataset(root, "toyref", "toy", captions=root / "captions.json")
+
+
+def test_eval_on_exported_toy_world_matches_the_toy_benchmark(toy_export, toy_pipeline, tmp_path):
+    from refam.toy.evaluate import evaluate
+
+    root, examples = toy_export
+    evaluate_refer(toy_pipeline, _toy_dataset(root), "val", tmp_path)
+    summary = summarize(load_records(tmp_path))
+    bench = evaluate(toy_pipeline, examples)["colour"]
+    assert summary["n"] == bench["n"] == N_TOY
+    assert math.isclose(summary["PA"], 100 * bench["pa"], abs_tol=1e-9)
+    assert math.isclose(summary["mIoU"], 100 * bench["miou"], abs_tol=1e-9)
+    assert math.isclose(summary["oIoU"], 100 * bench["oiou"], abs_tol=1e-9)
+
+
+def test_killed_run_resumes_to_the_same_table(toy_export, toy_pipeline, tmp_path):
+    root, _ = toy_export
+    ds = _toy_dataset(root)
+    evaluate_refer(toy_pipeline, ds, "val", tmp_path / "full")
+    reference = summarize(load_records(tmp_path / "full"))
+
+    evaluate_refer(toy_pipeline, ds, "val", tmp_path / "killed")
+    path = tmp_path / "killed" / "records.rank0.jsonl"
+    lines = path.read_text().splitlines()
+    # A kill mid-run: the last 6 records never written, the one before cut mid-line.
+    path.write_text("\n".join(lines[:-7]) + "\n" + lines[-7][:25])
+    assert len(load_records(tmp_path / "killed")) == N_TOY - 7
+    again = evaluate_refer(toy_pipeline, ds, "val", tmp_path / "killed")
+    assert again["written"] == 7  # only the lost sentences were redone
+    assert summarize(load_records(tmp_path / "killed")) == reference
+
+
+def test_sharding_splits_images_deterministically():
+    items = list(range(10))
+    parts = [Shard(r, 3).take(items) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[0] == [0, 3, 6, 9]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_gives_the_one_process_table(toy_export, tmp_path):
+    root, _ = toy_export
+    common = [
+        "eval", "toyref", "--split", "val", "--data-root", str(root), "--split-by", "toy",
+        "--captions", str(root / "captions.json"), "--quiet",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "refam.cli", *common, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "refam.cli",
+         *common, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert len(list((tmp_path / "two").glob("records.rank*.jsonl"))) == 2
+    a = json.loads((tmp_path / "one" / "results.json").read_text())
+    b = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert a == b and a["n"] == N_TOY
