@@ -354,6 +354,56 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
     return 0
 
 
+VIDEO_DATASETS = ("ref-davis17", "mevis")
+
+
+def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
+    from refam.data.video import MevisDataset, RefDavisDataset
+    from refam.eval import Shard, evaluate_video, load_records, summarize_video, video_results_table
+    from refam.loading import segmenter_search_dirs
+    from refam.segment import load_sam2_video
+
+    if args.dataset == "ref-davis17":
+        dataset = RefDavisDataset(args.data_root, args.annotator, args.split)
+    else:
+        dataset = MevisDataset(args.data_root, args.split)
+    shard = Shard.from_env()
+    out = Path(args.out)
+    if not args.merge_only:
+        if not args.segmenter:
+            raise ValueError("video evaluation needs a SAM2 checkpoint: --segmenter sam2.1_hiera_large.pt")
+        device, _dtype = _device_and_dtype(args)
+        tracker = load_sam2_video(
+            args.segmenter, device=device, search_dirs=segmenter_search_dirs(args.comfyui), image_size=args.sam2_image_size
+        )
+        args.segmenter = None
+        pipe = _load_pipeline(args, log)
+        prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
+        counts = evaluate_video(
+            pipe, tracker, dataset, out, prompt_frame=prompt_frame, candidates=args.candidates,
+            points_from=args.points_from, shard=shard, limit=args.limit, progress=log, **preset,
+        )
+        log(f"rank {shard.rank}: {counts['written']} new record(s)")
+        _barrier(shard)
+    if shard.rank == 0:
+        summary = summarize_video(load_records(out))
+        table = video_results_table(summary, args.dataset)
+        (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, **summary}, indent=2))
+        (out / "results.md").write_text(table + "\n")
+        print(table)
+    return 0
+
+
+def _barrier(shard: Any) -> None:
+    """Every rank must have finished before rank 0 reads all records."""
+    if shard.world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from refam.data.refer import ReferDataset
     from refam.eval import PRESETS, Shard, evaluate_refer, load_records, results_table, summarize
@@ -361,6 +411,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     log = StageLog(args.quiet)
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    if args.dataset in VIDEO_DATASETS:
+        return _eval_video(args, log, PRESETS[args.preset])
     dataset = ReferDataset(
         args.data_root, args.dataset, args.split_by, images=args.images, captions=None if args.no_caption else args.captions
     )
@@ -383,13 +435,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             **PRESETS[args.preset],
         )
         log(f"rank {shard.rank}: {counts['written']} new record(s), {counts['skipped']} skipped (unreadable images)")
-        if shard.world > 1:
-            import torch.distributed as dist
-
-            # Every rank must have finished before rank 0 reads all records.
-            dist.init_process_group("gloo")
-            dist.barrier()
-            dist.destroy_process_group()
+        _barrier(shard)
     if shard.rank == 0:
         summary = summarize(load_records(out))
         table = results_table(summary, args.dataset, args.split)
@@ -437,8 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     vid.set_defaults(func=cmd_segment_video)
 
     ev = sub.add_parser("eval", help="evaluate on RefCOCO / RefCOCO+ / RefCOCOg (refer format); resumable, shardable")
-    ev.add_argument("dataset", help="refcoco, refcoco+, refcocog (or another folder in the refer format)")
-    ev.add_argument("--split", required=True, help="val, testA, testB (refcoco/+), val, test (refcocog)")
+    ev.add_argument(
+        "dataset", help="refcoco, refcoco+, refcocog (or another folder in the refer format), ref-davis17, mevis"
+    )
+    ev.add_argument("--split", required=True, help="val, testA, testB (refcoco/+); val, test (refcocog); val (DAVIS); valid_u (MeViS)")
+    ev.add_argument("--annotator", default="annot1", help="Ref-DAVIS17 expression set: annot1, annot1_full_video, annot2, annot2_full_video")
+    ev.add_argument("--prompt-frame", default="first", help="video: first (paper), best or a frame index")
+    ev.add_argument("--candidates", type=int, default=8, help="video: candidate frames for --prompt-frame best")
+    ev.add_argument("--points-from", type=int, default=1, help="video: points from the N most evident frames")
     ev.add_argument("--data-root", required=True, help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/")
     ev.add_argument("--split-by", default=None, help="refer splitBy (default: unc for refcoco/+, umd for refcocog)")
     ev.add_argument("--images", default=None, help="COCO train2014 images (default: DATA_ROOT/images/mscoco/images/train2014)")

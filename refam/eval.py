@@ -23,9 +23,13 @@ from refam.metrics import RisScores
 
 __all__ = [
     "PAPER",
+    "PAPER_VIDEO",
     "PRESETS",
     "Shard",
     "evaluate_refer",
+    "evaluate_video",
+    "summarize_video",
+    "video_results_table",
     "load_records",
     "results_table",
     "summarize",
@@ -42,6 +46,9 @@ PAPER = {
     ("refcocog", "val"): {"mIoU": 47.11},
     ("refcocog", "test"): {"mIoU": 48.35},
 }
+
+# Table 3 (video; J&F) and the point accuracy on Ref-DAVIS17.
+PAPER_VIDEO = {"ref-davis17": {"J&F": 57.6, "PA": 68.9}, "mevis": {"J&F": 30.6}, "ref-youtube-vos": {"J&F": 42.7}}
 
 # Tables 4-6: attention magnets (AM), noun-phrase filter (NP), spatial bias (SB) on and off.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -196,3 +203,123 @@ def results_table(summary: dict[str, Any], dataset: str, split: str) -> str:
         f"| RefAM (this run) | {cell('oIoU')} | {cell('mIoU')} | {summary['PA']:.2f} | {summary['n']} | {summary['skipped']} |",
     ]
     return "\n".join(rows)
+
+
+def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ground-truth mask on the frame's pixel grid (pad with background / crop) — some shipped
+    annotations are a pixel narrower than their frames."""
+    if mask.shape == tuple(size):
+        return mask
+    out = np.zeros(size, dtype=bool)
+    h, w = min(size[0], mask.shape[0]), min(size[1], mask.shape[1])
+    out[:h, :w] = mask[:h, :w]
+    return out
+
+
+def evaluate_video(
+    pipeline: Any,
+    predictor: Any,
+    dataset: Any,
+    out: str | Path,
+    *,
+    prompt_frame: str | int = "first",
+    candidates: int = 8,
+    points_from: int = 1,
+    shard: Shard | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Referring video segmentation over a dataset (Ref-DAVIS17, MeViS): per expression J, F, J&F
+    on the annotated frames and whether the prompt point fell on the object; resumable like
+    :func:`evaluate_refer`. All expressions of a video share the DiT passes."""
+    from refam.metrics import jf_scores, point_in_mask
+    from refam.segment.video import FolderFrames
+    from refam.video import segment_video
+
+    shard = shard or Shard()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = {r["key"] for r in load_records(out)}
+    videos: dict[str, list[Any]] = {}
+    for s in dataset.samples:
+        videos.setdefault(s.video, []).append(s)
+    groups = sorted(videos.items())[: limit if limit is not None else None]
+    mine = shard.take(groups)
+    written = 0
+    path = _records_path(out, shard.rank)
+    with open(path, "a") as sink:
+        for video, samples in mine:
+            todo = [s for s in samples if s.key not in done]
+            if not todo:
+                continue
+            if progress:
+                progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
+            frames = FolderFrames(dataset.frame_dir(video))
+            start = time.perf_counter()
+            results = segment_video(
+                pipeline,
+                predictor,
+                frames,
+                [s.expression for s in todo],
+                prompt_frame=prompt_frame,
+                candidates=candidates,
+                points_from=points_from,
+                **overrides,
+            )
+            seconds = (time.perf_counter() - start) / len(todo)
+            for s, res in zip(todo, results, strict=True):
+                gts = {t: _fit(m, frames.size) for t, m in dataset.masks(s).items()}
+                frames_scored = sorted(gts)
+                scores = jf_scores([res.masks[t] for t in frames_scored], [gts[t] for t in frames_scored])
+                prompt = res.prompts[0]
+                gt_prompt = gts.get(prompt.frame)
+                _write(
+                    sink,
+                    {
+                        "key": s.key,
+                        "video": video,
+                        "expression": s.expression,
+                        "prompt_frame": prompt.frame,
+                        "point": [round(v, 2) for v in prompt.points[0]],
+                        "pa": bool(point_in_mask(prompt.points[0], gt_prompt)) if gt_prompt is not None else None,
+                        "J": scores["J"],
+                        "F": scores["F"],
+                        "J&F": scores["J&F"],
+                        "frames_scored": len(frames_scored),
+                        "seconds": round(seconds, 3),
+                    },
+                )
+                written += 1
+    return {"rank": shard.rank, "written": written, "videos": len(mine)}
+
+
+def summarize_video(records: Iterable[dict[str, Any]]) -> dict[str, float | int]:
+    """Dataset J, F, J&F: the mean of the per-expression values (percent); PA over prompts with GT."""
+    records = [r for r in records if "skipped" not in r]
+    if not records:
+        return {"J": math.nan, "F": math.nan, "J&F": math.nan, "PA": math.nan, "n": 0}
+    pa = [r["pa"] for r in records if r.get("pa") is not None]
+    return {
+        "J": 100.0 * float(np.mean([r["J"] for r in records])),
+        "F": 100.0 * float(np.mean([r["F"] for r in records])),
+        "J&F": 100.0 * float(np.mean([r["J&F"] for r in records])),
+        "PA": 100.0 * float(np.mean(pa)) if pa else math.nan,
+        "n": len(records),
+    }
+
+
+def video_results_table(summary: dict[str, Any], dataset: str) -> str:
+    paper = PAPER_VIDEO.get(dataset, {})
+
+    def cell(metric: str) -> str:
+        ref = paper.get(metric)
+        return f"{summary[metric]:.2f}" + (f" (paper {ref:.1f})" if ref is not None else "")
+
+    return "\n".join(
+        [
+            f"| {dataset} | J | F | J&F | PA | expressions |",
+            "|---|---|---|---|---|---|",
+            f"| RefAM (this run) | {summary['J']:.2f} | {summary['F']:.2f} | {cell('J&F')} | {cell('PA')} | {summary['n']} |",
+        ]
+    )

@@ -154,3 +154,82 @@ def test_two_process_torchrun_gives_the_one_process_table(toy_export, tmp_path):
     a = json.loads((tmp_path / "one" / "results.json").read_text())
     b = json.loads((tmp_path / "two" / "results.json").read_text())
     assert a == b and a["n"] == N_TOY
+
+
+def _davis_layout(root):
+    """A DAVIS-2017 layout built from the shipped clips (judo: 4 annotated frames; bike: the first)."""
+    import shutil
+
+    for video in ("judo", "bike"):
+        clip = shared_path("video_clips", video)
+        shutil.copytree(clip / "frames", root / "JPEGImages" / "480p" / video)
+        shutil.copytree(clip / "masks", root / "Annotations_unsupervised" / "480p" / video)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("bike\njudo\n")
+    (root / "davis_text_annotations").mkdir()
+    (root / "davis_text_annotations" / "Davis17_annot1.txt").write_text(
+        'judo 1 "The person in white"\njudo 2 "the person in blue"\nbike 1 "a bike"\nunknown 1 "ignored"\n'
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    import torch
+
+    from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
+
+    torch.manual_seed(0)
+    return build_sam2_module("sam2.1_hiera_t", image_size=256, model_overrides=SAM2_VIDEO_MODEL_OVERRIDES)
+
+
+def test_ref_davis_layout_and_video_eval(tmp_path, toy_pipeline, tracker):
+    from refam.data.video import RefDavisDataset
+    from refam.eval import evaluate_video, summarize_video, video_results_table
+
+    ds = RefDavisDataset(_davis_layout(tmp_path / "davis"), "annot1", "val")
+    assert [s.key for s in ds.samples] == ["judo:1-1", "judo:2-1", "bike:1-1"]
+    assert ds.samples[0].expression == "the person in white" and len(ds.samples[0].frames) == 16
+    gts = ds.masks(ds.samples[0])
+    assert sorted(gts) == [0, 5, 8, 13]  # scored on the annotated frames only
+    counts = evaluate_video(toy_pipeline, tracker, ds, tmp_path / "out")
+    assert counts["written"] == 3
+    records = load_records(tmp_path / "out")
+    assert {r["frames_scored"] for r in records} == {4, 1}
+    assert all(0.0 <= r["J&F"] <= 1.0 for r in records)
+    summary = summarize_video(records)
+    assert summary["n"] == 3 and "paper 57.6" in video_results_table(summary, "ref-davis17")
+    # Resume: nothing left to do.
+    assert evaluate_video(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 0
+
+
+def test_mevis_layout(tmp_path):
+    import shutil
+
+    from pycocotools import mask as mask_utils
+
+    from refam.data.video import MevisDataset
+
+    root = tmp_path / "mevis"
+    clip = shared_path("video_clips", "bike")
+    shutil.copytree(clip / "frames", root / "valid_u" / "JPEGImages" / "bike")
+    first = np.asarray(Image.open(clip / "masks" / "00000.png"))
+    rles = []
+    for obj in (1, 2):
+        rle = mask_utils.encode(np.asfortranarray((first == obj).astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        rles.append(rle)
+    frames = [p.stem for p in sorted((clip / "frames").glob("*.jpg"))]
+    meta = {"videos": {"bike": {"frames": frames, "expressions": {
+        "0": {"exp": "The Rider", "obj_id": [1], "anno_id": [7]},
+        "1": {"exp": "both objects", "obj_id": [1, 2], "anno_id": [7, 8]},
+    }}}}
+    (root / "valid_u" / "meta_expressions.json").write_text(json.dumps(meta))
+    (root / "valid_u" / "mask_dict.json").write_text(
+        json.dumps({"7": [rles[0]] + [None] * 3, "8": [rles[1]] + [None] * 3})
+    )
+    ds = MevisDataset(root, "valid_u")
+    assert [s.expression for s in ds.samples] == ["the rider", "both objects"]
+    one, both = (ds.masks(s) for s in ds.samples)
+    assert np.array_equal(one[0], first == 1) and np.array_equal(both[0], (first == 1) | (first == 2))
+    assert not one[3].any()

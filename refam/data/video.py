@@ -1,0 +1,147 @@
+"""Referring video datasets in their official layouts: Ref-DAVIS17 and MeViS.
+
+Ref-DAVIS17 (Khoreva et al.) on DAVIS-2017 unsupervised 480p::
+
+    DAVIS_ROOT/JPEGImages/480p/<video>/00000.jpg
+    DAVIS_ROOT/Annotations_unsupervised/480p/<video>/00000.png   (palette: object ids)
+    DAVIS_ROOT/ImageSets/2017/val.txt
+    DAVIS_ROOT/davis_text_annotations/Davis17_annot1.txt, Davis17_annot1_full_video.txt,
+                                      Davis17_annot2.txt, Davis17_annot2_full_video.txt
+    (each line: <video> <object id> "<expression>")
+
+MeViS::
+
+    MEVIS_ROOT/<split>/JPEGImages/<video>/<frame>.jpg
+    MEVIS_ROOT/<split>/meta_expressions.json   {"videos": {video: {"frames": [...], "expressions":
+                                                 {id: {"exp", "obj_id": [...], "anno_id": [...]}}}}}
+    MEVIS_ROOT/<split>/mask_dict.json           {anno_id: [RLE or null per frame]}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ANNOTATOR_SETS", "MevisDataset", "RefDavisDataset", "VideoSample"]
+
+ANNOTATOR_SETS = ("annot1", "annot1_full_video", "annot2", "annot2_full_video")
+DAVIS_HELP = (
+    "expected DAVIS-2017 (480p): JPEGImages/480p/<video>/, Annotations_unsupervised/480p/<video>/, "
+    "ImageSets/2017/<split>.txt and davis_text_annotations/Davis17_<annot>.txt"
+)
+MEVIS_HELP = "expected MeViS: <split>/JPEGImages/<video>/, <split>/meta_expressions.json, <split>/mask_dict.json"
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One expression on one video, with the object ids (DAVIS) or annotation ids (MeViS) it names."""
+
+    video: str
+    expression_id: str
+    expression: str
+    targets: tuple[int, ...]
+    frames: tuple[str, ...]  # frame file stems in order
+
+    @property
+    def key(self) -> str:
+        return f"{self.video}:{self.expression_id}"
+
+
+def _need(path: Path, help_text: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; {help_text}")
+    return path
+
+
+class RefDavisDataset:
+    """Ref-DAVIS17: one annotator set of expressions over DAVIS-2017 (unsupervised masks)."""
+
+    def __init__(self, root: str | Path, annotator: str = "annot1", split: str = "val") -> None:
+        if annotator not in ANNOTATOR_SETS:
+            raise ValueError(f"annotator set must be one of {ANNOTATOR_SETS}, got {annotator!r}")
+        self.root = Path(root)
+        self.split = split
+        videos = _need(self.root / "ImageSets" / "2017" / f"{split}.txt", DAVIS_HELP).read_text().split()
+        text = _need(self.root / "davis_text_annotations" / f"Davis17_{annotator}.txt", DAVIS_HELP)
+        self.samples: list[VideoSample] = []
+        counts: dict[tuple[str, int], int] = {}
+        for line in text.read_text().splitlines():
+            parts = shlex.split(line.strip()) if line.strip() else []
+            if len(parts) < 3 or parts[0] not in videos:
+                continue
+            video, obj = parts[0], int(parts[1])
+            n = counts[(video, obj)] = counts.get((video, obj), 0) + 1
+            frames = tuple(p.stem for p in sorted(self.frame_dir(video).glob("*.jpg")))
+            self.samples.append(
+                VideoSample(video, f"{obj}-{n}", " ".join(parts[2:]).lower(), (obj,), frames)
+            )
+
+    def frame_dir(self, video: str) -> Path:
+        return _need(self.root / "JPEGImages" / "480p" / video, DAVIS_HELP)
+
+    def masks(self, sample: VideoSample) -> dict[int, np.ndarray]:
+        """Ground truth of the annotated frames (frame index -> the object's pixels in the palette PNG)."""
+        from PIL import Image
+
+        folder = self.root / "Annotations_unsupervised" / "480p" / sample.video
+        out = {}
+        for t, stem in enumerate(sample.frames):
+            path = folder / f"{stem}.png"
+            if path.is_file():
+                out[t] = np.isin(np.asarray(Image.open(path)), sample.targets)
+        return out
+
+
+class MevisDataset:
+    """MeViS (one split): expressions may name several objects; their masks are unioned."""
+
+    def __init__(self, root: str | Path, split: str = "valid_u") -> None:
+        self.root = Path(root) / split
+        meta = json.loads(_need(self.root / "meta_expressions.json", MEVIS_HELP).read_text())["videos"]
+        self.mask_dict: dict[str, list[Any]] | None = None
+        self.samples = [
+            VideoSample(video, eid, e["exp"].lower(), tuple(int(a) for a in e["anno_id"]), tuple(v["frames"]))
+            for video, v in sorted(meta.items())
+            for eid, e in sorted(v["expressions"].items(), key=lambda kv: _natural(kv[0]))
+        ]
+
+    def frame_dir(self, video: str) -> Path:
+        return _need(self.root / "JPEGImages" / video, MEVIS_HELP)
+
+    def masks(self, sample: VideoSample) -> dict[int, np.ndarray]:
+        """Every frame's ground truth: the union of the expression's objects (empty where absent)."""
+        from pycocotools import mask as mask_utils
+
+        if self.mask_dict is None:
+            self.mask_dict = json.loads(_need(self.root / "mask_dict.json", MEVIS_HELP).read_text())
+        size = _frame_size(self.frame_dir(sample.video))
+        out = {}
+        for t in range(len(sample.frames)):
+            m = np.zeros(size, dtype=bool)
+            for anno in sample.targets:
+                rle = self.mask_dict[str(anno)][t]
+                if rle is not None:
+                    m |= mask_utils.decode(rle).astype(bool)
+            out[t] = m
+        return out
+
+
+def _frame_size(folder: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    first = next(iter(sorted(folder.glob("*.jpg"))), None)
+    if first is None:
+        raise FileNotFoundError(f"no frames (*.jpg) in {folder}")
+    with Image.open(first) as im:
+        return im.height, im.width
+
+
+def _natural(key: str) -> tuple[int, str]:
+    digits = re.match(r"\d+", key)
+    return (int(digits.group()) if digits else 1 << 30, key)
