@@ -406,7 +406,15 @@ def _barrier(shard: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from refam.data.refer import ReferDataset
-    from refam.eval import PRESETS, Shard, evaluate_refer, load_records, results_table, summarize
+    from refam.eval import (
+        PRESETS,
+        Shard,
+        evaluate_refer,
+        load_records,
+        results_table,
+        summarize,
+        write_report,
+    )
 
     log = StageLog(args.quiet)
     if args.preset not in PRESETS:
@@ -432,6 +440,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             shard=shard,
             limit=args.limit,
             progress=log,
+            visuals=args.visuals,
             **PRESETS[args.preset],
         )
         log(f"rank {shard.rank}: {counts['written']} new record(s), {counts['skipped']} skipped (unreadable images)")
@@ -441,6 +450,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table = results_table(summary, args.dataset, args.split)
         (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, "preset": args.preset, **summary}, indent=2))
         (out / "results.md").write_text(table + "\n")
+        if (out / "visuals").is_dir():
+            log(f"report: {write_report(out, title=f'RefAM on {args.dataset} {args.split}')}")
         print(table)
     return 0
 
@@ -500,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--preset", default="full", help="ablation preset: full, no-am, no-np, no-sb, no-am-np-sb, am-only")
     ev.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     ev.add_argument("--merge-only", action="store_true", help="merge the ranks' records and print the table")
+    ev.add_argument("--visuals", action="store_true", help="save a picture per sentence and write report.html")
     ev.add_argument("--out", required=True, help="records (JSONL per rank), results.json, results.md")
     ev.add_argument("--quiet", action="store_true")
     _add_method_options(ev)

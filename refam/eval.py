@@ -29,6 +29,7 @@ __all__ = [
     "evaluate_refer",
     "evaluate_video",
     "summarize_video",
+    "write_report",
     "video_results_table",
     "load_records",
     "results_table",
@@ -105,9 +106,13 @@ def evaluate_refer(
     shard: Shard | None = None,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    visuals: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Evaluate ``pipeline`` on ``dataset[split]``; returns this rank's counts (records are on disk)."""
+    """Evaluate ``pipeline`` on ``dataset[split]``; returns this rank's counts (records are on disk).
+
+    ``visuals``: also save a small picture per sentence (heatmap + point | prediction | ground
+    truth) in ``OUT/visuals/`` for :func:`write_report`."""
     from refam.images import load_image
 
     shard = shard or Shard()
@@ -147,6 +152,8 @@ def evaluate_refer(
                 pred = res.mask if res.mask is not None else np.zeros_like(gt)
                 value = scores.add(pred, gt, point=(res.point.x, res.point.y))
                 inter, union = int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))
+                if visuals:
+                    _save_visual(out / "visuals" / f"{s.key.replace(':', '_')}.jpg", image, res, pred, gt)
                 _write(
                     sink,
                     {
@@ -323,3 +330,54 @@ def video_results_table(summary: dict[str, Any], dataset: str) -> str:
             f"| RefAM (this run) | {summary['J']:.2f} | {summary['F']:.2f} | {cell('J&F')} | {cell('PA')} | {summary['n']} |",
         ]
     )
+
+
+def _save_visual(path: Path, image: np.ndarray, result: Any, pred: np.ndarray, gt: np.ndarray) -> None:
+    from PIL import Image
+
+    from refam.visualize import draw_points, heatmap_overlay, mask_overlay
+
+    point = [(result.point.x, result.point.y)]
+    heat = getattr(result, "heatmap", None)
+    first = heatmap_overlay(image, heat) if heat is not None else image
+    panels = [
+        draw_points(first, point),
+        draw_points(mask_overlay(image, pred), point),
+        mask_overlay(image, gt, colour=(40, 200, 80)),
+    ]
+    strip = Image.fromarray(np.concatenate(panels, axis=1))
+    strip.thumbnail((960, 320))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path, quality=85)
+
+
+def write_report(out: str | Path, k: int = 12, title: str = "RefAM evaluation") -> Path:
+    """``OUT/report.html``: the ``k`` best and ``k`` worst sentences by IoU, each with its picture
+    (heatmap + point | prediction | ground truth) when ``visuals`` were saved."""
+    import html
+
+    out = Path(out)
+    records = sorted((r for r in load_records(out) if "iou" in r), key=lambda r: r["iou"])
+    summary = summarize(records)
+
+    def rows(chosen: list[dict[str, Any]]) -> str:
+        cells = []
+        for r in chosen:
+            pic = Path("visuals") / f"{r['key'].replace(':', '_')}.jpg"
+            img = f'<img src="{pic}" width="480">' if (out / pic).is_file() else "(no picture)"
+            cells.append(
+                f"<tr><td>{img}</td><td>{html.escape(r['sentence'])}<br>IoU {r['iou']:.3f} · "
+                f"point {'on' if r['pa'] else 'off'} the object</td></tr>"
+            )
+        return "\n".join(cells)
+
+    body = f"""<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{summary['n']} sentences · oIoU {summary['oIoU']:.2f} · mIoU {summary['mIoU']:.2f} · PA {summary['PA']:.2f}.
+Pictures: heatmap with the point | predicted mask | ground truth (green).</p>
+<h2>Best {k}</h2><table>{rows(records[::-1][:k])}</table>
+<h2>Worst {k}</h2><table>{rows(records[:k])}</table>
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(body)
+    return path

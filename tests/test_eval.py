@@ -99,11 +99,14 @@ def _toy_dataset(root):
 
 
 def test_eval_on_exported_toy_world_matches_the_toy_benchmark(toy_export, toy_pipeline, tmp_path):
+    from refam.eval import write_report
     from refam.toy.evaluate import evaluate
 
     root, examples = toy_export
-    evaluate_refer(toy_pipeline, _toy_dataset(root), "val", tmp_path)
+    evaluate_refer(toy_pipeline, _toy_dataset(root), "val", tmp_path, visuals=True)
     summary = summarize(load_records(tmp_path))
+    report = write_report(tmp_path, k=3).read_text()
+    assert report.count("<img ") == 6 and len(list((tmp_path / "visuals").glob("*.jpg"))) == N_TOY
     bench = evaluate(toy_pipeline, examples)["colour"]
     assert summary["n"] == bench["n"] == N_TOY
     assert math.isclose(summary["PA"], 100 * bench["pa"], abs_tol=1e-9)
