@@ -246,6 +246,23 @@ def cmd_segment(args: argparse.Namespace) -> int:
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128] + [0] * (3 * 251)
 
 
+def _video_pipeline(args: argparse.Namespace, log: StageLog):
+    """Mochi for ``--video-model`` (the paper's video path), else the image pipeline (FLUX on frames)."""
+    if not getattr(args, "video_model", None):
+        return _load_pipeline(args, log)
+    from refam.loading import load_mochi
+    from refam.pipeline import RefAMPipeline
+
+    device, dtype = _device_and_dtype(args)
+    backend = load_mochi(args.video_model, device=device, dtype=dtype, progress=log)
+    # The paper's Mochi operating point unless σ / resolution were given.
+    options = _options_from_args(args).replace(
+        sigma=args.sigma if args.sigma != 0.75 else 0.01,
+        resolution=args.resolution if args.resolution != 1024 else 480,
+    )
+    return RefAMPipeline(backend, None, options)
+
+
 def _write_video_outputs(out: Path, frames: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Per expression: DAVIS-layout palette PNGs (0 background, 1 object) and an overlay GIF."""
     import numpy as np
@@ -304,21 +321,7 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
             image_size=args.sam2_image_size,
         )
         args.segmenter = None  # the image segmenter is not needed: SAM2 tracks instead
-        if args.video_model:
-            from refam.loading import load_mochi
-            from refam.pipeline import RefAMPipeline
-
-            _device, dtype = _device_and_dtype(args)
-            backend = load_mochi(args.video_model, device=device, dtype=dtype, progress=log)
-            options = _options_from_args(args)
-            # The paper's Mochi operating point unless σ / resolution were given.
-            options = options.replace(
-                sigma=args.sigma if args.sigma != 0.75 else 0.01,
-                resolution=args.resolution if args.resolution != 1024 else 480,
-            )
-            pipe = RefAMPipeline(backend, None, options)
-        else:
-            pipe = _load_pipeline(args, log)
+        pipe = _video_pipeline(args, log)
         last = {"t": 0.0}
 
         def on_frame(done: int, total: int) -> None:
@@ -354,19 +357,29 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
     return 0
 
 
-VIDEO_DATASETS = ("ref-davis17", "mevis")
+VIDEO_DATASETS = ("ref-davis17", "mevis", "ref-youtube-vos")
 
 
 def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
-    from refam.data.video import MevisDataset, RefDavisDataset
-    from refam.eval import Shard, evaluate_video, load_records, summarize_video, video_results_table
+    from refam.data.video import MevisDataset, RefDavisDataset, RefYoutubeVosDataset
+    from refam.eval import (
+        Shard,
+        evaluate_video,
+        load_records,
+        predict_ytvos,
+        summarize_video,
+        video_results_table,
+        zip_submission,
+    )
     from refam.loading import segmenter_search_dirs
     from refam.segment import load_sam2_video
 
     if args.dataset == "ref-davis17":
         dataset = RefDavisDataset(args.data_root, args.annotator, args.split)
-    else:
+    elif args.dataset == "mevis":
         dataset = MevisDataset(args.data_root, args.split)
+    else:
+        dataset = RefYoutubeVosDataset(args.data_root, args.split)
     shard = Shard.from_env()
     out = Path(args.out)
     if not args.merge_only:
@@ -377,15 +390,19 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
             args.segmenter, device=device, search_dirs=segmenter_search_dirs(args.comfyui), image_size=args.sam2_image_size
         )
         args.segmenter = None
-        pipe = _load_pipeline(args, log)
+        pipe = _video_pipeline(args, log)
         prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
-        counts = evaluate_video(
+        run = predict_ytvos if args.dataset == "ref-youtube-vos" else evaluate_video
+        counts = run(
             pipe, tracker, dataset, out, prompt_frame=prompt_frame, candidates=args.candidates,
-            points_from=args.points_from, shard=shard, limit=args.limit, progress=log, **preset,
+            points_from=args.points_from, shard=shard, limit=args.limit, progress=log,
+            mochi=bool(args.video_model), **preset,
         )
         log(f"rank {shard.rank}: {counts['written']} new record(s)")
         _barrier(shard)
-    if shard.rank == 0:
+    if shard.rank == 0 and args.dataset == "ref-youtube-vos":
+        print(f"submission: {zip_submission(out)} (scored by the Ref-YouTube-VOS evaluation server)")
+    elif shard.rank == 0:
         summary = summarize_video(load_records(out))
         table = video_results_table(summary, args.dataset)
         (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, **summary}, indent=2))
@@ -502,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-frame", default="first", help="video: first (paper), best or a frame index")
     ev.add_argument("--candidates", type=int, default=8, help="video: candidate frames for --prompt-frame best")
     ev.add_argument("--points-from", type=int, default=1, help="video: points from the N most evident frames")
+    ev.add_argument(
+        "--video-model",
+        default=os.environ.get("REFAM_MOCHI_MODEL"),
+        help="video: Mochi (diffusers folder / cached hub id) instead of FLUX on frames — the paper's video path",
+    )
     ev.add_argument("--data-root", required=True, help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/")
     ev.add_argument("--split-by", default=None, help="refer splitBy (default: unc for refcoco/+, umd for refcocog)")
     ev.add_argument("--images", default=None, help="COCO train2014 images (default: DATA_ROOT/images/mscoco/images/train2014)")

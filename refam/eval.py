@@ -30,6 +30,8 @@ __all__ = [
     "evaluate_video",
     "summarize_video",
     "write_report",
+    "predict_ytvos",
+    "zip_submission",
     "video_results_table",
     "load_records",
     "results_table",
@@ -235,6 +237,7 @@ def evaluate_video(
     shard: Shard | None = None,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    mochi: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Referring video segmentation over a dataset (Ref-DAVIS17, MeViS): per expression J, F, J&F
@@ -242,8 +245,6 @@ def evaluate_video(
     :func:`evaluate_refer`. All expressions of a video share the DiT passes."""
     from refam.metrics import jf_scores, point_in_mask
     from refam.segment.video import FolderFrames
-    from refam.video import segment_video
-
     shard = shard or Shard()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,16 +265,8 @@ def evaluate_video(
                 progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
             frames = FolderFrames(dataset.frame_dir(video))
             start = time.perf_counter()
-            results = segment_video(
-                pipeline,
-                predictor,
-                frames,
-                [s.expression for s in todo],
-                prompt_frame=prompt_frame,
-                candidates=candidates,
-                points_from=points_from,
-                **overrides,
-            )
+            results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
+                               prompt_frame, candidates, points_from, overrides)
             seconds = (time.perf_counter() - start) / len(todo)
             for s, res in zip(todo, results, strict=True):
                 gts = {t: _fit(m, frames.size) for t, m in dataset.masks(s).items()}
@@ -381,3 +374,75 @@ Pictures: heatmap with the point | predicted mask | ground truth (green).</p>
     path = out / "report.html"
     path.write_text(body)
     return path
+
+
+def predict_ytvos(
+    pipeline: Any,
+    predictor: Any,
+    dataset: Any,
+    out: str | Path,
+    *,
+    prompt_frame: str | int = "first",
+    candidates: int = 8,
+    points_from: int = 1,
+    shard: Shard | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    mochi: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Ref-YouTube-VOS predictions in the submission layout ``OUT/Annotations/<video>/<exp_id>/<frame>.png``
+    (0/255 masks at frame size); an expression whose folder is complete is skipped on resume."""
+    from PIL import Image
+
+    from refam.segment.video import FolderFrames
+    shard = shard or Shard()
+    out = Path(out)
+    videos: dict[str, list[Any]] = {}
+    for s in dataset.samples:
+        videos.setdefault(s.video, []).append(s)
+    groups = sorted(videos.items())[: limit if limit is not None else None]
+    written = 0
+    for video, samples in shard.take(groups):
+        folder = out / "Annotations" / video
+        todo = [s for s in samples if len(list((folder / s.expression_id).glob("*.png"))) < len(s.frames)]
+        if not todo:
+            continue
+        if progress:
+            progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
+        frames = FolderFrames(dataset.frame_dir(video))
+        results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
+                           prompt_frame, candidates, points_from, overrides)
+        for s, res in zip(todo, results, strict=True):
+            target = folder / s.expression_id
+            target.mkdir(parents=True, exist_ok=True)
+            stems = [p.stem for p in frames.paths]
+            for t, stem in enumerate(stems):
+                if stem in s.frames:
+                    Image.fromarray(res.masks[t].astype(np.uint8) * 255).save(target / f"{stem}.png")
+            written += 1
+    return {"rank": shard.rank, "written": written}
+
+
+def zip_submission(out: str | Path) -> Path:
+    """``OUT/submission.zip`` holding ``Annotations/...`` as the Ref-YouTube-VOS server expects."""
+    import zipfile
+
+    out = Path(out)
+    path = out / "submission.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for png in sorted((out / "Annotations").rglob("*.png")):
+            z.write(png, png.relative_to(out))
+    return path
+
+
+def _segment(pipeline, predictor, frames, texts, mochi, prompt_frame, candidates, points_from, overrides):
+    """One video's expressions: Mochi over the clip, or FLUX on the prompt / candidate frames."""
+    from refam.video import segment_video, segment_video_mochi
+
+    if mochi:
+        return segment_video_mochi(pipeline, predictor, frames, texts, points_from=points_from, **overrides)
+    return segment_video(
+        pipeline, predictor, frames, texts, prompt_frame=prompt_frame, candidates=candidates,
+        points_from=points_from, **overrides,
+    )

@@ -236,3 +236,27 @@ def test_mevis_layout(tmp_path):
     one, both = (ds.masks(s) for s in ds.samples)
     assert np.array_equal(one[0], first == 1) and np.array_equal(both[0], (first == 1) | (first == 2))
     assert not one[3].any()
+
+
+def test_ref_youtube_vos_submission_layout(tmp_path, toy_pipeline, tracker):
+    import shutil
+    import zipfile
+
+    from refam.data.video import RefYoutubeVosDataset
+    from refam.eval import predict_ytvos, zip_submission
+
+    root = tmp_path / "ytvos"
+    clip = shared_path("video_clips", "bike")
+    shutil.copytree(clip / "frames", root / "valid" / "JPEGImages" / "bike")
+    frames = [p.stem for p in sorted((clip / "frames").glob("*.jpg"))]
+    (root / "meta_expressions" / "valid").mkdir(parents=True)
+    (root / "meta_expressions" / "valid" / "meta_expressions.json").write_text(
+        json.dumps({"videos": {"bike": {"frames": frames, "expressions": {"0": {"exp": "a person on a bike"}}}}})
+    )
+    ds = RefYoutubeVosDataset(root, "valid")
+    assert predict_ytvos(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 1
+    pngs = sorted((tmp_path / "out" / "Annotations" / "bike" / "0").glob("*.png"))
+    assert [p.stem for p in pngs] == frames and Image.open(pngs[0]).size == (854, 480)
+    assert predict_ytvos(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 0  # resumed: complete
+    with zipfile.ZipFile(zip_submission(tmp_path / "out")) as z:
+        assert sorted(z.namelist()) == [f"Annotations/bike/0/{f}.png" for f in frames]

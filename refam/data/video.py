@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANNOTATOR_SETS", "MevisDataset", "RefDavisDataset", "VideoSample"]
+__all__ = ["ANNOTATOR_SETS", "MevisDataset", "RefDavisDataset", "RefYoutubeVosDataset", "VideoSample"]
 
 ANNOTATOR_SETS = ("annot1", "annot1_full_video", "annot2", "annot2_full_video")
 DAVIS_HELP = (
@@ -145,3 +145,27 @@ def _frame_size(folder: Path) -> tuple[int, int]:
 def _natural(key: str) -> tuple[int, str]:
     digits = re.match(r"\d+", key)
     return (int(digits.group()) if digits else 1 << 30, key)
+
+
+YTVOS_HELP = (
+    "expected Ref-YouTube-VOS: <split>/JPEGImages/<video>/<frame>.jpg and "
+    "meta_expressions/<split>/meta_expressions.json"
+)
+
+
+class RefYoutubeVosDataset:
+    """Ref-YouTube-VOS (valid / test): expressions and frames; no masks (scored by the official server)."""
+
+    def __init__(self, root: str | Path, split: str = "valid") -> None:
+        self.root = Path(root)
+        self.split = split
+        meta_path = _need(self.root / "meta_expressions" / split / "meta_expressions.json", YTVOS_HELP)
+        meta = json.loads(meta_path.read_text())["videos"]
+        self.samples = [
+            VideoSample(video, eid, e["exp"].lower(), (), tuple(v["frames"]))
+            for video, v in sorted(meta.items())
+            for eid, e in sorted(v["expressions"].items(), key=lambda kv: _natural(kv[0]))
+        ]
+
+    def frame_dir(self, video: str) -> Path:
+        return _need(self.root / self.split / "JPEGImages" / video, YTVOS_HELP)
