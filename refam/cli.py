@@ -156,6 +156,9 @@ def _device_and_dtype(args: argparse.Namespace):
     from refam.loading import parse_dtype
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        # torchrun / accelerate: one GPU per local rank, not every rank on cuda:0.
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     dtype = (
         parse_dtype(args.dtype)
         if args.dtype
