@@ -82,6 +82,25 @@ def _records_path(out: Path, rank: int) -> Path:
     return out / f"records.rank{rank}.jsonl"
 
 
+def _open_records(out: Path, rank: int):
+    """This rank's records file for appending. A line cut by a kill stays on its own (and is
+    ignored by :func:`load_records`), never glued to the next record."""
+    path = _records_path(out, rank)
+    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        with open(path, "a") as f:
+            f.write("\n")
+    return open(path, "a")  # noqa: SIM115 (the caller's with-block closes it)
+
+
+def _video_groups(dataset: Any, limit: int | None) -> list[tuple[str, list[Any]]]:
+    """A video dataset's samples grouped by video (all of a video's expressions share its passes),
+    videos sorted, the first ``limit`` kept."""
+    videos: dict[str, list[Any]] = {}
+    for s in dataset.samples:
+        videos.setdefault(s.video, []).append(s)
+    return sorted(videos.items())[:limit]
+
+
 def load_records(out: str | Path) -> list[dict[str, Any]]:
     """Every rank's records, one per key (a key written twice by a resumed run counts once)."""
     seen: dict[str, dict[str, Any]] = {}
@@ -126,11 +145,7 @@ def evaluate_refer(
         groups = groups[:limit]
     mine = shard.take(groups)
     written = skipped = 0
-    path = _records_path(out, shard.rank)
-    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        with open(path, "a") as f:
-            f.write("\n")  # a line cut by a kill stays on its own (and is ignored), never glued to the next
-    with open(path, "a") as sink:
+    with _open_records(out, shard.rank) as sink:
         for n, (image_id, samples) in enumerate(mine):
             todo = [s for s in samples if s.key not in done]
             if not todo:
@@ -249,14 +264,9 @@ def evaluate_video(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = {r["key"] for r in load_records(out)}
-    videos: dict[str, list[Any]] = {}
-    for s in dataset.samples:
-        videos.setdefault(s.video, []).append(s)
-    groups = sorted(videos.items())[: limit if limit is not None else None]
-    mine = shard.take(groups)
+    mine = shard.take(_video_groups(dataset, limit))
     written = 0
-    path = _records_path(out, shard.rank)
-    with open(path, "a") as sink:
+    with _open_records(out, shard.rank) as sink:
         for video, samples in mine:
             todo = [s for s in samples if s.key not in done]
             if not todo:
@@ -398,12 +408,8 @@ def predict_ytvos(
     from refam.segment.video import FolderFrames
     shard = shard or Shard()
     out = Path(out)
-    videos: dict[str, list[Any]] = {}
-    for s in dataset.samples:
-        videos.setdefault(s.video, []).append(s)
-    groups = sorted(videos.items())[: limit if limit is not None else None]
     written = 0
-    for video, samples in shard.take(groups):
+    for video, samples in shard.take(_video_groups(dataset, limit)):
         folder = out / "Annotations" / video
         todo = [s for s in samples if len(list((folder / s.expression_id).glob("*.png"))) < len(s.frames)]
         if not todo:
