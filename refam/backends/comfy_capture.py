@@ -8,11 +8,17 @@ The model-specific parts (which patch keys, where the image tokens sit, which ad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["attention_reader", "denoise_once", "positive_rows"]
+from refam.attention import CaptureComplete
+from refam.images import to_model_pixels
+from refam.noise import capture_noise
+
+__all__ = ["attention_reader", "comfy_pixels", "denoise_once", "positive_rows", "run_patched_pass"]
 
 
 def positive_rows(cond_or_uncond: Sequence[int] | None, batch: int) -> torch.Tensor | None:
@@ -39,6 +45,23 @@ def denoise_once(model: Any, latent: torch.Tensor, positive: list, sigma: float,
     sigmas = torch.tensor([float(sigma), 0.0])
     sampler = comfy.samplers.KSAMPLER(_one_step)
     return guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=0)
+
+
+def comfy_pixels(images: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` -> ComfyUI's IMAGE layout (float 0..1, ``[B, h, w, 3]``) at the model's
+    size. Resized here rather than cropped by the VAE, so every pixel maps back through ImageGeometry."""
+    return to_model_pixels(images, size).add_(1.0).mul_(0.5).permute(0, 2, 3, 1)
+
+
+def run_patched_pass(session: Any, latent: torch.Tensor, positive: list, sigma: float, seed: int) -> None:
+    """One pass at ``σ`` of ``session.patched_model()`` on ``latent`` with the shared capture noise;
+    the early stop after the last selected block ends it, and the session is released either way."""
+    noise = capture_noise(latent.shape, seed).contiguous()
+    try:
+        with suppress(CaptureComplete):
+            denoise_once(session.patched_model(), latent, positive, sigma, noise)
+    finally:
+        session.release()
 
 
 def attention_reader(previous: Callable | None, keep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]):

@@ -25,7 +25,6 @@ import torch
 
 from refam.attention import (
     BlockCapture,
-    CaptureComplete,
     CapturedAttention,
     ExpressionLayout,
     ImageAttention,
@@ -33,10 +32,16 @@ from refam.attention import (
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner
-from refam.backends.comfy_capture import attention_reader, denoise_once, positive_rows
+from refam.backends.comfy_capture import (
+    attention_reader,
+    comfy_pixels,
+    denoise_once,
+    positive_rows,
+    run_patched_pass,
+)
 from refam.expression import TokenizedExpression
-from refam.images import model_size, to_model_pixels
-from refam.noise import capture_noise, check_sigma
+from refam.images import model_size
+from refam.noise import check_sigma
 
 __all__ = [
     "COMFY_T5_PAD_LENGTH",
@@ -404,16 +409,8 @@ def capture_flux(
     )
     batch, height, width = images.shape[:3]
     size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
-    # Resized here (not cropped by the VAE) so every pixel maps back through ImageGeometry.
-    pixels = to_model_pixels(images, size).add_(1.0).mul_(0.5).permute(0, 2, 3, 1)
-    latent = vae.encode(pixels).float()
-    noise = capture_noise(latent.shape, seed).contiguous()
-    try:
-        denoise_once(session.patched_model(), latent, positive, sigma, noise)
-    except CaptureComplete:
-        pass
-    finally:
-        session.release()
+    latent = vae.encode(comfy_pixels(images, size)).float()
+    run_patched_pass(session, latent, positive, sigma, seed)
     patch = session.diffusion_model.patch_size
     grid = ((latent.shape[-2] + patch // 2) // patch, (latent.shape[-1] + patch // 2) // patch)
     return CapturedAttention(

@@ -10,7 +10,6 @@ Mochi has no diffusion-model wrapper in ComfyUI, so an ``APPLY_MODEL`` wrapper s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,6 @@ import torch.nn.functional as F
 
 from refam.attention import (
     BlockCapture,
-    CaptureComplete,
     CapturedAttention,
     ExpressionLayout,
     ImageAttention,
@@ -28,11 +26,11 @@ from refam.attention import (
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner
-from refam.backends.comfy_capture import attention_reader, denoise_once, positive_rows
+from refam.backends.comfy_capture import attention_reader, comfy_pixels, positive_rows, run_patched_pass
 from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent_frames
 from refam.expression import TokenizedExpression
-from refam.images import model_size, to_model_pixels
-from refam.noise import capture_noise, check_sigma
+from refam.images import model_size
+from refam.noise import check_sigma
 
 __all__ = ["ComfyMochiAdapter", "ComfyMochiCapture", "capture_mochi", "mochi_diffusion_model"]
 
@@ -211,15 +209,9 @@ def capture_mochi(
     if latent is not None:
         size = (latent.shape[3] * 8, latent.shape[4] * 8)  # the size the given latent was encoded at
     else:
-        pixels = to_model_pixels(pad_clip(frames), size).add_(1.0).mul_(0.5).permute(0, 2, 3, 1)
-        latent = vae.encode(pixels)
+        latent = vae.encode(comfy_pixels(pad_clip(frames), size))
     latent = latent.float()
-    noise = capture_noise(latent.shape, seed).contiguous()
-    try:
-        with suppress(CaptureComplete):
-            denoise_once(session.patched_model(), latent, positive, sigma, noise)
-    finally:
-        session.release()
+    run_patched_pass(session, latent, positive, sigma, seed)
     t_lat = latent.shape[2]
     grid = (latent.shape[3] // patch, latent.shape[4] // patch)
     return CapturedAttention(
