@@ -10,7 +10,7 @@ from refam.video import candidate_frames, choose_prompts, frame_evidence
 from refam.visualize import mask_overlay
 
 from . import payloads as P
-from .image_chain import to_comfy_image
+from .image_chain import image_batch, to_comfy_image
 from .spec import Param, Result
 
 MODES = ("first", "evenly_spaced", "index")
@@ -123,8 +123,7 @@ def capture_attention_mochi(
     from refam.backends.mochi_layout import representative_frames
     from refam.heatmap import parse_block_spec
 
-    clip = _clip(frames)
-    batch = np.stack([clip.frame(t) for t in range(len(clip))])
+    batch = image_batch(frames)
     captured = capture_mochi(
         model,
         vae,
@@ -139,8 +138,8 @@ def capture_attention_mochi(
         resolution=resolution or None,
         progress=block_progress(len(mochi_diffusion_model(model).blocks)),
     )
-    shown = representative_frames(len(clip), captured.batch_size)
-    selection = P.FrameSelection(indices=shown, num_frames=len(clip), size=clip.size)
+    shown = representative_frames(len(batch), captured.batch_size)
+    selection = P.FrameSelection(indices=shown, num_frames=len(batch), size=tuple(batch.shape[1:3]))
     return P.Attention(captured=captured, expressions=expression), frames[shown], selection
 
 
