@@ -33,6 +33,7 @@ __all__ = [
     "JointBlockAdapter",
     "expression_branch",
     "match_block_names",
+    "pack_expressions",
     "resolve_capture_blocks",
 ]
 
@@ -131,6 +132,13 @@ class ExpressionLayout:
         """``[L, L]`` bool: True where expression query i may attend expression key j."""
         g = self.group_ids(device)
         return g[:, None] == g[None, :]
+
+
+def pack_expressions(rows: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, ExpressionLayout]:
+    """Per-expression encoder rows ``[E, T, D]`` -> their first ``lengths[e]`` tokens back to back,
+    ``[1, L, D]``, and the layout that keeps them apart in the branch."""
+    layout = ExpressionLayout(tuple(int(n) for n in lengths))
+    return torch.cat([rows[i, :n] for i, n in enumerate(layout.lengths)], dim=0)[None], layout
 
 
 @dataclass

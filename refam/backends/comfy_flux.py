@@ -29,6 +29,7 @@ from refam.attention import (
     ExpressionLayout,
     ImageAttention,
     ImageGeometry,
+    pack_expressions,
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner
@@ -136,9 +137,8 @@ def encode_expressions(
     cond = clip.encode_from_tokens(tokens)
     width = lengths.pop()
     rows = cond.reshape(len(expressions), width, cond.shape[-1])
-    valid = tuple(e.valid_length for e in expressions)
-    joined = torch.cat([rows[i, :n] for i, n in enumerate(valid)], dim=0)
-    return joined[None].float().cpu(), ExpressionLayout(valid)
+    joined, layout = pack_expressions(rows, [e.valid_length for e in expressions])
+    return joined.float().cpu(), layout
 
 
 # -- the expression branch's view of ComfyUI's blocks ----------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
+from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
 from refam.backends.diffusers_flux import capture_flux_attention, flux_blocks, run_until_captured
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
@@ -150,9 +150,7 @@ class DiffusersFlux:
         """T5 embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``."""
         ids = torch.tensor([e.ids for e in expressions])
         embeds = self._t5(ids)
-        lengths = tuple(e.valid_length for e in expressions)
-        joined = torch.cat([embeds[i, :n] for i, n in enumerate(lengths)], dim=0)
-        return joined[None], ExpressionLayout(lengths)
+        return pack_expressions(embeds, [e.valid_length for e in expressions])
 
     # -- image -----------------------------------------------------------------------------------
     @torch.no_grad()

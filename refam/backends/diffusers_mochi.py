@@ -26,6 +26,7 @@ from refam.attention import (
     ExpressionLayout,
     ImageAttention,
     ImageGeometry,
+    pack_expressions,
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner, installed
@@ -240,8 +241,7 @@ class DiffusersMochi:
         ids = torch.tensor([e.ids for e in expressions])
         mask = torch.tensor([[1] * e.valid_length + [0] * (len(e.ids) - e.valid_length) for e in expressions])
         embeds = self._t5(ids, mask)
-        lengths = tuple(e.valid_length for e in expressions)
-        return torch.cat([embeds[i, :n] for i, n in enumerate(lengths)])[None], ExpressionLayout(lengths)
+        return pack_expressions(embeds, [e.valid_length for e in expressions])
 
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
