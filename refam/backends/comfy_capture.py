@@ -18,7 +18,13 @@ from refam.attention import CaptureComplete
 from refam.images import to_model_pixels
 from refam.noise import capture_noise
 
-__all__ = ["attention_reader", "comfy_pixels", "denoise_once", "positive_rows", "run_patched_pass"]
+__all__ = [
+    "PATCH_KEY",
+    "attention_reader", "comfy_pixels", "denoise_once", "positive_rows", "run_patched_pass"]
+
+
+# The key RefAM's wrappers are registered under on a MODEL clone.
+PATCH_KEY = "refam_capture"
 
 
 def positive_rows(cond_or_uncond: Sequence[int] | None, batch: int) -> torch.Tensor | None:

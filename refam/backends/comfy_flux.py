@@ -34,6 +34,7 @@ from refam.attention import (
 )
 from refam.backends.branch import BranchRunner
 from refam.backends.comfy_capture import (
+    PATCH_KEY,
     attention_reader,
     comfy_pixels,
     denoise_once,
@@ -59,7 +60,6 @@ __all__ = [
     "t5_tokenizer",
 ]
 
-PATCH_KEY = "refam_capture"
 # ComfyUI pads FLUX's T5 prompts to 256 tokens (``T5XXLTokenizer(min_length=256)``).
 COMFY_T5_PAD_LENGTH = 256
 BlockProgress = Callable[[int, int], None]
@@ -236,7 +236,6 @@ class _Pass:
 
     txt_len: int = 0
     n_img: int = 0
-    grid: tuple[int, int] = (0, 0)
     image: ImageAttention | None = None
 
 
@@ -312,9 +311,8 @@ class ComfyFluxCapture:
     def _on_forward(self, executor, *args, **kwargs):
         x, context = args[0], args[2]
         options = args[7] if len(args) > 7 else kwargs.get("transformer_options", {})
-        patch = self.diffusion_model.patch_size
-        grid = ((x.shape[-2] + patch // 2) // patch, (x.shape[-1] + patch // 2) // patch)
-        self._state = _Pass(txt_len=context.shape[1], n_img=grid[0] * grid[1], grid=grid)
+        grid = _token_grid(x.shape, self.diffusion_model.patch_size)
+        self._state = _Pass(txt_len=context.shape[1], n_img=grid[0] * grid[1])
         self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), x.shape[0]))
         return executor(*args, **kwargs)
 
@@ -373,6 +371,12 @@ class ComfyFluxCapture:
         self.runner.run(index, image, vec, embed)
 
 
+def _token_grid(latent_shape: Sequence[int], patch: int) -> tuple[int, int]:
+    """FLUX's token grid for a latent ``[..., h, w]`` (ComfyUI pads odd sides to the patch)."""
+    h, w = latent_shape[-2:]
+    return (h + patch // 2) // patch, (w + patch // 2) // patch
+
+
 def _latent_multiple(vae: Any, diffusion_model: torch.nn.Module) -> int:
     ratio = getattr(vae, "downscale_ratio", 8)
     ratio = ratio if isinstance(ratio, int) else 8
@@ -411,8 +415,7 @@ def capture_flux(
     size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
     latent = vae.encode(comfy_pixels(images, size)).float()
     run_patched_pass(session, latent, positive, sigma, seed)
-    patch = session.diffusion_model.patch_size
-    grid = ((latent.shape[-2] + patch // 2) // patch, (latent.shape[-1] + patch // 2) // patch)
+    grid = _token_grid(latent.shape, session.diffusion_model.patch_size)
     return CapturedAttention(
         blocks=session.records,
         expressions=list(expressions),

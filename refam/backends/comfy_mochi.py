@@ -26,7 +26,13 @@ from refam.attention import (
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner
-from refam.backends.comfy_capture import attention_reader, comfy_pixels, positive_rows, run_patched_pass
+from refam.backends.comfy_capture import (
+    PATCH_KEY,
+    attention_reader,
+    comfy_pixels,
+    positive_rows,
+    run_patched_pass,
+)
 from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent_frames
 from refam.expression import TokenizedExpression
 from refam.images import model_size
@@ -34,7 +40,6 @@ from refam.noise import check_sigma
 
 __all__ = ["ComfyMochiAdapter", "ComfyMochiCapture", "capture_mochi", "mochi_diffusion_model"]
 
-PATCH_KEY = "refam_capture"
 BlockProgress = Callable[[int, int], None]
 
 
