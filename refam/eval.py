@@ -86,9 +86,11 @@ def _open_records(out: Path, rank: int):
     """This rank's records file for appending. A line cut by a kill stays on its own (and is
     ignored by :func:`load_records`), never glued to the next record."""
     path = _records_path(out, rank)
-    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        with open(path, "a") as f:
-            f.write("\n")
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     return open(path, "a")  # noqa: SIM115 (the caller's with-block closes it)
 
 
