@@ -323,3 +323,57 @@ def test_only_positive_rows_feed_the_branch():
     assert _positive_rows([0], 3) is None
     assert _positive_rows([1, 0], 4).tolist() == [2, 3]
     assert _positive_rows([0, 1], 6).tolist() == [0, 1, 2]
+
+
+class _SpaceToDepthComfyVAE:
+    """The toy's fixed latent mapping behind ComfyUI's VAE interface. ComfyUI's FLUX MODEL applies
+    FLUX's latent scale/shift to whatever the VAE returns, so the inverse is applied here: the
+    diffusion model then sees exactly the toy's latents, as in the diffusers backend."""
+
+    downscale_ratio = 2
+
+    def __init__(self, latent_format) -> None:
+        self.scale, self.shift = latent_format.scale_factor, latent_format.shift_factor
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        latent = torch.nn.functional.pixel_unshuffle(pixels.permute(0, 3, 1, 2) * 2 - 1, 2)
+        return latent / self.scale + self.shift
+
+
+def test_toy_weights_in_comfy_layout_agree_with_diffusers(comfy):
+    """The trained toy model converted to ComfyUI's FLUX layout: the same maps as the diffusers
+    backend and, through the same heatmap code, the same points — on the named objects."""
+    from refam.backends.comfy_flux import capture_flux
+    from refam.pipeline import RefAMOptions, RefAMPipeline, choose_points, expression_heatmaps
+    from refam.toy import scenes
+    from refam.toy.model import load_toy
+
+    backend = load_toy()
+    pipe = RefAMPipeline(backend, options=RefAMOptions(sigma=backend.default_sigma, resolution=48))
+    model = comfy_flux_from_diffusers(backend.transformer)
+    vae = _SpaceToDepthComfyVAE(model.model.latent_format)
+    examples = scenes.make_eval_set(scenes.EVAL_SEED, 6, kinds=("colour",))
+    worst, hits = 0.0, 0
+    for i, ex in enumerate(examples):
+        image = scenes.render(ex.scene)[None]
+        caption = scenes.caption(ex.scene, np.random.default_rng(i))
+        expressions, cues = pipe.tokenize(ex.referral.text)
+        prompt_embeds, pooled = backend.encode_caption(caption)
+        expr_embeds, layout = backend.encode_expressions(expressions)
+        kwargs = dict(sigma=pipe.options.sigma, seed=0, resolution=48)
+        ours = backend.capture_encoded(image, expressions, prompt_embeds, pooled, expr_embeds, layout, **kwargs)
+        positive = [[prompt_embeds, {"pooled_output": pooled}]]
+        theirs = capture_flux(model, vae, image, positive, expr_embeds, layout, expressions, **kwargs)
+        assert theirs.geometry == ours.geometry
+        for a, b in zip(theirs.blocks, ours.blocks, strict=True):
+            worst = max(worst, (a.logits - b.logits).abs().max().item())
+            torch.testing.assert_close(a.logits, b.logits, atol=CROSS_BACKEND_ATOL, rtol=0)
+        points = [
+            choose_points(heat.grid[0], captured.geometry)[0]
+            for captured in (ours, theirs)
+            for heat in expression_heatmaps(captured, cues, pipe.options.heatmap)
+        ]
+        assert points[0] == points[1]
+        hits += bool(scenes.masks(ex.scene)[ex.referral.target][int(points[1].y), int(points[1].x)])
+    print(f"toy weights, ComfyUI vs diffusers: max |Δlogit| = {worst:.2e}, {hits}/{len(examples)} points on the named object")
+    assert hits >= 4

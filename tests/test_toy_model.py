@@ -37,6 +37,24 @@ def test_committed_weights_are_small_and_labelled():
     assert "not FLUX" in load_toy().name
 
 
+def test_every_word_of_the_toy_world_has_a_trained_embedding(toy_pipe):
+    """The committed file keeps only the embedding rows of the toy vocabulary; a caption or referral
+    word outside it would silently become a zero vector."""
+    from safetensors import safe_open
+
+    with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as f:
+        stored = set(f.get_tensor("t5.embedding_ids").tolist())
+    tokenizer = toy_pipe.backend.tokenizer
+    rng = np.random.default_rng(61)
+    texts = []
+    for _ in range(150):
+        scene = scenes.sample_scene(rng, (1, 4))
+        texts += [scenes.caption(scene, rng, naming) for naming in scenes.NAMINGS]
+        texts += [r.text for r in scenes.referrals(scene, scenes.ALL_KINDS, rng)]
+    missing = {t for t in texts if not set(tokenizer(t).input_ids) <= stored}
+    assert not missing, sorted(missing)[:5]
+
+
 def test_unique_colour_point_accuracy_holds(toy_pipe):
     examples = scenes.make_eval_set(scenes.EVAL_SEED, 100, kinds=("colour",))
     res = evaluate(toy_pipe, examples)["colour"]
@@ -116,3 +134,28 @@ def test_cli_on_a_non_square_toy_image_not_a_multiple_of_16(tmp_path, toy_pipe):
     target = scenes.masks(scene, height, width)[ref.target]
     assert mask.shape == (height, width)
     assert (mask & target).sum() > 0.5 * target.sum() and (mask & ~target).sum() < 0.1 * target.sum()
+
+
+def test_release_sets_the_default_sigma_and_keeps_the_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from refam.toy.release import best_sigma, write_release
+
+    scores = {0.25: {"colour": 0.9, "colour_shape": 0.5}, 0.5: {"colour": 0.8, "colour_shape": 0.6}, 0.75: {"colour": 0.5, "colour_shape": 0.2}}
+    assert best_sigma(scores) == 0.25  # equal means: the lower σ wins
+    scores[0.5]["colour_shape"] = 0.7
+    assert best_sigma(scores) == 0.5
+    out = tmp_path / "toy.safetensors"
+    write_release(DEFAULT_WEIGHTS, out, 0.4, {"0.4": {"colour": 1.0}})
+    assert load_toy(out).default_sigma == 0.4
+    before, after = load_file(DEFAULT_WEIGHTS), load_file(out)
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
+
+
+def test_bench_compares_each_ablation_with_the_full_pipeline_on_its_own_scenes(capsys):
+    from refam.toy.bench import main
+
+    assert main(["--ablations", "--n", "2", "--ablation-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "full RefAM (n=2)" in out and "full RefAM (n=1)" in out and "no magnets (n=1)" in out
+    assert "random_object" in out

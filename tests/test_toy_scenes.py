@@ -296,6 +296,24 @@ def test_captions_name_every_object() -> None:
     assert with_size > 0
 
 
+def test_shape_only_and_colour_only_captions_name_the_objects() -> None:
+    """Phase-2 training captions: each word must carry its own attribute, so a "shape" caption names
+    exactly the scene's shapes and no colour, a "colour" caption exactly its colours and no shape."""
+    vocab = {"colour": set(COLOURS), "shape": set(SHAPES)}
+    other = {"colour": "shape", "shape": "colour"}
+    rng = np.random.default_rng(57)
+    for s in scenes(58, 200, (1, 4)):
+        for naming, named in vocab.items():
+            text = caption(s, rng, naming)
+            words = re.findall(r"[a-z]+", text)
+            assert not vocab[other[naming]] & set(words), text
+            assert collections.Counter(w for w in words if w in named) == collections.Counter(
+                getattr(o, naming) for o in s.objects
+            ), (text, s)
+    with pytest.raises(ValueError, match="naming"):
+        caption(s, rng, "size")
+
+
 def test_positional_captions_are_true() -> None:
     rng = np.random.default_rng(53)
     checked = 0
@@ -436,3 +454,17 @@ def test_training_batch() -> None:
     assert images.shape == (3, 40, 56, 3) and len(captions) == 3
     # Every image shows at least one object on the background.
     assert all((img != BACKGROUND).any() for img in images)
+
+
+def test_training_batch_naming_mix() -> None:
+    # No mix draws the generator exactly as runs from before the option did (resumed runs replay).
+    plain = training_batch(np.random.default_rng(TRAIN_SEED), 16)
+    again = training_batch(np.random.default_rng(TRAIN_SEED), 16, naming_mix=None)
+    assert (plain[0] == again[0]).all() and plain[1] == again[1]
+    images, captions = training_batch(np.random.default_rng(3), 300, naming_mix={"shape": 1, "colour": 1})
+    with_colour = [c for c in captions if any(w in c for w in COLOURS)]
+    assert 0.35 * 300 < len(with_colour) < 0.65 * 300  # about half colour-only, the rest shape-only
+    assert not any(any(sh in c for sh in SHAPES) for c in with_colour)
+    for bad in ({"shape": -1.0}, {}, {"texture": 1.0}):
+        with pytest.raises(ValueError, match="naming_mix"):
+            training_batch(np.random.default_rng(0), 2, naming_mix=bad)

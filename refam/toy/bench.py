@@ -49,11 +49,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ablation_examples = scenes.make_eval_set(scenes.EVAL_SEED, min(args.n, args.ablation_n), kinds=KINDS)
     caption = None if args.empty_caption else "scene"
     rows = ablations(backend.num_blocks, backend.transformer.config.num_layers)
+    plan = [
+        (name, overrides, examples if i == 0 else ablation_examples)
+        for i, (name, overrides) in enumerate(rows)
+    ]
     if not args.ablations:
-        rows = rows[:1]
+        plan = plan[:1]
+    elif len(ablation_examples) < len(examples):
+        # Ablation rows run on a subset; they compare against the full pipeline on that same subset.
+        plan.insert(1, (rows[0][0], rows[0][1], ablation_examples))
     table = []
-    for i, (name, overrides) in enumerate(rows):
-        chosen = examples if i == 0 else ablation_examples
+    for name, overrides, chosen in plan:
         start = time.perf_counter()
         res = evaluate(pipe, chosen, caption=caption, **overrides)
         table.append(
@@ -77,9 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _row(name: str, res: dict[str, dict[str, float]]) -> str:
+def _row(name: str, res: dict[str, dict[str, float]], width: int = 24) -> str:
     cells = "".join(f"{res[k]['pa'] * 100:8.1f}{res[k]['miou'] * 100:7.1f}" for k in KINDS if k in res)
-    return f"{name:<24}{cells}"
+    return f"{name:<{width}}{cells}"
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -87,14 +93,19 @@ def print_report(report: dict[str, Any]) -> None:
         f"\nToy benchmark — {report['model']}; {report['n_per_kind']} held-out scenes per kind; "
         f"caption: {report['caption']}; defaults {report['defaults']}"
     )
+    labels = [f"{row['setting']} (n={row['n_per_kind']})" for row in report["table"]]
+    width = max(24, *(len(label) + 2 for label in labels))
     header = "".join(f"{k[:14]:>15}" for k in KINDS)
-    print(f"{'':<24}{header}")
-    print(f"{'setting':<24}" + "".join(f"{'PA':>8}{'mIoU':>7}" for _ in KINDS))
-    for row in report["table"]:
-        print(_row(f"{row['setting']} (n={row['n_per_kind']})", row["results"]))
+    print(f"{'':<{width}}{header}")
+    print(f"{'setting':<{width}}" + "".join(f"{'PA':>8}{'mIoU':>7}" for _ in KINDS))
+    for label, row in zip(labels, report["table"], strict=True):
+        print(_row(label, row["results"], width))
     print("baselines (PA):")
     for name in ("chance", "centre", "random_object"):
-        print(f"  {name:<22}" + "".join(f"{report['baselines'][k][name] * 100:8.1f}{'':>7}" for k in KINDS))
+        print(
+            f"  {name:<{width - 2}}"
+            + "".join(f"{report['baselines'][k][name] * 100:8.1f}{'':>7}" for k in KINDS)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

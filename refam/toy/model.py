@@ -81,7 +81,7 @@ class SpaceToDepthCodec(nn.Module):
 class ToyFlux(DiffusersFlux):
     """:class:`DiffusersFlux` whose latent mapping is the fixed space-to-depth codec."""
 
-    default_sigma: float = 0.5  # its best noise level (model card); FLUX's is 0.75
+    default_sigma: float = 0.5  # replaced by the weights' config, where release.py puts the validated σ
 
     @property
     def latent_multiple(self) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "COLOURS",
     "EVAL_SEED",
     "GENERIC_NOUN",
+    "NAMINGS",
     "RELATIONS",
     "SHAPES",
     "SIDES",
@@ -106,6 +107,11 @@ _RELATION_AXIS: dict[str, tuple[str, int]] = {
     "below": ("cy", 1),
 }
 GENERIC_NOUN = "shape"  # spatial referrals may compare all objects ("the leftmost shape")
+# How captions name objects. "full" alone lets a model read an object's shape off its colour word
+# (the text encoder is bidirectional, so "red" already carries "circle"), and its shape words go
+# ungrounded; captions that name only shapes, or only colours, force each word to carry its own
+# attribute to the pixels.
+NAMINGS: tuple[str, ...] = ("full", "shape", "colour")
 _GENERIC_SPATIAL_P = 0.25  # share of sampled spatial referrals that use the generic noun
 
 _COLOUR_TEMPLATES = ("the {colour} shape", "the {colour} one", "the {colour} object")
@@ -156,10 +162,22 @@ class ToyObject:
         r = self.radius
         return {"circle": math.pi * r * r, "square": 4.0 * r * r, "triangle": 2.0 * r * r}[self.shape]
 
-    def phrase(self, with_size: bool = False) -> str:
-        """Noun phrase without article: "red circle" or "big red circle"."""
+    def phrase(self, with_size: bool = False, naming: str = "full") -> str:
+        """Noun phrase without article: "red circle", "big red circle", "circle" or "red shape".
+
+        ``naming`` is "full" (colour and shape), "shape" (shape only) or "colour" (colour with the
+        generic noun), see :data:`NAMINGS`.
+        """
         words = [self.size] if with_size else []
-        return " ".join([*words, self.colour, self.shape])
+        if naming == "full":
+            words += [self.colour, self.shape]
+        elif naming == "shape":
+            words.append(self.shape)
+        elif naming == "colour":
+            words += [self.colour, GENERIC_NOUN]
+        else:
+            raise ValueError(f"unknown naming {naming!r}; expected one of {NAMINGS}")
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -398,8 +416,11 @@ _POSITION_WORDS = {
 }
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
+def caption(scene: Scene, rng: np.random.Generator, naming: str = "full") -> str:
     """A lower-case sentence naming every object, e.g. "a red circle, a big blue square and a yellow triangle".
+
+    ``naming`` chooses the words for each object (:data:`NAMINGS`): "shape" gives "a circle, a big
+    square and a triangle", "colour" gives "a red shape, a big blue shape and a yellow shape".
 
     Order is left-to-right half the time and random otherwise; sizes are mentioned for none, all or
     some objects. A minority of captions of two or three clearly separated objects carry positions
@@ -415,7 +436,7 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         with_size = [True] * n
     else:
         with_size = [bool(v) for v in rng.random(n) < 0.5]
-    phrase = [scene.objects[k].phrase(with_size[k]) for k in range(n)]
+    phrase = [scene.objects[k].phrase(with_size[k], naming) for k in range(n)]
 
     style = rng.random()
     if n == 2 and style < 0.08:
@@ -639,17 +660,30 @@ def training_batch(
     height: int = 48,
     width: int = 48,
     n_objects: tuple[int, int] = (1, 4),
+    naming_mix: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """``batch`` random scenes as uint8 ``[B, H, W, 3]`` images and their captions.
 
     Single-object scenes are included by default: they tie each colour and shape word to pixels with
-    no competing object, which a tiny model learns from much faster.
+    no competing object, which a tiny model learns from much faster. ``naming_mix`` maps
+    :data:`NAMINGS` to caption shares (normalised); without it every caption is "full" and ``rng`` is
+    drawn exactly as before the option existed, so earlier training runs replay unchanged.
     """
     _check_size(height, width)
+    names: list[str] = []
+    shares = np.zeros(0)
+    if naming_mix is not None:
+        unknown = set(naming_mix) - set(NAMINGS)
+        if unknown or not naming_mix or min(naming_mix.values()) < 0 or sum(naming_mix.values()) <= 0:
+            raise ValueError(f"naming_mix must map some of {NAMINGS} to non-negative shares, got {naming_mix}")
+        names = list(naming_mix)
+        shares = np.array([naming_mix[k] for k in names], dtype=np.float64)
+        shares /= shares.sum()
     images = np.empty((batch, height, width, 3), dtype=np.uint8)
     captions = []
     for b in range(batch):
         scene = sample_scene(rng, n_objects)
         _render_into(scene, images[b])
-        captions.append(caption(scene, rng))
+        naming = names[int(rng.choice(len(names), p=shares))] if names else "full"
+        captions.append(caption(scene, rng, naming))
     return images, captions
