@@ -333,10 +333,13 @@ class _SpaceToDepthComfyVAE:
     downscale_ratio = 2
 
     def __init__(self, latent_format) -> None:
+        from refam.toy.model import SpaceToDepthCodec
+
+        self.codec = SpaceToDepthCodec(self.downscale_ratio)
         self.scale, self.shift = latent_format.scale_factor, latent_format.shift_factor
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        latent = torch.nn.functional.pixel_unshuffle(pixels.permute(0, 3, 1, 2) * 2 - 1, 2)
+        latent = self.codec.encode(pixels.permute(0, 3, 1, 2) * 2 - 1)
         return latent / self.scale + self.shift
 
 
