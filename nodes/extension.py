@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import ComfyExtension, io, ui
@@ -97,4 +98,8 @@ class RefAMExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> ComfyExtension:
+    from refam.install_hints import use_comfyui_hints
+
+    # Inside ComfyUI a missing package is installed from the pack's requirements file.
+    use_comfyui_hints(Path(__file__).absolute().parents[1])  # the folder name under custom_nodes, links kept
     return RefAMExtension()

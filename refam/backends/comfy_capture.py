@@ -20,7 +20,13 @@ from refam.noise import capture_noise
 
 __all__ = [
     "PATCH_KEY",
-    "attention_reader", "comfy_pixels", "denoise_once", "positive_rows", "run_patched_pass"]
+    "attention_reader",
+    "comfy_pixels",
+    "denoise_once",
+    "positive_rows",
+    "preferred_attention",
+    "run_patched_pass",
+]
 
 
 # The key RefAM's wrappers are registered under on a MODEL clone.
@@ -70,14 +76,50 @@ def run_patched_pass(session: Any, latent: torch.Tensor, positive: list, sigma: 
         session.release()
 
 
-def attention_reader(previous: Callable | None, keep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]):
-    """An ``optimized_attention_override`` that hands the call's q/k/v to ``keep`` and runs the
-    attention unchanged (through ``previous``, an override already installed, if any)."""
+def preferred_attention(block: torch.nn.Module) -> Callable | None:
+    """The attention function ``block``'s layers ask ComfyUI for, or None for ComfyUI's default.
+
+    Newer cores let a layer carry a preference (a ``ComfyAttention`` module whose ``function`` is,
+    e.g., an int8 kernel a quantized checkpoint asked for) and consult an installed override
+    *before* it, so an override that only calls ``func`` would silently switch such layers to the
+    default attention. Cores without ``ComfyAttention`` have no preferences: None.
+    """
+    import comfy.ldm.modules.attention as attention
+
+    kind = getattr(attention, "ComfyAttention", None)
+    if kind is None:
+        return None
+    functions = {
+        id(m.function): m.function for m in block.modules() if isinstance(m, kind) and m.function is not None
+    }
+    if len(functions) > 1:
+        raise NotImplementedError(
+            f"{type(block).__name__} asks for {len(functions)} different attention functions; RefAM cannot tell "
+            "which of its attention calls uses which, so it will not run on this checkpoint yet"
+        )
+    return next(iter(functions.values()), None)
+
+
+def attention_reader(
+    previous: Callable | None,
+    keep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+    preferred: Callable | None = None,
+):
+    """An ``optimized_attention_override`` that hands the call's q/k/v to ``keep`` and then calls
+    exactly what ComfyUI would have called without it: an override already installed
+    (``previous``), else the layer's ``preferred`` attention function, else ``func``.
+
+    It has no ``container_function``, so a core that passes q/k/v in single-owner containers
+    unwraps them before calling it, as for any such override; that moves who frees the tensors,
+    not the attention's arithmetic.
+    """
 
     def override(func, *args, **kwargs):
         keep(*args[:3])
         if previous is not None:
             return previous(func, *args, **kwargs)
+        if preferred is not None:
+            return preferred(*args, **kwargs)
         return func(*args, **kwargs)
 
     return override

@@ -39,6 +39,7 @@ from refam.backends.comfy_capture import (
     comfy_pixels,
     denoise_once,
     positive_rows,
+    preferred_attention,
     run_patched_pass,
 )
 from refam.expression import TokenizedExpression
@@ -56,6 +57,7 @@ __all__ = [
     "encode_caption",
     "encode_expressions",
     "flux_diffusion_model",
+    "unsupported_flux_variant",
     "supports_attention_override",
     "t5_tokenizer",
 ]
@@ -66,19 +68,70 @@ BlockProgress = Callable[[int, int], None]
 
 
 # -- what the user handed us ------------------------------------------------------------------
+# Diffusion transformers a user may hand the FLUX capture, by ComfyUI class name; RefAM names them
+# instead of failing on a missing layer.
+PLANNED_ARCHITECTURES = {
+    "Chroma": "Chroma",
+    "ChromaRadiance": "Chroma Radiance",
+    "QwenImageTransformer2DModel": "Qwen-Image",
+    "NextDiT": "Lumina 2 / Z-Image",
+    "HunyuanVideo": "HunyuanVideo / HunyuanImage",
+    "WanModel": "Wan",
+}
+
+
 def flux_diffusion_model(model: Any) -> torch.nn.Module:
-    """The ``comfy.ldm.flux.model.Flux`` inside a MODEL, or a TypeError naming what was found."""
+    """The FLUX.1 ``comfy.ldm.flux.model.Flux`` inside a MODEL, checked before any work runs:
+    a TypeError names what else was found, a NotImplementedError names a FLUX variant whose
+    blocks the adapters do not know yet."""
     from comfy.ldm.flux.model import Flux
 
     base = getattr(model, "model", None)
     inner = getattr(base, "diffusion_model", None)
-    if not isinstance(inner, Flux) or type(inner).__name__ == "ControlNetFlux":
-        found = type(inner).__name__ if inner is not None else type(model).__name__
+    found = type(inner).__name__ if inner is not None else type(model).__name__
+    if found in PLANNED_ARCHITECTURES:
+        raise NotImplementedError(
+            f"RefAM does not support {PLANNED_ARCHITECTURES[found]} yet (support is planned); its FLUX capture "
+            "runs on FLUX.1 dev / schnell / Kontext MODELs"
+        )
+    if not isinstance(inner, Flux) or found == "ControlNetFlux":
         raise TypeError(
             f"RefAM's FLUX capture needs a FLUX MODEL (comfy.ldm.flux.model.Flux: FLUX.1 dev/schnell/"
             f"Kontext); got {found}. Load FLUX with UNETLoader / CheckpointLoaderSimple."
         )
+    variant = unsupported_flux_variant(inner)
+    if variant is not None:
+        raise NotImplementedError(
+            f"RefAM does not support {variant} yet (support is planned); its FLUX capture runs on FLUX.1 "
+            "dev / schnell / Kontext MODELs"
+        )
     return inner
+
+
+# Everything the adapters below read from a block; a block without one of these is a layout they
+# were not written for.
+_DOUBLE_PARTS = ("img_mod", "img_norm1", "img_attn", "txt_mod", "txt_norm1", "txt_attn", "txt_norm2", "txt_mlp")
+_SINGLE_PARTS = ("modulation", "pre_norm", "linear1", "linear2", "norm", "mlp_act")
+
+
+def unsupported_flux_variant(diffusion_model: torch.nn.Module) -> str | None:
+    """What a ``Flux`` holds that the FLUX.1 adapters cannot read, in words; None for FLUX.1."""
+    params = getattr(diffusion_model, "params", None)
+    if getattr(params, "global_modulation", False):
+        return "FLUX.2 / FLUX.2 klein (one modulation shared by all blocks)"
+    if getattr(params, "yak_mlp", False) or getattr(params, "txt_norm", False):
+        return "this FLUX variant (gated MLPs / a text norm, e.g. Ovis-Image)"
+    for kind, blocks, parts in (
+        ("double", diffusion_model.double_blocks, _DOUBLE_PARTS),
+        ("single", diffusion_model.single_blocks, _SINGLE_PARTS),
+    ):
+        for index, block in enumerate(blocks):
+            missing = [part for part in parts if getattr(block, part, None) is None]
+            if missing:
+                return f"a FLUX model whose {kind} block {index} has no {', '.join(missing)}"
+            if kind == "single" and getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim) != block.mlp_hidden_dim:
+                return f"a FLUX model whose single block {index} has a gated MLP"
+    return None
 
 
 def supports_attention_override() -> bool:
@@ -278,6 +331,7 @@ class ComfyFluxCapture:
         self.use_override = use_override
         self._adapters = [ComfyDoubleAdapter(b) for b in dm.double_blocks]
         self._adapters += [ComfySingleAdapter(b) for b in dm.single_blocks]
+        self._preferred = [preferred_attention(a.block) for a in self._adapters] if use_override else []
         self._state = _Pass()
         self.runner = BranchRunner(
             self._adapters,
@@ -332,7 +386,7 @@ class ComfyFluxCapture:
             if self.use_override:
                 options = dict(args.get("transformer_options") or {})
                 options["optimized_attention_override"] = self._attention_reader(
-                    options.get("optimized_attention_override")
+                    options.get("optimized_attention_override"), self._preferred[index]
                 )
                 call_args["transformer_options"] = options
             else:
@@ -347,13 +401,13 @@ class ComfyFluxCapture:
 
         return patch
 
-    def _attention_reader(self, previous: Callable | None):
+    def _attention_reader(self, previous: Callable | None, preferred: Callable | None):
         def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             s = self._state
             image = slice(s.txt_len, s.txt_len + s.n_img)
             s.image = ImageAttention(q[:, :, image], k[:, :, image], v[:, :, image])
 
-        return attention_reader(previous, keep)
+        return attention_reader(previous, keep, preferred)
 
     def _recompute(self, index: int, kind: str, args: dict) -> ImageAttention:
         s = self._state

@@ -31,6 +31,7 @@ from refam.backends.comfy_capture import (
     attention_reader,
     comfy_pixels,
     positive_rows,
+    preferred_attention,
     run_patched_pass,
 )
 from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent_frames
@@ -127,6 +128,7 @@ class ComfyMochiCapture:
             progress=self.progress,
             records=self.records,
         )
+        self._preferred = [preferred_attention(b) for b in self.diffusion_model.blocks]
         self._visual = 0
         self._image: ImageAttention | None = None
 
@@ -166,7 +168,7 @@ class ComfyMochiCapture:
             comfy.model_management.throw_exception_if_processing_interrupted()
             options = dict(args.get("transformer_options") or {})
             options["optimized_attention_override"] = attention_reader(
-                options.get("optimized_attention_override"), keep
+                options.get("optimized_attention_override"), keep, self._preferred[index]
             )
             call_args = {**args, "transformer_options": options}
             out = previous(call_args, extra) if previous is not None else extra["original_block"](call_args)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from refam.install_hints import missing_package
 from refam.segment.base import Segmenter, resolve_dtype
 from refam.segment.detect import SAM_VARIANTS, detect_variant, shapes_of
 from refam.weights import load_strict
@@ -28,10 +29,7 @@ def import_segment_anything() -> Any:
     try:
         import segment_anything
     except ImportError as exc:
-        raise ImportError(
-            "SAM needs the 'segment-anything' package: pip install segment-anything "
-            "(or pip install 'comfyui-refam[sam]')"
-        ) from exc
+        raise ImportError(missing_package("SAM", "segment-anything", "sam")) from exc
     return segment_anything
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from refam.install_hints import missing_package
 from refam.segment.base import resolve_dtype
 from refam.segment.detect import SAM2_SIZES, SAM2_VERSIONS, sam2_variant, sam2_version_of
 from refam.weights import load_strict
@@ -55,11 +56,8 @@ def import_sam2() -> Any:
         import sam2
         import sam2.modeling.sam2_base  # noqa: F401  (fails early if torch/hydra pieces are missing)
     except ImportError as exc:
-        raise ImportError(
-            "SAM2 needs the 'sam2' package (with hydra-core): pip install sam2 "
-            "(on machines without a CUDA toolchain: SAM2_BUILD_CUDA=0 pip install sam2), "
-            f"or pip install 'comfyui-refam[sam2]' ({exc})"
-        ) from exc
+        message = missing_package("SAM2", "sam2 hydra-core iopath", "sam2", cuda_note=True)
+        raise ImportError(f"{message} ({exc})") from exc
     return sam2
 
 

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from refam.install_hints import missing_package
+
 __all__ = [
     "ArrayFrames",
     "FolderFrames",
@@ -118,7 +120,7 @@ def open_frames(source: str | Path, scratch: str | Path | None = None) -> FrameS
     try:
         import av
     except ImportError as exc:
-        raise ImportError("reading video files needs PyAV: pip install av") from exc
+        raise ImportError(missing_package("reading video files", "av")) from exc
     from PIL import Image
 
     if scratch is None:
