@@ -34,7 +34,8 @@ def comfyui_path() -> Path:
 
 
 def import_comfy() -> Path:
-    """Put ComfyUI first on ``sys.path`` (its ``nodes.py`` must win) and import its core."""
+    """Put ComfyUI first on ``sys.path`` (its ``nodes.py`` must win) and import its core, with the
+    top-level modules custom nodes expect (``folder_paths``, ``nodes``) in place on every core."""
     path = comfyui_path()
     if str(path) in sys.path:
         sys.path.remove(str(path))
@@ -49,7 +50,24 @@ def import_comfy() -> Path:
         comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (initialises ComfyUI's device state)
 
+    try:
+        from comfy_compatibility.vanilla import prepare_vanilla_environment
+    except ImportError:
+        pass  # upstream ComfyUI: folder_paths and nodes are top-level modules already
+    else:
+        # The pip-packaged core makes them top-level here; its server does the same at start-up.
+        prepare_vanilla_environment()
     return path
+
+
+def interrupt_exception() -> type[BaseException]:
+    """ComfyUI's interrupt exception, wherever the running core defines it."""
+    import comfy.model_management
+
+    found = getattr(comfy.model_management, "InterruptProcessingException", None)
+    if found is None:
+        from comfy.interruption import InterruptProcessingException as found
+    return found
 
 
 def load_pack() -> ModuleType:
@@ -66,46 +84,62 @@ def load_pack() -> ModuleType:
     return module
 
 
-def comfy_unet_config(transformer) -> dict:
-    """ComfyUI's FLUX ``unet_config`` for a diffusers ``FluxTransformer2DModel`` (patch_size 1 = packed)."""
-    cfg = transformer.config
-    heads = cfg.num_attention_heads
-    return {
-        "image_model": "flux",
-        "in_channels": cfg.in_channels // 4,
-        "out_channels": (cfg.out_channels or cfg.in_channels) // 4,
-        "patch_size": 2,
-        "vec_in_dim": cfg.pooled_projection_dim,
-        "context_in_dim": cfg.joint_attention_dim,
-        "hidden_size": heads * cfg.attention_head_dim,
-        "mlp_ratio": 4.0,
-        "num_heads": heads,
-        "depth": cfg.num_layers,
-        "depth_single_blocks": cfg.num_single_layers,
-        "axes_dim": list(cfg.axes_dims_rope),
-        "theta": 10000,
-        "qkv_bias": True,
-        "guidance_embed": bool(cfg.guidance_embeds),
-    }
+def detected_unet_config(state_dict: dict, **weights_cannot_tell) -> dict:
+    """ComfyUI's own ``unet_config`` for a state dict (``model_detection``), so fields a newer core
+    requires arrive by themselves. ``weights_cannot_tell``: what the detector takes as the real
+    model's constants (widths, heads, RoPE axes) and a small test model does not share."""
+    import comfy.model_detection
+
+    config = comfy.model_detection.detect_unet_config(state_dict, "")
+    if config is None:
+        raise AssertionError("ComfyUI's model detection does not recognise the test weights")
+    config.update(weights_cannot_tell)
+    return config
+
+
+def comfy_model_from_config(
+    unet_config: dict, state_dict: dict | None, dtype: torch.dtype = torch.float32, seed: int = 0
+):
+    """A ComfyUI MODEL for ``unet_config`` (matched by ``model_detection`` to its supported model)
+    holding ``state_dict``, or random weights drawn with ``seed`` when it is None; on the CPU."""
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    model_config = comfy.model_detection.model_config_from_unet_config(unet_config, state_dict)
+    if model_config is None:
+        raise AssertionError(f"no ComfyUI model matches {unet_config}")
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, device="cpu")
+    if state_dict is None:
+        # ComfyUI allocates weights uninitialised; give every one a defined random value.
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.diffusion_model.named_parameters():
+                p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and p.ndim == 1 else 0.0))
+    else:
+        missing, unexpected = model.diffusion_model.load_state_dict(
+            {k: v.to(dtype) for k, v in state_dict.items()}, strict=False
+        )
+        if missing or unexpected:
+            raise AssertionError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    model.diffusion_model.to(dtype)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
 def comfy_flux_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
-    """The same weights as a ComfyUI FLUX MODEL (``comfy.supported_models.Flux``), on the CPU."""
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    unet_config = comfy_unet_config(transformer)
-    model_config = comfy.supported_models.Flux(unet_config)
-    model_config.set_inference_dtype(dtype, None)
-    model = model_config.get_model({}, device="cpu")
-    sd = to_bfl(transformer.state_dict(), transformer.config.num_layers, transformer.config.num_single_layers)
-    missing, unexpected = model.diffusion_model.load_state_dict(
-        {k: v.to(dtype) for k, v in sd.items()}, strict=False
+    """The same weights as a ComfyUI FLUX MODEL (detected by ComfyUI), on the CPU."""
+    cfg = transformer.config
+    sd = to_bfl(transformer.state_dict(), cfg.num_layers, cfg.num_single_layers)
+    unet_config = detected_unet_config(
+        sd,
+        hidden_size=cfg.num_attention_heads * cfg.attention_head_dim,
+        num_heads=cfg.num_attention_heads,
+        axes_dim=list(cfg.axes_dims_rope),
+        context_in_dim=cfg.joint_attention_dim,
+        out_channels=(cfg.out_channels or cfg.in_channels) // 4,
     )
-    if missing or unexpected:
-        raise AssertionError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-    model.diffusion_model.to(dtype)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy_model_from_config(unet_config, sd, dtype)
 
 
 def vae_ddconfig(vae) -> dict:
@@ -233,50 +267,20 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
 
 
 def tiny_comfy_mochi(t5_dim: int = 32, seed: int = 0, depth: int = 3, full_width: bool = False):
-    """ComfyUI's own Mochi (``comfy.supported_models.GenmoMochi``) with a few blocks, random weights.
+    """ComfyUI's own Mochi (detected by ComfyUI from its text projection) with a few blocks and
+    random weights.
 
     ``full_width``: Mochi's real widths (visual 3072 / text 1536, 24 heads) — the only ones whose
     MLP sizes a diffusers Mochi can match (ComfyUI fixes the visual MLP at 8192 wide).
     """
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    unet_config = {
-        "image_model": "mochi_preview",
-        "depth": depth,
-        "patch_size": 2,
-        "num_heads": 24 if full_width else 2,
-        "hidden_size_x": 3072 if full_width else 64,
-        "hidden_size_y": 1536 if full_width else 32,
-        # ComfyUI asserts hidden_size_x * mlp_ratio_x == 1536 * 8
-        "mlp_ratio_x": 4.0 if full_width else 192.0,
-        "mlp_ratio_y": 4.0,
-        "learn_sigma": False,
-        "in_channels": 12,
-        "qk_norm": True,
-        "qkv_bias": False,
-        "out_bias": True,
-        "attn_drop": 0.0,
-        "patch_embed_bias": True,
-        "posenc_preserve_area": True,
-        "timestep_mlp_bias": True,
-        "attend_to_padding": False,
-        "timestep_scale": 1000.0,
-        "use_t5": True,
-        "t5_feat_dim": t5_dim,
-        "t5_token_length": 16,
-        "rope_theta": 10000.0,
-    }
-    config = comfy.supported_models.GenmoMochi(unet_config)
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({}, device="cpu")
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        # ComfyUI allocates weights uninitialised; give every one a defined random value.
-        for name, p in base.diffusion_model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and p.ndim == 1 else 0.0))
-    base.diffusion_model.float()
-    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    unet_config = detected_unet_config(
+        {"t5_yproj.weight": torch.empty(0)},  # the key ComfyUI recognises Mochi by
+        depth=depth,
+        t5_feat_dim=t5_dim,
+        t5_token_length=16,
+        **({} if full_width else dict(num_heads=2, hidden_size_x=64, hidden_size_y=32, mlp_ratio_x=192.0)),
+    )
+    return comfy_model_from_config(unet_config, None, seed=seed)
 
 
 class PooledVideoVAE:

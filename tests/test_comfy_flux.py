@@ -18,6 +18,7 @@ from comfy_support import (
     comfy_flux_from_diffusers,
     comfy_vae_from_diffusers,
     import_comfy,
+    interrupt_exception,
     tiny_flux_clip,
     tiny_vae_for_comfy,
 )
@@ -250,7 +251,7 @@ def test_interrupted_run_leaves_nothing_behind(comfy, model, vae, inputs):
     reference = capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
     mm.interrupt_current_processing(True)
     try:
-        with pytest.raises(mm.InterruptProcessingException):
+        with pytest.raises(interrupt_exception()):
             capture_flux(model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64)
     finally:
         mm.interrupt_current_processing(False)
@@ -380,3 +381,152 @@ def test_toy_weights_in_comfy_layout_agree_with_diffusers(comfy):
         hits += bool(scenes.masks(ex.scene)[ex.referral.target][int(points[1].y), int(points[1].x)])
     print(f"toy weights, ComfyUI vs diffusers: max |Δlogit| = {worst:.2e}, {hits}/{len(examples)} points on the named object")
     assert hits >= 4
+
+
+class _PreferredAttention(torch.nn.Module):
+    """Stands for the newer cores' ``ComfyAttention``: a layer's preferred attention function."""
+
+    def __init__(self, function=None) -> None:
+        super().__init__()
+        self.config = None
+        self.function = function
+
+
+def _newer_core_dispatch(func, q, k, v, heads, preferred=None, transformer_options=None):
+    """How newer cores route a layer's attention call (``wrap_attn``), re-implemented here: an
+    installed override first (handed ``func``), else the layer's preferred function, else ``func``."""
+    options = transformer_options or {}
+    override = options.get("optimized_attention_override")
+    if override is not None:
+        return override(func, q, k, v, heads, transformer_options=options)
+    if preferred is not None and preferred.function is not None:
+        return preferred.function(q, k, v, heads, transformer_options=options)
+    return func(q, k, v, heads, transformer_options=options)
+
+
+def _default_attention(q, k, v, heads, **kwargs):
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
+
+
+def _marking_attention(q, k, v, heads, **kwargs):
+    # e.g. the int8 kernel a quantized checkpoint asks for: its output differs from the default's
+    return _default_attention(q, k, v, heads) + 1000.0
+
+
+def test_attention_reader_runs_what_the_core_would_have_run(comfy, monkeypatch):
+    """The capture reads q/k/v and then calls exactly what ComfyUI calls without it: the layer's
+    preferred attention on newer cores (which consult an override before it), an override another
+    pack installed, else the default."""
+    import comfy.ldm.modules.attention as attention
+
+    from refam.backends.comfy_capture import attention_reader, preferred_attention
+
+    monkeypatch.setattr(attention, "ComfyAttention", _PreferredAttention, raising=False)
+    layer = torch.nn.Module()
+    layer.attn = torch.nn.Module()
+    layer.attn.comfy_attention = _PreferredAttention(_marking_attention)
+    q, k, v = torch.randn(3, 1, 2, 5, 8).unbind(0)
+    seen = []
+
+    def keep(*qkv):
+        seen.append(qkv)
+
+    preferred = preferred_attention(layer)
+    assert preferred is _marking_attention
+    without = _newer_core_dispatch(_default_attention, q, k, v, 2, layer.attn.comfy_attention)
+    reader = attention_reader(None, keep, preferred)
+    with_refam = _newer_core_dispatch(
+        _default_attention, q, k, v, 2, layer.attn.comfy_attention, {"optimized_attention_override": reader}
+    )
+    assert torch.equal(without, with_refam) and (without > 500).all()
+    assert seen and all(a is b for a, b in zip(seen[0], (q, k, v), strict=True))
+
+    def users_override(func, *args, **kwargs):  # another pack's override wins over the preference
+        return func(*args, **kwargs) * 2
+
+    options = {"optimized_attention_override": users_override}
+    without = _newer_core_dispatch(_default_attention, q, k, v, 2, layer.attn.comfy_attention, options)
+    chained = {"optimized_attention_override": attention_reader(users_override, keep, preferred)}
+    assert torch.equal(without, _newer_core_dispatch(_default_attention, q, k, v, 2, layer.attn.comfy_attention, chained))
+
+    plain = torch.nn.Module()
+    plain.attn = torch.nn.Module()
+    plain.attn.comfy_attention = _PreferredAttention(None)  # a layer with no preference
+    assert preferred_attention(plain) is None
+    layer.other = torch.nn.Module()
+    layer.other.comfy_attention = _PreferredAttention(_default_attention)
+    with pytest.raises(NotImplementedError, match="2 different attention functions"):
+        preferred_attention(layer)
+
+
+def test_cores_without_preferences_run_the_default(comfy, monkeypatch):
+    """Without ``ComfyAttention`` the core never calls a preference, so neither does the capture."""
+    import comfy.ldm.modules.attention as attention
+
+    from refam.backends.comfy_capture import preferred_attention
+
+    monkeypatch.delattr(attention, "ComfyAttention", raising=False)
+    layer = torch.nn.Module()
+    layer.comfy_attention = _PreferredAttention(_marking_attention)
+    assert preferred_attention(layer) is None
+
+
+def test_capture_session_uses_each_blocks_preference(comfy, model, inputs, monkeypatch):
+    import comfy.ldm.modules.attention as attention
+
+    from refam.backends.comfy_flux import ComfyFluxCapture
+
+    positive, embeds, layout, image = inputs
+    monkeypatch.setattr(attention, "ComfyAttention", _PreferredAttention, raising=False)
+    block = model.model.diffusion_model.single_blocks[0]
+    block.comfy_attention = _PreferredAttention(_marking_attention)
+    try:
+        session = ComfyFluxCapture(model, embeds, layout)
+        assert session._preferred == [None, None, _marking_attention, None]
+    finally:
+        del block.comfy_attention
+
+
+class _WorkMustNotRun:
+    downscale_ratio = 8
+
+    def encode(self, pixels):
+        raise AssertionError("the VAE ran before the unsupported model was named")
+
+
+def _flux2_if_this_core_has_it():
+    """A tiny FLUX.2 (global modulation) built by the running core's own detection, or None when the
+    core predates FLUX.2."""
+    from comfy_support import comfy_model_from_config, detected_unet_config
+
+    hidden = 32
+    keys = {
+        "img_in.weight": torch.zeros(hidden, 128),
+        "txt_in.weight": torch.zeros(hidden, 64),
+        "double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(16),
+        "double_stream_modulation_img.lin.weight": torch.zeros(6 * hidden, hidden),
+        "single_blocks.0.norm.key_norm.scale": torch.zeros(16),
+    }
+    config = detected_unet_config(keys, num_heads=2, axes_dim=[4, 4, 4, 4])
+    if config.get("image_model") != "flux2":
+        return None
+    return comfy_model_from_config(config, None)
+
+
+def test_unsupported_flux_variants_are_named_before_any_work(comfy, weights, inputs):
+    """FLUX.2 / klein (where the core has it) and a block layout the adapters do not know get a
+    clear error naming them, before the VAE or the model runs."""
+    from refam.backends.comfy_flux import capture_flux
+
+    positive, embeds, layout, image = inputs
+    foreign = comfy_flux_from_diffusers(weights[0])
+    del foreign.model.diffusion_model.double_blocks[1].txt_mod
+    cases = [(foreign, "double block 1 has no txt_mod")]
+    flux2 = _flux2_if_this_core_has_it()
+    if flux2 is not None:
+        cases.append((flux2, "FLUX.2 / FLUX.2 klein"))
+    for model, named in cases:
+        with pytest.raises(NotImplementedError, match=named) as err:
+            capture_flux(model, _WorkMustNotRun(), image, positive, embeds, layout, [None, None], resolution=64)
+        assert "support is planned" in str(err.value)
+    print(f"unsupported variants named: {[named for _, named in cases]}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_support import import_comfy, tiny_comfy_mochi
+from comfy_support import import_comfy, interrupt_exception, tiny_comfy_mochi
 
 pytestmark = pytest.mark.comfyui
 
@@ -112,7 +112,7 @@ def test_interrupt_and_wrong_model(model, inputs):
     frames = np.zeros((13, 32, 48, 3), dtype=np.uint8)
     mm.interrupt_current_processing(True)
     try:
-        with pytest.raises(mm.InterruptProcessingException):
+        with pytest.raises(interrupt_exception()):
             capture_mochi(model, None, frames, positive, embeds, layout, [None, None], latent=latent)
     finally:
         mm.interrupt_current_processing(False)

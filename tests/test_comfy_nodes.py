@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -215,3 +216,42 @@ def test_mochi_video_chain(pack, sam2_folder):
     )
     assert mask.shape == (8, 48, 64) and preview.shape == (8, 48, 64, 3)
     assert "'the red box': prompts on frames" in report
+
+
+def test_segmenter_folders_register_on_this_core_and_list_by_family(pack, tmp_path):
+    """``models/sams`` and ``models/sam2`` register through the running core's own folder registry
+    (a dict upstream, a ``FolderNames`` object in the packaged core), keep paths already added,
+    survive a second registration, and each loader lists its own family's files."""
+    from refam.backends.comfy_runtime import folder_paths, list_checkpoints, register_model_folders
+
+    fp = folder_paths()
+    extra = tmp_path / "extra_sam2"
+    extra.mkdir()
+    for name in ("sam2.1_hiera_small.pt", "sam_vit_h_4b8939.pth", "my_segmenter.safetensors", "notes.txt"):
+        (extra / name).write_bytes(b"")
+    fp.add_model_folder_path("sam2", str(extra))  # as extra_model_paths.yaml would
+    register_model_folders()
+    register_model_folders()
+    paths = [str(p) for p in fp.folder_names_and_paths["sam2"][0]]
+    assert paths.count(str(extra)) == 1
+    assert os.path.join(fp.models_dir, "sam2") in paths
+    # the suffixes are read back through the listings (the packaged core iterates its own
+    # extension sets character by character when asked for them directly)
+    sam2_files = list_checkpoints(("sam2", "sams"), "sam2")
+    sam_files = list_checkpoints(("sam2",), "sam")
+    assert "sam2.1_hiera_small.pt" in sam2_files and "sam_vit_h_4b8939.pth" not in sam2_files
+    assert "sam_vit_h_4b8939.pth" in sam_files and "sam2.1_hiera_small.pt" not in sam_files
+    assert "my_segmenter.safetensors" in sam2_files and "my_segmenter.safetensors" in sam_files
+    assert "notes.txt" not in sam2_files
+
+
+def test_pack_entry_point_names_its_requirements_file(pack):
+    import asyncio
+
+    from refam.install_hints import install_hint, use_comfyui_hints
+
+    try:
+        asyncio.run(pack.comfy_entrypoint())
+        assert "custom_nodes/" in install_hint("sam2") and "requirements.txt" in install_hint("sam2")
+    finally:
+        use_comfyui_hints(None)
