@@ -104,3 +104,101 @@ def test_workflows_are_what_the_builder_writes(tmp_path):
     subprocess.run([sys.executable, str(builder), str(tmp_path)], check=True, capture_output=True)
     for built in tmp_path.rglob("*.json"):
         assert built.read_bytes() == (shipped / built.relative_to(tmp_path)).read_bytes(), built.name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_links_point_at_the_slots_the_frontend_reads(path):
+    """A link's slots index the nodes' ``inputs`` / ``outputs`` arrays as written in the file (the
+    frontend repairs a workflow whose links disagree with them, and says so in its console)."""
+    wf = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert wf["last_link_id"] == max(link[0] for link in wf["links"])
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        target = nodes[dst]["inputs"][dst_slot]
+        assert target["link"] == link_id, f"{path.name}: link {link_id} lands on {nodes[dst]['type']}.{target['name']}"
+        assert target["type"] == kind
+        origin = nodes[src]["outputs"][src_slot]
+        assert link_id in origin["links"] and origin["type"] == kind
+    # sockets first, then widgets fed by a link: the order the frontend gives a node's inputs
+    for node in wf["nodes"]:
+        is_widget = ["widget" in entry for entry in node["inputs"]]
+        assert is_widget == sorted(is_widget), f"{path.name}: {node['type']} lists a widget input before a socket"
+
+
+LOADER_FOLDERS = {
+    "UNETLoader": "diffusion_models",
+    "DualCLIPLoader": "text_encoders",
+    "CLIPLoader": "text_encoders",
+    "VAELoader": "vae",
+    "RefAMLoadSAM2": "sam2",
+    "RefAMLoadSAM": "sams",
+}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_model_file_is_declared_for_the_missing_models_dialog(path):
+    wf = json.loads(path.read_text())
+    for node in wf["nodes"]:
+        if node["type"] not in LOADER_FOLDERS:
+            continue
+        files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith((".safetensors", ".pt", ".pth"))]
+        declared = node["properties"].get("models", [])
+        assert sorted(m["name"] for m in declared) == sorted(files), f"{path.name}: {node['type']} declares {declared}"
+        for model in declared:
+            assert model["directory"] == LOADER_FOLDERS[node["type"]]
+            assert model["url"].startswith("https://") and model["url"].endswith(model["name"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_two_rows_of_labelled_groups_hold_every_node(path):
+    wf = json.loads(path.read_text())
+    groups = wf["groups"]
+    assert len({g["bounding"][1] for g in groups}) == 2, f"{path.name}: groups are not laid out in two rows"
+    assert all(g["title"].strip() for g in groups)
+    for node in wf["nodes"]:
+        x, y = node["pos"]
+        w, h = node["size"]
+        top = y - 30  # the title bar sits above pos
+        holding = [
+            g["title"]
+            for g in groups
+            if g["bounding"][0] <= x and x + w <= g["bounding"][0] + g["bounding"][2]
+            and g["bounding"][1] <= top and y + h <= g["bounding"][1] + g["bounding"][3]
+        ]
+        assert len(holding) == 1, f"{path.name}: {node['type']} lies in {holding}"
+
+
+def _producer(wf: dict, node: dict, input_name: str) -> dict:
+    link_id = next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+    src = next(link[1] for link in wf["links"] if link[0] == link_id)
+    return next(n for n in wf["nodes"] if n["id"] == src)
+
+
+def test_refer_and_inpaint_follows_comfyuis_flux_fill_recipe():
+    """RefAM reads FLUX.1-dev; the inpainting pass is ComfyUI's own FLUX.1 Fill template: the Fill
+    model through Differential Diffusion, guidance 30 on the prompt, a zeroed negative, cfg 1."""
+    wf = json.loads((REPO_ROOT / "example_workflows" / "refam_refer_and_inpaint.json").read_text())
+    by_type = {}
+    for node in wf["nodes"]:
+        by_type.setdefault(node["type"], []).append(node)
+    capture = by_type["RefAMCaptureAttentionFlux"][0]
+    assert _producer(wf, capture, "model")["widgets_values"][0] == "flux1-dev.safetensors"
+    sampler = by_type["KSampler"][0]
+    diff = _producer(wf, sampler, "model")
+    assert diff["type"] == "DifferentialDiffusion"
+    assert _producer(wf, diff, "model")["widgets_values"][0] == "flux1-fill-dev.safetensors"
+    cond = _producer(wf, sampler, "positive")
+    assert cond["type"] == "InpaintModelConditioning"
+    guidance = _producer(wf, cond, "positive")
+    assert guidance["type"] == "FluxGuidance" and guidance["widgets_values"] == [30.0]
+    assert _producer(wf, cond, "negative")["type"] == "ConditioningZeroOut"
+    seed, _control, steps, cfg, sampler_name, scheduler, denoise = sampler["widgets_values"]
+    assert (cfg, sampler_name, scheduler, denoise) == (1.0, "euler", "normal", 1.0)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflows_condition_on_a_caption(path):
+    """The paper conditions the denoising pass on a caption; every example carries one to edit."""
+    wf = json.loads(path.read_text())
+    captions = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "RefAMCaptionConditioning"]
+    assert captions and all(c.strip() for c in captions)

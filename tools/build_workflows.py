@@ -1,9 +1,14 @@
 """Write the shipped example workflows: UI (litegraph) format + API-format twin of each.
 
-One graph description per workflow, laid out left to right by depth, so the two formats can
-never drift apart. Node signatures come from the pack's own specs and, for core nodes, from
-``tests/data/comfy_core_nodes.json`` (a snapshot of ComfyUI's /object_info that a ComfyUI-gated
-test checks against the real thing). Run: ``python tools/build_workflows.py [OUT_DIR]``.
+One graph description per workflow, so the two formats can never drift apart. Node signatures
+come from the pack's own specs and, for core nodes, from ``tests/data/comfy_core_nodes.json`` (a
+snapshot of ComfyUI's /object_info that a ComfyUI-gated test checks against the real thing).
+
+Layout: each workflow is two rows of labelled groups (load / describe, then capture -> heatmap ->
+point / segment / output), sized so that ComfyUI's fit-to-view on a 1,600 px wide canvas stays
+above the zoom where node titles disappear (the browser test measures it). Every model file a
+loader names is declared the way ComfyUI's missing-models dialog reads it (``properties.models``:
+name, folder, download URL). Run: ``python tools/build_workflows.py [OUT_DIR]``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,45 @@ TITLES = {s.node_id: s.display_name for s in NODE_SPECS}
 # What the frontend stores for a loader's upload button.
 _UPLOAD_VALUE = {"LoadImage": "image", "LoadVideo": "image"}
 
+_HF = "https://huggingface.co"
+# Every model file a shipped workflow names: ComfyUI folder and where to download it.
+MODEL_FILES: dict[str, tuple[str, str]] = {
+    "flux1-dev.safetensors": ("diffusion_models", f"{_HF}/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors"),
+    "flux1-fill-dev.safetensors": (
+        "diffusion_models",
+        f"{_HF}/black-forest-labs/FLUX.1-Fill-dev/resolve/main/flux1-fill-dev.safetensors",
+    ),
+    "t5xxl_fp16.safetensors": ("text_encoders", f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
+    "clip_l.safetensors": ("text_encoders", f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+    "ae.safetensors": ("vae", f"{_HF}/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors"),
+    "sam2.1_hiera_large.pt": ("sam2", "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt"),
+    "mochi_preview_bf16.safetensors": (
+        "diffusion_models",
+        f"{_HF}/Comfy-Org/mochi_preview_repackaged/resolve/main/split_files/diffusion_models/mochi_preview_bf16.safetensors",
+    ),
+    "mochi_vae.safetensors": (
+        "vae",
+        f"{_HF}/Comfy-Org/mochi_preview_repackaged/resolve/main/split_files/vae/mochi_vae.safetensors",
+    ),
+}
+
+# Geometry (canvas units). Heights follow the frontend's own node sizing: a 30 px title bar above
+# ``pos``, 20 px per socket row, 24 px per widget, plus the room a text box or an image preview takes
+# (measured against the frontend's own ``computeSize`` in the browser test).
+NODE_WIDTH = 270
+TITLE_BAR = 30
+SLOT_ROW = 20
+WIDGET_ROW = 24
+TEXT_BOX = 60
+IMAGE_PREVIEW = 230
+GAP = 24  # between nodes in a column and between columns
+GROUP_PAD = 12
+GROUP_TITLE = 44
+GROUP_GAP = 30
+ROW_GAP = 36
+# litegraph's group colours
+COLOURS = {"load": "#3f789e", "describe": "#8A8", "capture": "#b58b2a", "segment": "#a1309b", "output": "#444"}
+
 
 @dataclass
 class Node:
@@ -37,11 +81,36 @@ class Node:
     title: str | None = None
     links_in: dict[str, tuple[int, int]] = field(default_factory=dict)  # input -> (node, slot)
 
+    def sockets(self) -> list[dict[str, Any]]:
+        """The entries of the node's ``inputs`` array, in the frontend's order: the sockets, then
+        the widgets fed by a link (a link's target slot indexes this list)."""
+        inputs = CATALOG[self.type]["inputs"]
+        return [i for i in inputs if not i["widget"]] + [i for i in inputs if i["widget"] and i["name"] in self.links_in]
+
+    def height(self) -> int:
+        sig = CATALOG[self.type]
+        widgets = [i for i in sig["inputs"] if i["widget"] and i["name"] not in self.links_in]
+        rows = max(len(self.sockets()), len(sig["outputs"]))
+        height = 14 + SLOT_ROW * rows + WIDGET_ROW * sum(1 + i["extra_widgets"] for i in widgets)
+        if any(i["name"] in ("caption", "expressions", "text") for i in widgets):
+            height += TEXT_BOX
+        if self.type in ("LoadImage", "LoadVideo"):
+            height += IMAGE_PREVIEW
+        return height
+
+
+@dataclass
+class Group:
+    title: str
+    colour: str
+    columns: list[list[Node]]
+
 
 class Graph:
     def __init__(self, name: str, note: str) -> None:
         self.name, self.note = name, note
         self.nodes: list[Node] = []
+        self.rows: list[list[Group]] = []
 
     def add(self, type_: str, title: str | None = None, **widgets: Any) -> Node:
         sig = CATALOG[type_]
@@ -57,7 +126,13 @@ class Graph:
         outs = [o["name"] for o in CATALOG[src.type]["outputs"]]
         dst.links_in[input_] = (src.id, outs.index(output))
 
-    # -- layout ------------------------------------------------------------------------------------
+    def layout(self, *rows: list[Group]) -> None:
+        placed = [n.id for row in rows for g in row for column in g.columns for n in column]
+        if sorted(placed) != [n.id for n in self.nodes]:
+            raise ValueError(f"{self.name}: every node must sit in exactly one group column")
+        self.rows = list(rows)
+
+    # -- geometry ------------------------------------------------------------------------------------
     def _depths(self) -> dict[int, int]:
         depth: dict[int, int] = {}
 
@@ -70,6 +145,40 @@ class Graph:
         for n in self.nodes:
             of(n)
         return depth
+
+    def _placement(self) -> tuple[dict[int, tuple[list[int], list[int]]], list[dict[str, Any]]]:
+        """Node ``pos`` / ``size`` and the group records, row by row, group by group."""
+        where: dict[int, tuple[list[int], list[int]]] = {}
+        groups: list[dict[str, Any]] = []
+        top = 0
+        for row in self.rows:
+            left, row_height = 0, 0
+            for group in row:
+                x = left + GROUP_PAD
+                content = 0
+                for column in group.columns:
+                    y = top + GROUP_TITLE + TITLE_BAR
+                    for node in column:
+                        where[node.id] = ([x, y], [NODE_WIDTH, node.height()])
+                        y += node.height() + GAP + TITLE_BAR
+                    content = max(content, y - GAP - TITLE_BAR - top)
+                    x += NODE_WIDTH + GAP
+                width = x - GAP + GROUP_PAD - left
+                height = content + GROUP_PAD
+                groups.append(
+                    {
+                        "id": len(groups) + 1,
+                        "title": group.title,
+                        "bounding": [left, top, width, height],
+                        "color": group.colour,
+                        "font_size": 24,
+                        "flags": {},
+                    }
+                )
+                left += width + GROUP_GAP
+                row_height = max(row_height, height)
+            top += row_height + ROW_GAP
+        return where, groups
 
     def _widget_values(self, node: Node) -> list[Any]:
         values: list[Any] = []
@@ -85,65 +194,59 @@ class Graph:
                 values.append("fixed" if spec["type"] == "INT" else _UPLOAD_VALUE.get(node.type, "image"))
         return values
 
+    def _models(self, node: Node) -> list[dict[str, str]]:
+        """What the missing-models dialog reads: the files this node's widgets name."""
+        named = [v for v in node.widgets.values() if isinstance(v, str) and v in MODEL_FILES]
+        return [{"name": n, "url": MODEL_FILES[n][1], "directory": MODEL_FILES[n][0]} for n in named]
+
     # -- the two formats ------------------------------------------------------------------------------
     def ui(self) -> dict[str, Any]:
         depth = self._depths()
-        column_y: dict[int, float] = {}
+        where, groups = self._placement()
         links: list[list[Any]] = []
+        in_link: dict[tuple[int, str], int] = {}
         out_links: dict[tuple[int, int], list[int]] = {}
         for node in self.nodes:
+            slots = [i["name"] for i in node.sockets()]
             for input_, (src, slot) in node.links_in.items():
                 link_id = len(links) + 1
                 kind = CATALOG[self.nodes[src - 1].type]["outputs"][slot]["type"]
-                slot_in = [i["name"] for i in CATALOG[node.type]["inputs"]].index(input_)
-                links.append([link_id, src, slot, node.id, slot_in, kind])
+                # The target slot indexes the node's ``inputs`` array (sockets and linked widgets
+                # only), not the full input list of the node's signature.
+                links.append([link_id, src, slot, node.id, slots.index(input_), kind])
+                in_link[(node.id, input_)] = link_id
                 out_links.setdefault((src, slot), []).append(link_id)
         ui_nodes = []
         order = sorted(self.nodes, key=lambda n: (depth[n.id], n.id))
         for rank, node in enumerate(order):
             sig = CATALOG[node.type]
-            sockets = [i for i in sig["inputs"] if not i["widget"] or i["name"] in node.links_in]
-            widgets = self._widget_values(node)
-            height = 60 + 26 * max(len(sockets), len(sig["outputs"])) + 30 * len(widgets)
-            if node.type == "LoadImage":
-                height += 300
-            if any(i["name"] in ("caption", "expressions", "text") for i in sig["inputs"]):
-                height += 150  # room for the multiline text box
-            x = 40 + depth[node.id] * 380
-            y = column_y.get(depth[node.id], 40)
-            column_y[depth[node.id]] = y + height + 40
             inputs = []
-            for i in sockets:
-                entry: dict[str, Any] = {"name": i["name"], "type": i["type"], "link": None}
-                if i["name"] in node.links_in:
-                    src, slot = node.links_in[i["name"]]
-                    entry["link"] = next(
-                        link[0] for link in links if link[3] == node.id and link[1] == src and link[2] == slot
-                    )
+            for i in node.sockets():
+                entry: dict[str, Any] = {"name": i["name"], "type": i["type"], "link": in_link.get((node.id, i["name"]))}
                 if i["widget"]:
                     entry["widget"] = {"name": i["name"]}
                 inputs.append(entry)
             outputs = [
-                {
-                    "name": o["name"],
-                    "type": o["type"],
-                    "links": out_links.get((node.id, s), []),
-                    "slot_index": s,
-                }
+                {"name": o["name"], "type": o["type"], "links": out_links.get((node.id, s), []), "slot_index": s}
                 for s, o in enumerate(sig["outputs"])
             ]
+            properties: dict[str, Any] = {"Node name for S&R": node.type}
+            models = self._models(node)
+            if models:
+                properties["models"] = models
+            pos, size = where[node.id]
             ui_node: dict[str, Any] = {
                 "id": node.id,
                 "type": node.type,
-                "pos": [x, y],
-                "size": [340, height],
+                "pos": pos,
+                "size": size,
                 "flags": {},
                 "order": rank,
                 "mode": 0,
                 "inputs": inputs,
                 "outputs": outputs,
-                "properties": {"Node name for S&R": node.type},
-                "widgets_values": widgets,
+                "properties": properties,
+                "widgets_values": self._widget_values(node),
             }
             if node.title:
                 ui_node["title"] = node.title
@@ -155,9 +258,10 @@ class Graph:
             "last_link_id": len(links),
             "nodes": ui_nodes,
             "links": links,
-            "groups": [],
+            "groups": groups,
             "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "refam_note": self.note},
+            # No stored view: the frontend fits the graph to the window when it opens the file.
+            "extra": {"refam_note": self.note},
             "version": 0.4,
         }
 
@@ -180,6 +284,8 @@ class Graph:
         return prompt
 
     def write(self, out: Path = OUT) -> None:
+        if not self.rows:
+            raise ValueError(f"{self.name}: no layout")
         out.mkdir(exist_ok=True)
         (out / f"{self.name}.json").write_text(json.dumps(self.ui(), indent=1) + "\n")
         api_dir = out / "api"
@@ -188,6 +294,9 @@ class Graph:
 
 
 # -- pieces several workflows share ------------------------------------------------------------------
+EXAMPLE_CAPTION = "two cats lying on a pink blanket next to two remote controls"
+
+
 def flux_loaders(g: Graph):
     unet = g.add("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="default")
     clip = g.add(
@@ -201,7 +310,7 @@ def flux_loaders(g: Graph):
     return unet, clip, vae
 
 
-def text_nodes(g: Graph, clip: Node, expressions: str, caption: str = ""):
+def text_nodes(g: Graph, clip: Node, expressions: str, caption: str):
     cond = g.add("RefAMCaptionConditioning", caption=caption, guidance=3.5)
     expr = g.add(
         "RefAMReferringExpression",
@@ -253,12 +362,12 @@ def video_source(g: Graph):
     video = g.add("LoadVideo", file="refam_clip.mp4")
     parts = g.add("GetVideoComponents")
     g.link(video, "VIDEO", parts, "video")
-    return parts
+    return video, parts
 
 
-def track_and_save(g: Graph, parts: Node, heat: Node, point: Node, selection_from: Node) -> None:
+def track_and_save(g: Graph, sam2: Node, parts: Node, heat: Node, point: Node, selection_from: Node):
     prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
-    g.link(load_sam2(g), "segmenter", prop, "segmenter")
+    g.link(sam2, "segmenter", prop, "segmenter")
     g.link(parts, "images", prop, "frames")
     g.link(point, "points", prop, "points")
     g.link(heat, "heatmaps", prop, "heatmaps")
@@ -270,26 +379,52 @@ def track_and_save(g: Graph, parts: Node, heat: Node, point: Node, selection_fro
     g.link(parts, "fps", make, "fps")
     save = g.add("SaveVideo", filename_prefix="refam_video_mask", format="auto", codec="auto")
     g.link(make, "VIDEO", save, "video")
+    return prop, [to_image, make], [save]
+
+
+def load(*columns: list[Node]) -> Group:
+    return Group("1 · Load models and image", COLOURS["load"], list(columns))
+
+
+def describe(*columns: list[Node]) -> Group:
+    return Group("2 · Describe: caption and what to segment", COLOURS["describe"], list(columns))
+
+
+def capture_group(*columns: list[Node]) -> Group:
+    return Group("3 · Capture → heatmap → point", COLOURS["capture"], list(columns))
+
+
+def segment_group(*columns: list[Node], title: str = "4 · Segment") -> Group:
+    return Group(title, COLOURS["segment"], list(columns))
+
+
+def output_group(*columns: list[Node], title: str = "5 · Output") -> Group:
+    return Group(title, COLOURS["output"], list(columns))
 
 
 # -- the shared front half: FLUX + image + expression -> captured attention -------------------------
-def flux_front(g: Graph, expressions: str, caption: str = ""):
+def flux_front(g: Graph, expressions: str, caption: str = EXAMPLE_CAPTION):
     unet, clip, vae = flux_loaders(g)
     image = g.add("LoadImage", image="refam_example.png")
     cond, expr = text_nodes(g, clip, expressions, caption)
     capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(image, "IMAGE", capture, "image")
-    return {"unet": unet, "clip": clip, "vae": vae, "image": image, "filter": filter_node(g, capture)}
+    filt = filter_node(g, capture)
+    return {
+        "unet": unet, "clip": clip, "vae": vae, "image": image, "cond": cond, "expr": expr,
+        "capture": capture, "filter": filt,
+    }
 
 
 def segmentation_tail(g: Graph, front: dict):
     heat, point = heatmap_and_point(g, front["filter"], front["image"], "IMAGE")
+    sam2 = load_sam2(g)
     seg = g.add("RefAMSegment")
-    g.link(load_sam2(g), "segmenter", seg, "segmenter")
+    g.link(sam2, "segmenter", seg, "segmenter")
     g.link(front["image"], "IMAGE", seg, "image")
     g.link(point, "points", seg, "points")
-    return heat, seg
+    return heat, point, sam2, seg
 
 
 def referring_segmentation() -> Graph:
@@ -297,26 +432,37 @@ def referring_segmentation() -> Graph:
         "refam_referring_segmentation",
         "RefAM: type what to segment (one expression per line) -> heatmap preview, point and SAM2 mask.",
     )
-    front = flux_front(g, "the cat on the left")
-    _heat, seg = segmentation_tail(g, front)
+    f = flux_front(g, "the cat on the left")
+    heat, point, sam2, seg = segmentation_tail(g, f)
     to_image = g.add("MaskToImage")
     g.link(seg, "mask", to_image, "mask")
     save = g.add("SaveImage", filename_prefix="refam_mask")
     g.link(to_image, "IMAGE", save, "images")
+    g.layout(
+        [load([f["unet"], f["vae"]], [f["clip"], sam2], [f["image"]]), describe([f["cond"]], [f["expr"]])],
+        [
+            capture_group([f["capture"], f["filter"]], [heat, point]),
+            segment_group([seg]),
+            output_group([to_image, save]),
+        ],
+    )
     return g
 
 
 def refer_and_inpaint() -> Graph:
     g = Graph(
         "refam_refer_and_inpaint",
-        "RefAM finds the object named in the expression; its mask drives a FLUX inpainting pass.",
+        "RefAM finds the object named in the expression on FLUX.1-dev; its grown mask drives ComfyUI's own "
+        "FLUX.1 Fill inpainting recipe (guidance 30, differential diffusion), composited back onto the photo.",
     )
-    front = flux_front(g, "the cat on the left")
-    _heat, seg = segmentation_tail(g, front)
+    f = flux_front(g, "the cat on the left")
+    heat, point, sam2, seg = segmentation_tail(g, f)
+    fill = g.add("UNETLoader", title="Load FLUX.1 Fill (inpainting)", unet_name="flux1-fill-dev.safetensors",
+                 weight_dtype="default")
     grow = g.add("GrowMask", expand=12, tapered_corners=True)
     g.link(seg, "mask", grow, "mask")
     prompt = g.add("CLIPTextEncode", title="Inpaint prompt", text="a sleeping red fox, photo")
-    g.link(front["clip"], "CLIP", prompt, "clip")
+    g.link(f["clip"], "CLIP", prompt, "clip")
     guidance = g.add("FluxGuidance", guidance=30.0)
     g.link(prompt, "CONDITIONING", guidance, "conditioning")
     negative = g.add("ConditioningZeroOut")
@@ -324,13 +470,13 @@ def refer_and_inpaint() -> Graph:
     inpaint = g.add("InpaintModelConditioning", noise_mask=True)
     g.link(guidance, "CONDITIONING", inpaint, "positive")
     g.link(negative, "CONDITIONING", inpaint, "negative")
-    g.link(front["vae"], "VAE", inpaint, "vae")
-    g.link(front["image"], "IMAGE", inpaint, "pixels")
+    g.link(f["vae"], "VAE", inpaint, "vae")
+    g.link(f["image"], "IMAGE", inpaint, "pixels")
     g.link(grow, "MASK", inpaint, "mask")
     diff = g.add("DifferentialDiffusion", strength=1.0)
-    g.link(front["unet"], "MODEL", diff, "model")
+    g.link(fill, "MODEL", diff, "model")
     sampler = g.add(
-        "KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0
+        "KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=1.0
     )
     g.link(diff, "MODEL", sampler, "model")
     g.link(inpaint, "positive", sampler, "positive")
@@ -338,13 +484,24 @@ def refer_and_inpaint() -> Graph:
     g.link(inpaint, "latent", sampler, "latent_image")
     decode = g.add("VAEDecode")
     g.link(sampler, "LATENT", decode, "samples")
-    g.link(front["vae"], "VAE", decode, "vae")
+    g.link(f["vae"], "VAE", decode, "vae")
     composite = g.add("ImageCompositeMasked", x=0, y=0, resize_source=False)
-    g.link(front["image"], "IMAGE", composite, "destination")
+    g.link(f["image"], "IMAGE", composite, "destination")
     g.link(decode, "IMAGE", composite, "source")
     g.link(grow, "MASK", composite, "mask")
     save = g.add("SaveImage", filename_prefix="refam_inpaint")
     g.link(composite, "IMAGE", save, "images")
+    g.layout(
+        [load([f["unet"], f["vae"], fill], [f["clip"], sam2], [f["image"]]), describe([f["cond"], prompt], [f["expr"]])],
+        [
+            capture_group([f["capture"], f["filter"]], [heat, point]),
+            segment_group([seg, grow]),
+            output_group(
+                [guidance, negative, diff], [inpaint, sampler], [decode, composite, save],
+                title="5 · Inpaint (FLUX.1 Fill) and output",
+            ),
+        ],
+    )
     return g
 
 
@@ -353,16 +510,23 @@ def diagnostics() -> Graph:
         "refam_token_diagnostics",
         "Per-token attention maps with their roles; global attention sinks (GAS) flagged; heatmap per block range.",
     )
-    front = flux_front(g, "the cat on the left\nthe remote control")
+    f = flux_front(g, "the cat on the left\nthe remote control")
     maps = g.add("RefAMTokenMaps", image_index=0)
-    g.link(front["filter"], "attention", maps, "attention")
+    g.link(f["filter"], "attention", maps, "attention")
     heat_all = g.add("RefAMHeatmap", title="Heatmap: all blocks", blocks="all", skip_fraction=0.0, spatial_bias=True)
     heat_late = g.add(
         "RefAMHeatmap", title="Heatmap: skip first 60%", blocks="all", skip_fraction=0.6, spatial_bias=True
     )
     for heat in (heat_all, heat_late):
-        g.link(front["filter"], "attention", heat, "attention")
-        g.link(front["image"], "IMAGE", heat, "image")
+        g.link(f["filter"], "attention", heat, "attention")
+        g.link(f["image"], "IMAGE", heat, "image")
+    g.layout(
+        [load([f["unet"], f["vae"]], [f["clip"]], [f["image"]]), describe([f["cond"]], [f["expr"]])],
+        [
+            capture_group([f["capture"]], [f["filter"]]),
+            output_group([maps], [heat_all], [heat_late], title="4 · Token maps and heatmaps"),
+        ],
+    )
     return g
 
 
@@ -373,15 +537,25 @@ def video_flux_on_frames() -> Graph:
         "which tracks the object forward and backward through the clip.",
     )
     unet, clip, vae = flux_loaders(g)
-    parts = video_source(g)
+    video, parts = video_source(g)
     pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4, index=0)
     g.link(parts, "images", pick, "frames")
-    cond, expr = text_nodes(g, clip, "the person in white")
+    cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
     capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(pick, "frames", capture, "image")
-    heat, point = heatmap_and_point(g, filter_node(g, capture), pick, "frames")
-    track_and_save(g, parts, heat, point, pick)
+    filt = filter_node(g, capture)
+    heat, point = heatmap_and_point(g, filt, pick, "frames")
+    sam2 = load_sam2(g)
+    prop, convert, save = track_and_save(g, sam2, parts, heat, point, pick)
+    g.layout(
+        [load([unet, vae], [clip, sam2], [video], [parts, pick]), describe([cond], [expr])],
+        [
+            capture_group([capture, filt], [heat, point]),
+            segment_group([prop], title="4 · Track (SAM2 video)"),
+            output_group(convert, save),
+        ],
+    )
     return g
 
 
@@ -394,13 +568,23 @@ def video_mochi() -> Graph:
     unet = g.add("UNETLoader", unet_name="mochi_preview_bf16.safetensors", weight_dtype="default")
     clip = g.add("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="mochi", device="default")
     vae = g.add("VAELoader", vae_name="mochi_vae.safetensors")
-    parts = video_source(g)
-    cond, expr = text_nodes(g, clip, "the person in white")
+    video, parts = video_source(g)
+    cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
     capture = g.add("RefAMCaptureAttentionMochi", sigma=0.01, seed=0, blocks="all", resolution=480)
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(parts, "images", capture, "frames")
-    heat, point = heatmap_and_point(g, filter_node(g, capture), capture, "frames")
-    track_and_save(g, parts, heat, point, capture)
+    filt = filter_node(g, capture)
+    heat, point = heatmap_and_point(g, filt, capture, "frames")
+    sam2 = load_sam2(g)
+    prop, convert, save = track_and_save(g, sam2, parts, heat, point, capture)
+    g.layout(
+        [load([unet, vae], [clip, sam2], [video], [parts]), describe([cond], [expr])],
+        [
+            capture_group([capture], [filt], [heat, point]),
+            segment_group([prop], title="4 · Track (SAM2 video)"),
+            output_group(convert, save),
+        ],
+    )
     return g
 
 
