@@ -124,6 +124,7 @@ def server(tmp_path_factory):
     # folder: the ComfyUI tree itself may be read-only.
     base = root / "comfy_base"
     (base / "custom_nodes").mkdir(parents=True)
+    (base / "user").mkdir()
     port = _free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 (closed in the fixture's teardown)
     proc = subprocess.Popen(
@@ -137,6 +138,9 @@ def server(tmp_path_factory):
             str(port),
             "--base-directory",
             str(base),
+            # the packaged core keeps user settings beside main.py unless told otherwise
+            "--user-directory",
+            str(base / "user"),
             "--extra-model-paths-config",
             str(config),
             "--input-directory",
