@@ -125,6 +125,9 @@ def server(tmp_path_factory):
     base = root / "comfy_base"
     (base / "custom_nodes").mkdir(parents=True)
     (base / "user").mkdir()
+    # The packaged core creates every model folder under its working directory, which is the
+    # tree itself unless --cwd (an option upstream lacks) points elsewhere.
+    own_cwd = ["--cwd", str(base)] if '"--cwd"' in (comfy / "comfy" / "cli_args.py").read_text() else []
     port = _free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 (closed in the fixture's teardown)
     proc = subprocess.Popen(
@@ -151,6 +154,7 @@ def server(tmp_path_factory):
             str(root / "temp"),
             "--database-url",
             f"sqlite:///{root / 'comfy.db'}",
+            *own_cwd,
         ],
         cwd=comfy,
         stdout=log,
