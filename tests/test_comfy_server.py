@@ -125,15 +125,21 @@ def server(tmp_path_factory):
     base = root / "comfy_base"
     (base / "custom_nodes").mkdir(parents=True)
     (base / "user").mkdir()
-    # The packaged core creates every model folder under its working directory, which is the
-    # tree itself unless --cwd (an option upstream lacks) points elsewhere.
-    own_cwd = ["--cwd", str(base)] if '"--cwd"' in (comfy / "comfy" / "cli_args.py").read_text() else []
+    # The packaged core's main.py pins its base path to the tree and creates every model folder
+    # there; started the way that core is meant to start (its ``comfyui`` entry point, the tree
+    # on PYTHONPATH) it works from the scratch folder. Upstream runs its main.py in the tree.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if (comfy / "comfy" / "cmd" / "main.py").is_file():
+        launch, workdir = ["-m", "comfy.cmd.main"], base
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(comfy), env.get("PYTHONPATH", "")) if p)
+    else:
+        launch, workdir = ["main.py"], comfy
     port = _free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 (closed in the fixture's teardown)
     proc = subprocess.Popen(
         [
             sys.executable,
-            "main.py",
+            *launch,
             "--cpu",
             "--listen",
             "127.0.0.1",
@@ -154,12 +160,11 @@ def server(tmp_path_factory):
             str(root / "temp"),
             "--database-url",
             f"sqlite:///{root / 'comfy.db'}",
-            *own_cwd,
         ],
-        cwd=comfy,
+        cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
