@@ -266,6 +266,50 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
     return clip, t5
 
 
+def tiny_mochi_clip(seed: int = 0):
+    """A Mochi CLIP made by ComfyUI's own text-encoder loader (``load_text_encoder_state_dicts``,
+    type ``mochi``): the real ``MochiT5Tokenizer`` and Mochi's T5 wrapper with attention masks,
+    holding a tiny random T5 (32 wide, 2 layers) through the loader's ``t5xxl_class`` option.
+
+    ComfyUI recognises T5-XXL by the shape of its 24th block's gated MLP (10240 x 4096; cores read
+    one side or the other); the tiny encoder has two blocks of width 32, so that one key is added,
+    as a zero-stride view the size of one number, for the detector only (the tiny model ignores it).
+    """
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.text_encoders.t5
+
+    t5_cfg = {
+        **TINY_T5,
+        "dense_act_fn": "gelu_pytorch_tanh",
+        "is_gated_act": True,
+        "layer_norm_epsilon": 1e-6,
+        "model_type": "t5",
+    }
+
+    class TinyT5(comfy.sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):  # noqa: B006 (ComfyUI's signature)
+            super().__init__(
+                device=device,
+                dtype=dtype,
+                textmodel_json_config=t5_cfg,
+                special_tokens={"end": 1, "pad": 0},
+                model_class=comfy.text_encoders.t5.T5,
+                enable_attention_masks=True,
+                return_attention_masks=True,
+                model_options={**model_options, "model_name": "t5xxl"},
+            )
+
+    t5, _clip_l = tiny_text_encoders(seed)
+    state_dict = dict(t5.state_dict())
+    state_dict["encoder.block.23.layer.1.DenseReluDense.wi_1.weight"] = torch.zeros(1, 1).expand(10240, 4096)
+    return comfy.sd.load_text_encoder_state_dicts(
+        [state_dict],
+        clip_type=comfy.sd.CLIPType.MOCHI,
+        model_options={"t5xxl_class": TinyT5, "initial_device": torch.device("cpu")},
+    )
+
+
 def tiny_comfy_mochi(t5_dim: int = 32, seed: int = 0, depth: int = 3, full_width: bool = False):
     """ComfyUI's own Mochi (detected by ComfyUI from its text projection) with a few blocks and
     random weights.

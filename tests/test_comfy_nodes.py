@@ -182,16 +182,18 @@ def test_bad_inputs_fail_clearly(pack, objects):
 
 def test_mochi_video_chain(pack, sam2_folder):
     """Capture (Mochi) -> Filter -> Heatmap on the latent frames -> Point -> Propagate over the clip."""
-    from comfy_support import PooledVideoVAE, tiny_comfy_mochi
+    from comfy_support import PooledVideoVAE, tiny_comfy_mochi, tiny_mochi_clip
 
     model = tiny_comfy_mochi(32)
-    clip_model, _ = tiny_flux_clip()  # its T5 side (32 wide) matches the tiny Mochi's t5_feat_dim
+    clip_model = tiny_mochi_clip()  # ComfyUI's Mochi CLIP (real MochiT5Tokenizer), T5 32 wide as the model
+    import comfy.text_encoders.genmo
+
+    assert isinstance(clip_model.tokenizer, comfy.text_encoders.genmo.MochiT5Tokenizer)
     frames = torch.zeros(8, 48, 64, 3)
     for t in range(8):
         frames[t, 10:30, 4 + 3 * t : 24 + 3 * t] = torch.tensor([0.9, 0.1, 0.1])
-    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip_model, caption="", guidance=3.5)
-    # Mochi's own T5 CLIP returns the prompt's attention mask with the conditioning; this tiny one is FLUX's.
-    cond[0][1]["attention_mask"] = torch.ones(1, cond[0][0].shape[1], dtype=torch.long)
+    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip_model, caption="a red box moving right", guidance=3.5)
+    assert cond[0][1]["attention_mask"].shape == (1, cond[0][0].shape[1])  # Mochi's T5 returns its mask
     (expr,) = _run(
         pack, "RefAMReferringExpression", clip=clip_model, expressions="the red box", magnets="_ with",
         noun_phrase=False, spatial_bias=True,

@@ -163,3 +163,22 @@ def test_branch_equals_masked_joint_attention(model):
         d = q_img.shape[-1]
         expected = torch.einsum("bnhd,blhd->bnl", q_img, k_expr) / (math.sqrt(d) * q_img.shape[2])
         torch.testing.assert_close(record.logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
+    """Before diffusers 0.35 a single block took ``[text; image]`` as one tensor, so the image
+    rows this backend reads would hold text: refuse it, naming the version to install."""
+    import types
+
+    model = tiny_flux_transformer(seed=3)
+
+    def old_forward(self, hidden_states, temb, image_rotary_emb=None, joint_attention_kwargs=None):
+        raise AssertionError("never called")
+
+    block = model.single_transformer_blocks[0]
+    monkeypatch.setattr(block, "forward", types.MethodType(old_forward, block))
+    with pytest.raises(RuntimeError, match=r"diffusers >= 0\.35"):
+        flux_blocks(model)
+    embeds, layout = _expr(model)
+    with pytest.raises(RuntimeError, match="single blocks as one tensor"), capture_flux_attention(model, embeds, layout):
+        pass

@@ -141,9 +141,20 @@ def supports_attention_override() -> bool:
     return hasattr(attention, "wrap_attn")
 
 
+def _t5_part(clip: Any) -> Any:
+    """ComfyUI's T5-XXL tokenizer inside a CLIP: ``tokenizer.t5xxl`` for FLUX's dual tokenizer;
+    a single-encoder tokenizer (Mochi's ``SD1Tokenizer`` with ``clip_name="t5xxl"``) keeps it
+    under its ``clip`` attribute (``clip_t5xxl``)."""
+    tokenizer = getattr(clip, "tokenizer", None)
+    inner = getattr(tokenizer, "t5xxl", None)
+    if inner is None and getattr(tokenizer, "clip_name", None) == "t5xxl":
+        inner = getattr(tokenizer, getattr(tokenizer, "clip", ""), None)
+    return inner
+
+
 def t5_tokenizer(clip: Any) -> Any:
-    """The Hugging Face T5 tokenizer behind a FLUX CLIP (word offsets for token roles)."""
-    inner = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
+    """The Hugging Face T5 tokenizer behind a FLUX or Mochi CLIP (word offsets for token roles)."""
+    inner = _t5_part(clip)
     hf = getattr(inner, "tokenizer", None)
     if hf is None:
         raise TypeError(
@@ -155,8 +166,7 @@ def t5_tokenizer(clip: Any) -> Any:
 
 
 def t5_pad_length(clip: Any) -> int:
-    inner = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
-    return int(getattr(inner, "min_length", None) or COMFY_T5_PAD_LENGTH)
+    return int(getattr(_t5_part(clip), "min_length", None) or COMFY_T5_PAD_LENGTH)
 
 
 # -- text ------------------------------------------------------------------------------------

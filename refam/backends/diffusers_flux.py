@@ -113,6 +113,16 @@ def flux_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
             f"expected a diffusers FluxTransformer2DModel, got {type(transformer).__name__}: "
             "RefAM's diffusers backend needs FLUX double- and single-stream blocks"
         )
+    for block in transformer.single_transformer_blocks:
+        # diffusers < 0.35 hands single blocks [text; image] as one tensor, so the image tokens
+        # this backend reads would be mixed with text rows.
+        if "encoder_hidden_states" not in inspect.signature(block.forward).parameters:
+            import diffusers
+
+            raise RuntimeError(
+                f"diffusers {diffusers.__version__} passes text and image to FLUX's single blocks as one tensor; "
+                "RefAM needs diffusers >= 0.35: pip install -U 'diffusers>=0.35'"
+            )
     named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
     named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
     return named
