@@ -13,6 +13,7 @@ import torch
 from refam.expression import DEFAULT_MAGNETS, tokenize_expression
 from refam.heatmap import BlockSelection, parse_block_spec
 from refam.language import analyze_expression
+from refam.operating_point import FLUX_IMAGE
 from refam.pipeline import as_image_batch, choose_points, expression_heatmaps, normalize_expressions
 from refam.points import points_to_json, upsample_heatmap
 from refam.visualize import colorize, heatmap_overlay, tile
@@ -213,7 +214,7 @@ CAPTION_INPUTS = (
         default="",
         multiline=True,
     ),
-    Param("guidance", "FLOAT", "FLUX distilled guidance (ignored by schnell).", default=3.5, min=0.0, max=100.0, step=0.1),
+    Param("guidance", "FLOAT", "FLUX distilled guidance (ignored by schnell).", default=FLUX_IMAGE.guidance, min=0.0, max=100.0, step=0.1),
 )
 EXPRESSION_INPUTS = (
     Param("clip", "CLIP", "FLUX's text encoders: the expression is encoded by the model's own T5."),
@@ -233,10 +234,10 @@ CAPTURE_INPUTS = (
     Param("image", "IMAGE", "Image batch; any size (resized for the model, results come back at this size)."),
     Param("conditioning", "CONDITIONING", "Caption conditioning (RefAM Caption Conditioning)."),
     Param("expression", P.EXPRESSION, "Encoded referring expressions (RefAM Referring Expression)."),
-    Param("sigma", "FLOAT", "Noise level of the single denoising pass (paper: 0.75 = timestep 750).", default=0.75, min=0.01, max=1.0, step=0.01),
+    Param("sigma", "FLOAT", "Noise level of the single denoising pass (paper: 0.75 = timestep 750).", default=FLUX_IMAGE.sigma, min=0.01, max=1.0, step=0.01),
     Param("seed", "INT", "Seed of the noise; fixed for reproducible masks.", default=0, min=0, max=MAX_SEED),
     Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges (0-18), names (double.3) or kinds (single). Fewer blocks stop the pass early.", default="all"),
-    Param("resolution", "INT", "The model sees about resolution² pixels (aspect kept, multiple of 16). 0 = the image's own size.", default=1024, min=0, max=4096, step=16),
+    Param("resolution", "INT", "The model sees about resolution² pixels (aspect kept, multiple of 16). 0 = the image's own size.", default=FLUX_IMAGE.resolution, min=0, max=4096, step=16),
 )
 FILTER_INPUTS = (
     Param("attention", P.ATTENTION, "Captured attention (RefAM Capture Attention)."),

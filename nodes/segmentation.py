@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from refam.operating_point import FLUX_IMAGE
 from refam.points import point_dict
 from refam.visualize import draw_points, mask_overlay
 
@@ -237,7 +238,7 @@ ALL_IN_ONE_INPUTS = (
     Param("spatial_bias", "BOOLEAN", "Positional prior from direction words.", default=True),
     _by_name["sigma"],
     Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=MAX_SEED),
-    Param("guidance", "FLOAT", "FLUX distilled guidance.", default=3.5, min=0.0, max=100.0, step=0.1),
+    Param("guidance", "FLOAT", "FLUX distilled guidance.", default=FLUX_IMAGE.guidance, min=0.0, max=100.0, step=0.1),
     _by_name["resolution"],
 )
 ALL_IN_ONE_OUTPUTS = (

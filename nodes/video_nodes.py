@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from refam.operating_point import MOCHI_VIDEO
 from refam.segment.video import ArrayFrames, propagate
 from refam.video import candidate_frames, choose_prompts, frame_evidence
 from refam.visualize import mask_overlay
@@ -14,6 +15,7 @@ from .image_chain import image_batch, to_comfy_image
 from .spec import Param, Result
 
 MODES = ("first", "evenly_spaced", "index")
+PROMPT_FRAMES = ("first", "best")
 
 
 def _clip(frames: torch.Tensor) -> ArrayFrames:
@@ -37,6 +39,7 @@ def propagate_masks(
     heatmaps: P.Heatmaps,
     points_from: int,
     direction: str,
+    prompt_frame: str = "first",
     selection: P.FrameSelection | None = None,
 ) -> tuple:
     from refam.backends.comfy_runtime import block_progress, throw_if_interrupted
@@ -44,6 +47,8 @@ def propagate_masks(
     clip = _clip(frames)
     n_expr = len(points.texts)
     indices = selection.indices if selection is not None else list(range(points.n_images))
+    if prompt_frame not in PROMPT_FRAMES:
+        raise ValueError(f"prompt_frame must be one of {', '.join(PROMPT_FRAMES)}, got {prompt_frame!r}")
     if len(indices) != points.n_images or heatmaps.n_images != points.n_images:
         raise ValueError(
             f"{points.n_images} point sets and {heatmaps.n_images} heatmaps for {len(indices)} selected frames: "
@@ -60,8 +65,10 @@ def propagate_masks(
     bar = block_progress(len(clip) * n_expr)
     with segmenter.tracking() as tracker:
         for e in range(n_expr):
-            evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices)}
-            per_frame = {f: points.points[c * n_expr + e] for c, f in enumerate(indices)}
+            # "first" (the paper): the earliest selected frame prompts; "best": the most evident ones.
+            ranked = indices if prompt_frame == "best" else [min(indices)]
+            evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices) if f in ranked}
+            per_frame = {f: points.points[c * n_expr + e] for c, f in enumerate(indices) if f in ranked}
             prompts = choose_prompts(evidence, per_frame, points_from)
 
             def on_frame(done: int, total: int, e: int = e) -> None:
@@ -86,9 +93,9 @@ PICK_INPUTS = (
     Param(
         "mode",
         "COMBO",
-        "first: the paper's first frame; evenly_spaced: candidates across the clip, the most evident one prompts "
-        "SAM2 (RefAM Propagate decides); index: one chosen frame.",
-        default="evenly_spaced",
+        "first: the paper's first frame; evenly_spaced: candidates across the clip for RefAM Propagate's "
+        "prompt_frame=best (the most evident one prompts SAM2); index: one chosen frame.",
+        default="first",
         options=MODES,
     ),
     Param("candidates", "INT", "Candidate frames in evenly_spaced mode (each costs one DiT image pass).", default=4, min=1, max=64),
@@ -104,7 +111,15 @@ PROPAGATE_INPUTS = (
     Param("frames", "IMAGE", "The whole clip (kept on the CPU; frames are streamed to SAM2 one at a time)."),
     Param("points", P.POINTS, "RefAM Point on the selected frames."),
     Param("heatmaps", P.HEATMAP, "RefAM Heatmap of the same frames: the most peaked one picks the prompt frame."),
-    Param("points_from", "INT", "Positive points from this many of the most evident frames.", default=1, min=1, max=16),
+    Param("points_from", "INT", "With prompt_frame=best: positive points from this many of the most evident frames.", default=1, min=1, max=16),
+    Param(
+        "prompt_frame",
+        "COMBO",
+        "first (the paper): the earliest of the selected frames prompts SAM2; best: the selected frame whose "
+        "heatmap is most peaked.",
+        default="first",
+        options=PROMPT_FRAMES,
+    ),
     Param("direction", "COMBO", "Track forward, backward or both from the prompt frame(s).", default="both", options=("both", "forward", "backward")),
     Param("selection", P.FRAMES, "RefAM Pick Frame's selection; without it the points belong to the clip's first frames.", optional=True),
 )
@@ -149,10 +164,10 @@ MOCHI_INPUTS = (
     Param("frames", "IMAGE", "The clip as an IMAGE batch; padded to 6k+1 frames for Mochi's VAE (padding is dropped)."),
     Param("conditioning", "CONDITIONING", "Caption conditioning from Mochi's T5 (RefAM Caption Conditioning or CLIPTextEncode)."),
     Param("expression", P.EXPRESSION, "Encoded referring expressions (RefAM Referring Expression with Mochi's CLIP)."),
-    Param("sigma", "FLOAT", "Noise level (paper: timestep 990 in Mochi's inverted convention = sigma 0.01).", default=0.01, min=0.001, max=1.0, step=0.001),
+    Param("sigma", "FLOAT", "Noise level (paper: timestep 990 in Mochi's inverted convention = sigma 0.01).", default=MOCHI_VIDEO.sigma, min=0.001, max=1.0, step=0.001),
     Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=2**63 - 1),
     Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges or names (mochi.20).", default="all"),
-    Param("resolution", "INT", "Frames are resized to about resolution² pixels (multiple of 16). 0 = as is.", default=480, min=0, max=2048, step=16),
+    Param("resolution", "INT", "Frames are resized to about resolution² pixels (multiple of 16). 0 = as is.", default=MOCHI_VIDEO.resolution, min=0, max=2048, step=16),
 )
 MOCHI_OUTPUTS = (
     Result("attention", P.ATTENTION, "Attention per latent frame (each latent frame is one 'image' of the chain)."),

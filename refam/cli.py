@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO
+
 __all__ = ["main"]
 
 
@@ -47,14 +49,25 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
         help="comma-separated attention magnets (default '_,with,to,and,pink'; '' = none)",
     )
     g.add_argument(
-        "--sigma", type=float, default=0.75, help="noise level σ (transformer timestep 1000·σ; default 0.75)"
+        "--sigma",
+        type=float,
+        default=None,
+        help=f"noise level σ (default: the model's; FLUX {FLUX_IMAGE.sigma} = timestep 750, "
+        f"Mochi {MOCHI_VIDEO.sigma} = timestep 990, the toy its own)",
     )
     g.add_argument("--seed", type=int, default=0, help="noise seed")
     g.add_argument(
-        "--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (ignored by schnell)"
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"FLUX.1-dev distilled guidance (default {FLUX_IMAGE.guidance}; ignored by schnell)",
     )
     g.add_argument(
-        "--resolution", type=int, default=1024, help="model sees ~N² pixels, aspect kept (default 1024)"
+        "--resolution",
+        type=int,
+        default=None,
+        help=f"model sees ~N² pixels, aspect kept (default: the model's; FLUX {FLUX_IMAGE.resolution}, "
+        f"Mochi {MOCHI_VIDEO.resolution})",
     )
     g.add_argument(
         "--blocks",
@@ -132,11 +145,11 @@ def _options_from_args(args: argparse.Namespace):
         DEFAULT_MAGNETS if args.magnets is None else tuple(m for m in args.magnets.split(",") if m.strip())
     )
     blocks = parse_block_spec(args.blocks or "")
+    # σ, guidance and resolution not given on the command line stay the backend's to decide.
+    given = {k: getattr(args, k) for k in ("sigma", "guidance", "resolution") if getattr(args, k) is not None}
     return RefAMOptions(magnets=magnets).replace(
-        sigma=args.sigma,
+        **given,
         seed=args.seed,
-        guidance=args.guidance,
-        resolution=args.resolution,
         points=args.points,
         drop_stop_words=not args.no_stop_filter,
         drop_magnets=not args.no_magnet_filter,
@@ -167,15 +180,23 @@ def _device_and_dtype(args: argparse.Namespace):
     return device, dtype
 
 
+def _ran_with(pipe: Any) -> dict[str, Any]:
+    """The operating point and knobs a run used, as summary.json records them."""
+    opts = pipe.resolved()
+    return {
+        "sigma": opts.sigma,
+        "resolution": opts.resolution,
+        "guidance": opts.guidance,
+        "seed": opts.seed,
+        "magnets": list(opts.magnets),
+    }
+
+
 def _load_pipeline(args: argparse.Namespace, log: StageLog):
     from refam.loading import load_pipeline
-    from refam.pipeline import RefAMOptions
 
     device, dtype = _device_and_dtype(args)
     options = _options_from_args(args)
-    defaults = RefAMOptions()
-    # σ left at the FLUX default may be replaced by a toy model's own operating point.
-    explicit = {"sigma"} if options.sigma != defaults.sigma else set()
     return load_pipeline(
         args.model,
         segmenter=args.segmenter,
@@ -189,7 +210,6 @@ def _load_pipeline(args: argparse.Namespace, log: StageLog):
         dtype=dtype,
         offload=args.offload,
         options=options,
-        explicit_options=explicit,
         progress=log,
     )
 
@@ -233,11 +253,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "image_size": [int(image.shape[0]), int(image.shape[1])],
         "model": pipe.backend.name,
         "caption": args.caption,
-        "options": {
-            "sigma": pipe.options.sigma,
-            "seed": pipe.options.seed,
-            "magnets": list(pipe.options.magnets),
-        },
+        "options": _ran_with(pipe),
     }
     summary = _write_outputs(Path(args.out), image, results, meta)
     log(f"wrote {len(results)} result(s) to {args.out}")
@@ -258,12 +274,7 @@ def _video_pipeline(args: argparse.Namespace, log: StageLog):
 
     device, dtype = _device_and_dtype(args)
     backend = load_mochi(args.video_model, device=device, dtype=dtype, progress=log)
-    # The paper's Mochi operating point unless σ / resolution were given.
-    options = _options_from_args(args).replace(
-        sigma=args.sigma if args.sigma != 0.75 else 0.01,
-        resolution=args.resolution if args.resolution != 1024 else 480,
-    )
-    return RefAMPipeline(backend, None, options)
+    return RefAMPipeline(backend, None, _options_from_args(args))
 
 
 def _write_video_outputs(out: Path, frames: Any, results: list[Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -334,13 +345,14 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
                 log(f"tracked {done}/{total} frames")
 
         run = segment_video_mochi if args.video_model else segment_video
-        extra = {} if args.video_model else {"prompt_frame": prompt_frame, "candidates": args.candidates}
+        extra = {} if args.video_model else {"candidates": args.candidates}
         results = run(
             pipe,
             predictor,
             frames,
             expressions,
             args.caption,
+            prompt_frame=prompt_frame,
             points_from=args.points_from,
             on_frame=on_frame,
             progress=log,
@@ -352,6 +364,8 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
             "frame_size": list(frames.size),
             "model": pipe.backend.name,
             "caption": args.caption,
+            "prompt_frame": prompt_frame,
+            "options": _ran_with(pipe),
         }
         summary = _write_video_outputs(Path(args.out), frames, results, meta)
     log(f"wrote {len(results)} mask sequence(s) to {args.out}")

@@ -449,7 +449,9 @@ def _segment(pipeline, predictor, frames, texts, mochi, prompt_frame, candidates
     from refam.video import segment_video, segment_video_mochi
 
     if mochi:
-        return segment_video_mochi(pipeline, predictor, frames, texts, points_from=points_from, **overrides)
+        return segment_video_mochi(
+            pipeline, predictor, frames, texts, prompt_frame=prompt_frame, points_from=points_from, **overrides
+        )
     return segment_video(
         pipeline, predictor, frames, texts, prompt_frame=prompt_frame, candidates=candidates,
         points_from=points_from, **overrides,

@@ -418,13 +418,11 @@ def load_pipeline(
     dtype: str | torch.dtype = torch.float32,
     offload: bool = False,
     options: Any | None = None,
-    explicit_options: set[str] | frozenset[str] = frozenset(),
     progress: ProgressFn | None = None,
 ) -> Any:
     """A ready :class:`~refam.pipeline.RefAMPipeline`: ``model``, else FLUX.1 from the Hugging Face
     cache, else the embedded toy model (announced through ``progress``, with where real weights
-    go). The toy brings its own segmenter (a flood fill), image size (48 px) and noise level
-    σ (unless ``explicit_options`` names ``sigma``)."""
+    go). The toy brings its own segmenter (a flood fill) and operating point (48 px, its σ)."""
     from refam.pipeline import RefAMOptions, RefAMPipeline
 
     say = progress or (lambda _s: None)
@@ -443,8 +441,6 @@ def load_pipeline(
         for line in WHERE_WEIGHTS_GO.splitlines():
             say(line)
         backend = load_toy(device=device)
-        if "sigma" not in explicit_options:
-            opts = opts.replace(sigma=backend.default_sigma)
         if segmenter is None:
             from refam.toy.segmenter import FloodFillSegmenter
 

@@ -19,6 +19,7 @@ from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expr
 from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
 from refam.images import MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, analyze_expression
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
 from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
 
 __all__ = [
@@ -41,6 +42,7 @@ class AttentionBackend(Protocol):
     """What a DiT backend offers the pipeline (diffusers FLUX, ComfyUI FLUX, Mochi, the toy)."""
 
     name: str
+    operating_point: OperatingPoint  # where the paper runs this model (σ, size, guidance)
 
     @property
     def tokenizer(self) -> Any: ...
@@ -65,17 +67,31 @@ class AttentionBackend(Protocol):
 
 @dataclass(frozen=True)
 class RefAMOptions:
-    """Every knob of the method; the defaults are the paper's (FLUX images)."""
+    """Every knob of the method; the defaults are the paper's.
+
+    ``sigma``, ``guidance`` and ``resolution`` left at :data:`FROM_BACKEND` come from the
+    backend's operating point (:mod:`refam.operating_point`: FLUX σ 0.75 at 1024², Mochi σ 0.01 at
+    480p, the toy its validated σ); :meth:`at` fills them in.
+    """
 
     magnets: tuple[str, ...] = DEFAULT_MAGNETS
-    sigma: float = 0.75  # paper: "timestep 750"; transformer timestep = 1000·σ
+    sigma: float | FromBackend = FROM_BACKEND
     seed: int = 0
-    guidance: float = 3.5  # FLUX.1-dev's distilled guidance; ignored by models without it
-    resolution: int | None = 1024  # model sees ~resolution² pixels, aspect kept
+    guidance: float | None | FromBackend = FROM_BACKEND  # ignored by models without guidance
+    resolution: int | None | FromBackend = FROM_BACKEND  # model sees ~resolution² pixels; None: the image's size
     capture_blocks: tuple[int, ...] | None = None  # None = all blocks
     heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
     points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
     point_min_distance: int = 2  # patches between peaks when points > 1
+
+    def at(self, point: OperatingPoint) -> RefAMOptions:
+        """These options with every value left to the backend taken from ``point``."""
+        filled = {
+            name: getattr(point, name)
+            for name in ("sigma", "guidance", "resolution")
+            if isinstance(getattr(self, name), FromBackend)
+        }
+        return dataclasses.replace(self, **filled) if filled else self
 
     def replace(self, **changes: Any) -> RefAMOptions:
         """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
@@ -218,6 +234,12 @@ class RefAMPipeline:
         self.segmenter = segmenter
         self.options = options or RefAMOptions()
 
+    def resolved(self, options: RefAMOptions | None = None, **overrides: Any) -> RefAMOptions:
+        """``options`` (default: the pipeline's) with ``overrides``, unset values from the backend."""
+        opts = options or self.options
+        opts = opts.replace(**overrides) if overrides else opts
+        return opts.at(getattr(self.backend, "operating_point", FLUX_IMAGE))
+
     def tokenize(
         self, expressions: str | Sequence[str], options: RefAMOptions | None = None
     ) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
@@ -249,7 +271,7 @@ class RefAMPipeline:
     ) -> CapturedAttention:
         """The backend's captured attention for ``images`` (one pass for all ``expressions``)."""
         batch, _ = as_image_batch(images)
-        return self._capture(batch, expressions, caption, options or self.options, progress)
+        return self._capture(batch, expressions, caption, self.resolved(options), progress)
 
     def _capture(
         self,
@@ -281,7 +303,7 @@ class RefAMPipeline:
         **overrides: Any,
     ) -> list[list[ExpressionResult]]:
         """Results ``[image][expression]``; one DiT pass serves every expression of the batch."""
-        opts = self.options.replace(**overrides) if overrides else self.options
+        opts = self.resolved(**overrides)
         batch, image_warnings = as_image_batch(images)
         tokenized, cues = self.tokenize(expressions, opts)
         captured = self._capture(batch, tokenized, caption, opts, progress)

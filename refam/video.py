@@ -177,6 +177,7 @@ def segment_video_mochi(
     expressions: str | Sequence[str],
     caption: str = "",
     *,
+    prompt_frame: str | int = "first",
     points_from: int = 1,
     forward: bool = True,
     backward: bool = True,
@@ -185,14 +186,19 @@ def segment_video_mochi(
     **overrides: Any,
 ) -> list[VideoResult]:
     """The paper's video path: one Mochi pass over the whole clip (``pipeline.backend`` is a Mochi
-    backend), the most evident latent frame's point prompts SAM2, which tracks through the clip."""
-    from refam.backends.mochi_layout import representative_frames
+    backend), then SAM2 tracks from a prompt frame through the clip.
+
+    ``prompt_frame``: ``"first"`` (the paper: the point comes from the first frame), a frame index
+    (prompted with its latent frame's heatmap), or ``"best"``: among one frame per latent frame,
+    the one whose heatmap is most peaked (``points_from`` > 1 adds the next most evident ones).
+    """
+    from refam.backends.mochi_layout import latent_frame_of, representative_frames
     from refam.pipeline import choose_points, expression_heatmaps
     from refam.points import upsample_heatmap
 
     if points_from < 1:
         raise ValueError(f"points_from must be >= 1, got {points_from}")
-    opts = pipeline.options.replace(**overrides) if overrides else pipeline.options
+    opts = pipeline.resolved(**overrides)
     tokenized, cues = pipeline.tokenize(expressions, opts)
     clip = np.stack([frames.frame(t) for t in range(len(frames))])
     if progress:
@@ -208,18 +214,23 @@ def segment_video_mochi(
         progress=progress,
     )
     shown = representative_frames(len(frames), captured.batch_size)
+    # candidate prompt frame -> the latent frame whose heatmap it takes
+    if prompt_frame == "best":
+        candidates = {f: c for c, f in enumerate(shown)}
+    else:
+        candidates = {f: latent_frame_of(f) for f in candidate_frames(len(frames), prompt_frame, 1)}
     out = []
     for heat, expr in zip(expression_heatmaps(captured, cues, opts.heatmap), tokenized, strict=True):
-        evidence = {f: frame_evidence(heat.grid[c]) for c, f in enumerate(shown)}
-        points = {f: choose_points(heat.grid[c], captured.geometry, opts.points) for c, f in enumerate(shown)}
+        evidence = {f: frame_evidence(heat.grid[c]) for f, c in candidates.items()}
+        points = {f: choose_points(heat.grid[c], captured.geometry, opts.points) for f, c in candidates.items()}
         prompts = choose_prompts(evidence, points, points_from)
-        best = max(shown, key=lambda f: (evidence[f], -f))
+        best = max(candidates, key=lambda f: (evidence[f], -f))
         masks = np.zeros((len(frames), *frames.size), dtype=bool)
         for index, mask, _score in propagate(
             predictor, frames, prompts, forward=forward, backward=backward, on_frame=on_frame
         ):
             masks[index] = mask
-        full = upsample_heatmap(heat.grid[shown.index(best)][None], captured.geometry)[0].numpy()
+        full = upsample_heatmap(heat.grid[candidates[best]][None], captured.geometry)[0].numpy()
         out.append(
             VideoResult(
                 expression=expr.text,

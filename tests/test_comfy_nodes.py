@@ -214,10 +214,16 @@ def test_mochi_video_chain(pack, sam2_folder):
     (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
     mask, preview, report = _run(
         pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,
-        points_from=1, direction="both", selection=selection,
+        points_from=1, direction="both", prompt_frame="first", selection=selection,
     )
     assert mask.shape == (8, 48, 64) and preview.shape == (8, 48, 64, 3)
-    assert "'the red box': prompts on frames" in report
+    # the paper's protocol by default: the first frame prompts SAM2
+    assert report.startswith("'the red box': prompts on frames [0]; evidence 0:")
+    _mask, _preview, report = _run(
+        pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,
+        points_from=1, direction="forward", prompt_frame="best", selection=selection,
+    )
+    assert all(f"{f}:" in report for f in (0, 3, 7))  # every latent frame's frame competed
 
 
 def test_segmenter_folders_register_on_this_core_and_list_by_family(pack, tmp_path):

@@ -180,16 +180,22 @@ def test_cli_segment_video_with_mochi(tmp_path, t5_tokenizer):
     rng = np.random.default_rng(0)
     for t in range(9):
         Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(clip / f"{t:05d}.png")
+    common = ["segment-video", str(clip), "the dog", "--video-model", str(folder), "--segmenter", str(ckpt),
+              "--sam2-image-size", "256", "--resolution", "64", "--quiet"]
     out = tmp_path / "out"
-    rc = main(
-        [
-            "segment-video", str(clip), "the dog", "--video-model", str(folder), "--segmenter", str(ckpt),
-            "--sam2-image-size", "256", "--resolution", "64", "--out", str(out), "--quiet",
-        ]
-    )
-    assert rc == 0
+    assert main([*common, "--out", str(out)]) == 0
     masks = sorted((out / "00_the-dog").glob("*.png"))
     assert len(masks) == 9 and Image.open(masks[0]).size == (56, 40)
     summary = json.loads((out / "summary.json").read_text())
-    # 9 frames -> padded to 13 -> latent frames 0, 1, 2 shown on frames 0, 3, 8
+    # The paper's protocol: the first frame prompts, at Mochi's own σ (timestep 990); the explicit
+    # --resolution is honoured.
+    assert summary["results"][0]["prompt_frame"] == 0 and list(summary["results"][0]["evidence"]) == ["0"]
+    assert summary["options"]["sigma"] == 0.01 and summary["options"]["resolution"] == 64
+
+    # By name: the most evident latent frame (9 frames -> padded to 13 -> latent frames 0, 1, 2
+    # shown on frames 0, 3, 8), and an explicit σ equal to FLUX's default stays as given.
+    best = tmp_path / "best"
+    assert main([*common, "--prompt-frame", "best", "--sigma", "0.75", "--out", str(best)]) == 0
+    summary = json.loads((best / "summary.json").read_text())
     assert sorted(int(k) for k in summary["results"][0]["evidence"]) == [0, 3, 8]
+    assert summary["options"]["sigma"] == 0.75

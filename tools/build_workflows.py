@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from nodes import NODE_SPECS  # noqa: E402
 from nodes.spec import spec_signature  # noqa: E402
+from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO  # noqa: E402
 
 OUT = ROOT / "example_workflows"
 CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())["nodes"]
@@ -311,7 +312,7 @@ def flux_loaders(g: Graph):
 
 
 def text_nodes(g: Graph, clip: Node, expressions: str, caption: str):
-    cond = g.add("RefAMCaptionConditioning", caption=caption, guidance=3.5)
+    cond = g.add("RefAMCaptionConditioning", caption=caption, guidance=FLUX_IMAGE.guidance)
     expr = g.add(
         "RefAMReferringExpression",
         expressions=expressions,
@@ -365,8 +366,8 @@ def video_source(g: Graph):
     return video, parts
 
 
-def track_and_save(g: Graph, sam2: Node, parts: Node, heat: Node, point: Node, selection_from: Node):
-    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both")
+def track_and_save(g: Graph, sam2: Node, parts: Node, heat: Node, point: Node, selection_from: Node, prompt_frame: str):
+    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both", prompt_frame=prompt_frame)
     g.link(sam2, "segmenter", prop, "segmenter")
     g.link(parts, "images", prop, "frames")
     g.link(point, "points", prop, "points")
@@ -407,7 +408,9 @@ def flux_front(g: Graph, expressions: str, caption: str = EXAMPLE_CAPTION):
     unet, clip, vae = flux_loaders(g)
     image = g.add("LoadImage", image="refam_example.png")
     cond, expr = text_nodes(g, clip, expressions, caption)
-    capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
+    capture = g.add(
+        "RefAMCaptureAttentionFlux", sigma=FLUX_IMAGE.sigma, seed=0, blocks="all", resolution=FLUX_IMAGE.resolution
+    )
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(image, "IMAGE", capture, "image")
     filt = filter_node(g, capture)
@@ -541,13 +544,16 @@ def video_flux_on_frames() -> Graph:
     pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4, index=0)
     g.link(parts, "images", pick, "frames")
     cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
-    capture = g.add("RefAMCaptureAttentionFlux", sigma=0.75, seed=0, blocks="all", resolution=1024)
+    capture = g.add(
+        "RefAMCaptureAttentionFlux", sigma=FLUX_IMAGE.sigma, seed=0, blocks="all", resolution=FLUX_IMAGE.resolution
+    )
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(pick, "frames", capture, "image")
     filt = filter_node(g, capture)
     heat, point = heatmap_and_point(g, filt, pick, "frames")
     sam2 = load_sam2(g)
-    prop, convert, save = track_and_save(g, sam2, parts, heat, point, pick)
+    # Not the paper's protocol (that is the first frame): the most evident of 4 spread frames.
+    prop, convert, save = track_and_save(g, sam2, parts, heat, point, pick, prompt_frame="best")
     g.layout(
         [load([unet, vae], [clip, sam2], [video], [parts, pick]), describe([cond], [expr])],
         [
@@ -570,13 +576,15 @@ def video_mochi() -> Graph:
     vae = g.add("VAELoader", vae_name="mochi_vae.safetensors")
     video, parts = video_source(g)
     cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
-    capture = g.add("RefAMCaptureAttentionMochi", sigma=0.01, seed=0, blocks="all", resolution=480)
+    capture = g.add(
+        "RefAMCaptureAttentionMochi", sigma=MOCHI_VIDEO.sigma, seed=0, blocks="all", resolution=MOCHI_VIDEO.resolution
+    )
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(parts, "images", capture, "frames")
     filt = filter_node(g, capture)
     heat, point = heatmap_and_point(g, filt, capture, "frames")
     sam2 = load_sam2(g)
-    prop, convert, save = track_and_save(g, sam2, parts, heat, point, capture)
+    prop, convert, save = track_and_save(g, sam2, parts, heat, point, capture, prompt_frame="first")
     g.layout(
         [load([unet, vae], [clip, sam2], [video], [parts]), describe([cond], [expr])],
         [

@@ -45,6 +45,7 @@ from refam.backends.comfy_capture import (
 from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
 
 __all__ = [
     "COMFY_T5_PAD_LENGTH",
@@ -170,12 +171,13 @@ def t5_pad_length(clip: Any) -> int:
 
 
 # -- text ------------------------------------------------------------------------------------
-def encode_caption(clip: Any, caption: str, guidance: float = 3.5) -> list:
+def encode_caption(clip: Any, caption: str, guidance: float | None = FLUX_IMAGE.guidance) -> list:
     """CONDITIONING for the denoising pass; the caption is taken literally (no ``(word:1.2)``)."""
     tokens = clip.tokenize(caption or "", disable_weights=True)
     out = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     cond = out.pop("cond")
-    out["guidance"] = float(guidance)
+    if guidance is not None:
+        out["guidance"] = float(guidance)
     return [[cond, out]]
 
 
@@ -457,10 +459,10 @@ def capture_flux(
     layout: ExpressionLayout,
     expressions: Sequence[TokenizedExpression],
     *,
-    sigma: float = 0.75,
+    sigma: float = FLUX_IMAGE.sigma,
     seed: int = 0,
     blocks: Iterable[int | str] | None = None,
-    resolution: int | None = 1024,
+    resolution: int | None = FLUX_IMAGE.resolution,
     progress: BlockProgress | None = None,
     read_queries: str = "auto",
 ) -> CapturedAttention:
@@ -499,6 +501,7 @@ class ComfyFlux:
     vae: Any
     name: str = "comfy-flux"
     progress: BlockProgress | None = None
+    operating_point: OperatingPoint = FLUX_IMAGE
 
     def __post_init__(self) -> None:
         flux_diffusion_model(self.model)
@@ -518,13 +521,15 @@ class ComfyFlux:
         expressions: Sequence[TokenizedExpression],
         caption: str = "",
         *,
-        sigma: float = 0.75,
+        sigma: float | FromBackend = FROM_BACKEND,
         seed: int = 0,
-        guidance: float = 3.5,
-        resolution: int | None = 1024,
+        guidance: float | None | FromBackend = FROM_BACKEND,
+        resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int | str] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> CapturedAttention:
+        point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
+        sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
         if progress:
             progress("encoding text")
         positive = encode_caption(self.clip, caption, guidance)

@@ -38,6 +38,7 @@ from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent
 from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
+from refam.operating_point import MOCHI_VIDEO
 
 __all__ = ["ComfyMochiAdapter", "ComfyMochiCapture", "capture_mochi", "mochi_diffusion_model"]
 
@@ -197,10 +198,10 @@ def capture_mochi(
     layout: ExpressionLayout,
     expressions: Sequence[TokenizedExpression],
     *,
-    sigma: float = 0.01,
+    sigma: float = MOCHI_VIDEO.sigma,
     seed: int = 0,
     blocks: Iterable[int | str] | None = None,
-    resolution: int | None = 480,
+    resolution: int | None = MOCHI_VIDEO.resolution,
     progress: BlockProgress | None = None,
     latent: torch.Tensor | None = None,
 ) -> CapturedAttention:

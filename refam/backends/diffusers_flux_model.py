@@ -22,6 +22,7 @@ from refam.backends.diffusers_flux import capture_flux_attention, flux_blocks, r
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
 
 __all__ = ["DiffusersFlux", "pack_latents", "latent_image_ids"]
 
@@ -65,6 +66,7 @@ class DiffusersFlux:
     # A model trained at one size only (the toy) sees every image stretched to it; the geometry
     # maps points back exactly either way.
     native_size: tuple[int, int] | None = None
+    operating_point: OperatingPoint = FLUX_IMAGE
 
     def __post_init__(self) -> None:
         flux_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
@@ -172,14 +174,15 @@ class DiffusersFlux:
         expressions: Sequence[TokenizedExpression],
         caption: str = "",
         *,
-        sigma: float = 0.75,
+        sigma: float | FromBackend = FROM_BACKEND,
         seed: int = 0,
-        guidance: float = 3.5,
-        resolution: int | None = 1024,
+        guidance: float | None | FromBackend = FROM_BACKEND,
+        resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
-        """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
+        """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch;
+        what is not given comes from :attr:`operating_point`."""
         say = progress or (lambda _s: None)
         say("encoding text")
         prompt_embeds, pooled = self.encode_caption(caption)
@@ -211,14 +214,16 @@ class DiffusersFlux:
         expr_embeds: torch.Tensor,
         layout: ExpressionLayout,
         *,
-        sigma: float = 0.75,
+        sigma: float | FromBackend = FROM_BACKEND,
         seed: int = 0,
-        guidance: float = 3.5,
-        resolution: int | None = 1024,
+        guidance: float | None | FromBackend = FROM_BACKEND,
+        resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
         """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions)."""
+        point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
+        sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
         check_sigma(sigma)
         say = progress or (lambda _s: None)
         batch, height, width = images.shape[:3]
@@ -242,6 +247,8 @@ class DiffusersFlux:
             return_dict=False,
         )
         if getattr(self.transformer.config, "guidance_embeds", False):
+            if guidance is None:
+                raise ValueError(f"{self.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})")
             kwargs["guidance"] = torch.full((batch,), guidance, device=device, dtype=torch.float32)
         with (
             self._on_device(self.transformer),

@@ -39,6 +39,7 @@ from refam.backends.mochi_layout import (
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma
+from refam.operating_point import FROM_BACKEND, MOCHI_VIDEO, FromBackend, OperatingPoint
 
 __all__ = [
     "DiffusersMochi",
@@ -202,6 +203,7 @@ class DiffusersMochi:
     t5: nn.Module
     t5_tokenizer: Any
     name: str = "mochi"
+    operating_point: OperatingPoint = MOCHI_VIDEO
     t5_max_length: int = 256
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
@@ -260,18 +262,21 @@ class DiffusersMochi:
         expressions: Sequence[TokenizedExpression],
         caption: str = "",
         *,
-        sigma: float = 0.01,
+        sigma: float | FromBackend = FROM_BACKEND,
         seed: int = 0,
-        resolution: int | None = 480,
+        resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int | str] | None = None,
         progress: Callable[[str], None] | None = None,
         **_ignored: Any,
     ) -> CapturedAttention:
         """One Mochi pass at ``σ`` on a clip ``[T, H, W, 3]`` uint8; one capture "image" per latent frame.
+        What is not given comes from :attr:`operating_point`.
 
         Clips whose length is not ``6k + 1`` are padded with their last frame (the padding's
         latent frames are dropped from the result).
         """
+        point = self.operating_point.fill(sigma=sigma, resolution=resolution)
+        sigma, resolution = point["sigma"], point["resolution"]
         check_sigma(sigma)
         say = progress or (lambda _s: None)
         n, height, width = frames.shape[:3]

@@ -42,7 +42,7 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = load_toy(args.weights)
-    base = RefAMOptions(sigma=backend.default_sigma)
+    base = RefAMOptions()
     pipe = RefAMPipeline(backend, FloodFillSegmenter(), base)
     examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=KINDS)
     # make_eval_set draws each kind from its own stream, so the ablation set is a prefix of it.
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": backend.name,
         "n_per_kind": args.n,
         "caption": "empty" if args.empty_caption else "scene caption",
-        "defaults": {"sigma": base.sigma, "resolution": base.resolution},
+        "defaults": {"sigma": backend.operating_point.sigma, "resolution": backend.operating_point.resolution},
         "baselines": baselines(examples),
         "table": table,
     }

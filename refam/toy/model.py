@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
+from refam.operating_point import OperatingPoint
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -79,9 +80,12 @@ class SpaceToDepthCodec(nn.Module):
 
 
 class ToyFlux(DiffusersFlux):
-    """:class:`DiffusersFlux` whose latent mapping is the fixed space-to-depth codec."""
+    """:class:`DiffusersFlux` whose latent mapping is the fixed space-to-depth codec. Its operating
+    point is its weights' config: the σ ``release.py`` validated, the one image size it knows."""
 
-    default_sigma: float = 0.5  # replaced by the weights' config, where release.py puts the validated σ
+    @property
+    def default_sigma(self) -> float:
+        return self.operating_point.sigma
 
     @property
     def latent_multiple(self) -> int:
@@ -253,5 +257,5 @@ def toy_backend(
         dtype=dtype,
     )
     backend.native_size = (config.image_size, config.image_size)
-    backend.default_sigma = config.default_sigma
+    backend.operating_point = OperatingPoint(sigma=config.default_sigma, resolution=config.image_size)
     return backend

@@ -1,0 +1,117 @@
+"""One home for σ, resolution and guidance: every default comes from the backend's declared
+operating point, every explicit value is used as given — in the library, the CLI and the nodes."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, MOCHI_VIDEO, OperatingPoint
+from refam.pipeline import RefAMOptions, RefAMPipeline
+
+
+def test_the_papers_operating_points():
+    # FLUX "timestep 750" (t = 1000·σ), Mochi "timestep 990" (t = 1000·(1 − σ)).
+    assert (FLUX_IMAGE.sigma, FLUX_IMAGE.resolution, FLUX_IMAGE.guidance) == (0.75, 1024, 3.5)
+    assert (MOCHI_VIDEO.sigma, MOCHI_VIDEO.resolution, MOCHI_VIDEO.guidance) == (0.01, 480, None)
+
+
+def test_unset_options_come_from_the_point_and_explicit_ones_stay():
+    opts = RefAMOptions()
+    assert opts.sigma is FROM_BACKEND and opts.resolution is FROM_BACKEND and opts.guidance is FROM_BACKEND
+    assert opts.at(MOCHI_VIDEO) == RefAMOptions(sigma=0.01, resolution=480, guidance=None)
+    assert opts.at(FLUX_IMAGE) == RefAMOptions(sigma=0.75, resolution=1024, guidance=3.5)
+    # an explicit value equal to another model's default is still explicit
+    explicit = RefAMOptions(sigma=0.75, resolution=1024).at(MOCHI_VIDEO)
+    assert (explicit.sigma, explicit.resolution) == (0.75, 1024)
+    # resolution=None (the image's own size) is a value, not "unset"
+    assert RefAMOptions(resolution=None).at(FLUX_IMAGE).resolution is None
+
+
+class _RecordingBackend:
+    """A backend that records what it was asked to capture at, then stops the run."""
+
+    name = "recording"
+    text_pad_length = 32
+
+    def __init__(self, point: OperatingPoint, tokenizer) -> None:
+        self.operating_point = point
+        self.tokenizer = tokenizer
+        self.calls: list[dict] = []
+
+    def capture(self, images, expressions, caption="", **kwargs):
+        self.calls.append(kwargs)
+        raise _Stop
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [({}, (0.01, 480)), ({"sigma": 0.75}, (0.75, 480)), ({"resolution": 1024}, (0.01, 1024))],
+)
+def test_segment_video_mochi_from_python_runs_at_mochis_point(t5_tokenizer, overrides, expected):
+    from refam.segment.video import ArrayFrames
+    from refam.video import segment_video_mochi
+
+    backend = _RecordingBackend(MOCHI_VIDEO, t5_tokenizer)
+    frames = ArrayFrames(np.zeros((7, 32, 48, 3), dtype=np.uint8))
+    with pytest.raises(_Stop):
+        segment_video_mochi(RefAMPipeline(backend), None, frames, "the dog", **overrides)
+    call = backend.calls[0]
+    assert (call["sigma"], call["resolution"]) == expected
+
+
+def test_the_image_pipeline_passes_the_backends_point(t5_tokenizer):
+    backend = _RecordingBackend(FLUX_IMAGE, t5_tokenizer)
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    for options, expected in (
+        (RefAMOptions(), (0.75, 1024, 3.5)),
+        (RefAMOptions(sigma=0.5, guidance=1.0, resolution=512), (0.5, 512, 1.0)),
+    ):
+        with pytest.raises(_Stop):
+            RefAMPipeline(backend, None, options).segment(image, "a cat")
+        call = backend.calls[-1]
+        assert (call["sigma"], call["resolution"], call["guidance"]) == expected
+
+
+def _cli_options(argv: list[str]) -> RefAMOptions:
+    from refam.cli import _options_from_args, build_parser
+
+    return _options_from_args(build_parser().parse_args(["segment", "x.png", "a cat", *argv]))
+
+
+def test_cli_leaves_unset_values_to_the_backend_and_keeps_given_ones():
+    assert _cli_options([]).at(MOCHI_VIDEO).sigma == 0.01
+    given = _cli_options(["--sigma", "0.75", "--resolution", "1024", "--guidance", "3.5"]).at(MOCHI_VIDEO)
+    assert (given.sigma, given.resolution, given.guidance) == (0.75, 1024, 3.5)
+
+
+def test_toy_runs_at_its_own_sigma_unless_one_is_given():
+    from refam.loading import load_pipeline
+
+    toy = load_pipeline(None)
+    own = toy.backend.operating_point.sigma
+    assert toy.resolved().sigma == own
+    assert load_pipeline(None, options=RefAMOptions(sigma=0.75)).resolved().sigma == 0.75
+
+
+def test_nodes_and_backends_read_the_same_declaration():
+    from nodes import NODE_SPECS
+    from refam.backends import comfy_flux, comfy_mochi
+
+    defaults = {(s.node_id, p.name): p.default for s in NODE_SPECS for p in s.inputs}
+    assert defaults[("RefAMCaptureAttentionFlux", "sigma")] == FLUX_IMAGE.sigma
+    assert defaults[("RefAMCaptureAttentionFlux", "resolution")] == FLUX_IMAGE.resolution
+    assert defaults[("RefAMCaptionConditioning", "guidance")] == FLUX_IMAGE.guidance
+    assert defaults[("RefAMSegmentAllInOne", "guidance")] == FLUX_IMAGE.guidance
+    assert defaults[("RefAMCaptureAttentionMochi", "sigma")] == MOCHI_VIDEO.sigma
+    assert defaults[("RefAMCaptureAttentionMochi", "resolution")] == MOCHI_VIDEO.resolution
+    flux = inspect.signature(comfy_flux.capture_flux).parameters
+    assert (flux["sigma"].default, flux["resolution"].default) == (FLUX_IMAGE.sigma, FLUX_IMAGE.resolution)
+    mochi = inspect.signature(comfy_mochi.capture_mochi).parameters
+    assert (mochi["sigma"].default, mochi["resolution"].default) == (MOCHI_VIDEO.sigma, MOCHI_VIDEO.resolution)
