@@ -10,12 +10,18 @@ import json
 import numpy as np
 import torch
 
-from refam.expression import DEFAULT_MAGNETS, tokenize_expression
-from refam.heatmap import BlockSelection, parse_block_spec
-from refam.language import analyze_expression
+from refam.expression import DEFAULT_MAGNETS
+from refam.heatmap import BlockSelection, HeatmapOptions, parse_block_spec
 from refam.operating_point import FLUX_IMAGE
-from refam.pipeline import as_image_batch, choose_points, expression_heatmaps, normalize_expressions
+from refam.pipeline import (
+    as_image_batch,
+    choose_points,
+    expression_heatmaps,
+    normalize_expressions,
+    prepare_expressions,
+)
 from refam.points import points_to_json, upsample_heatmap
+from refam.variants import BRANCH_POOLED, DEFAULT_SCORE, GAS_RULES, NP_MODES, SCORES, SPATIAL_RULES
 from refam.visualize import colorize, heatmap_overlay, tile
 
 from . import payloads as P
@@ -57,24 +63,37 @@ def caption_conditioning(clip, caption: str, guidance: float) -> tuple:
 
 
 def referring_expression(
-    clip, expressions: str, magnets: str, noun_phrase: bool, spatial_bias: bool
+    clip,
+    expressions: str,
+    magnets: str,
+    noun_phrase: bool,
+    spatial_bias: bool,
+    t5_length: int,
+    np_mode: str,
+    spatial_rule: str,
 ) -> tuple:
-    from refam.backends.comfy_flux import encode_expressions, t5_pad_length, t5_tokenizer
+    from refam.backends.comfy_flux import encode_expressions, t5_tokenizer
 
     texts = normalize_expressions(split_lines(expressions) or [""])
-    tokenizer = t5_tokenizer(clip)
-    pad = t5_pad_length(clip)
-    magnet_words = parse_magnets(magnets)
-    tokenized = [
-        tokenize_expression(t, tokenizer, magnets=magnet_words, max_length=pad, pad_to=pad) for t in texts
-    ]
-    cues = [analyze_expression(t, noun_phrase=noun_phrase, spatial=spatial_bias) for t in texts]
+    options = HeatmapOptions(
+        noun_phrase=noun_phrase, np_mode=np_mode, spatial_bias=spatial_bias, spatial_rule=spatial_rule
+    )
+    tokenized, cues = prepare_expressions(texts, t5_tokenizer(clip), int(t5_length), parse_magnets(magnets), options)
     embeds, layout = encode_expressions(clip, tokenized)
     return (P.Expressions(tokenized=tokenized, cues=cues, embeds=embeds, layout=layout),)
 
 
 def capture_attention(
-    model, vae, image, conditioning, expression: P.Expressions, sigma: float, seed: int, blocks: str, resolution: int
+    model,
+    vae,
+    image,
+    conditioning,
+    expression: P.Expressions,
+    sigma: float,
+    seed: int,
+    blocks: str,
+    resolution: int,
+    branch_pooled: str,
 ) -> tuple:
     from refam.backends.comfy_flux import capture_flux, flux_diffusion_model
     from refam.backends.comfy_runtime import block_progress
@@ -95,26 +114,31 @@ def capture_attention(
         blocks=parse_block_spec(blocks) or None,
         resolution=resolution or None,
         progress=block_progress(total),
+        branch_pooled=branch_pooled,
     )
     return (P.Attention(captured=captured, expressions=expression),)
 
 
 def filter_tokens(
     attention: P.Attention,
+    score: str,
     drop_stop_words: bool,
     drop_magnets: bool,
     drop_eos: bool,
     remove_gas: bool,
     gas_threshold: float,
+    gas_rule: str,
     noun_phrase: bool,
 ) -> tuple:
     return (
         attention.with_options(
+            score=score,
             drop_stop_words=drop_stop_words,
             drop_magnets=drop_magnets,
             drop_eos=drop_eos,
             remove_gas=remove_gas,
             gas_threshold=gas_threshold,
+            gas_rule=gas_rule,
             noun_phrase=noun_phrase,
         ),
     )
@@ -227,6 +251,32 @@ EXPRESSION_INPUTS = (
     ),
     Param("noun_phrase", "BOOLEAN", "Find the head noun phrase with spaCy (used by Filter Tokens).", default=True),
     Param("spatial_bias", "BOOLEAN", "Read direction words (left, right, top, ...) for the Heatmap's positional prior.", default=True),
+    Param(
+        "t5_length",
+        "INT",
+        "T5 length the expressions are padded to, as BFL pads FLUX prompts: 512 for FLUX.1-dev, 256 for schnell. "
+        "FLUX's T5 has no attention mask, so the padding shapes every token (Mochi's T5 masks it).",
+        default=FLUX_IMAGE.text_length,
+        min=16,
+        max=1024,
+        step=16,
+    ),
+    Param(
+        "np_mode",
+        "COMBO",
+        "mask (the paper): keep the noun phrase's tokens of the whole expression (Filter Tokens' noun_phrase); "
+        "encode: encode the noun phrase as its own text instead, as HybridGL does.",
+        default=NP_MODES[0],
+        options=NP_MODES,
+    ),
+    Param(
+        "spatial_rule",
+        "COMBO",
+        "hybridgl (the paper uses HybridGL's preprocessing): the direction word whose syntactic head comes first, "
+        "left/right/middle only; absolute: both axes, 'top left' included.",
+        default=SPATIAL_RULES[0],
+        options=SPATIAL_RULES,
+    ),
 )
 CAPTURE_INPUTS = (
     Param("model", "MODEL", "The FLUX model you already loaded (UNETLoader, CheckpointLoaderSimple, GGUF, fp8). Not copied, not modified."),
@@ -238,14 +288,36 @@ CAPTURE_INPUTS = (
     Param("seed", "INT", "Seed of the noise; fixed for reproducible masks.", default=0, min=0, max=MAX_SEED),
     Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges (0-18), names (double.3) or kinds (single). Fewer blocks stop the pass early.", default="all"),
     Param("resolution", "INT", "The model sees about resolution² pixels (aspect kept, multiple of 16). 0 = the image's own size.", default=FLUX_IMAGE.resolution, min=0, max=4096, step=16),
+    Param(
+        "branch_pooled",
+        "COMBO",
+        "Pooled CLIP vector modulating the expression branch: zero (ConceptAttention's, the paper) or the caption's.",
+        default=BRANCH_POOLED[0],
+        options=BRANCH_POOLED,
+    ),
 )
 FILTER_INPUTS = (
     Param("attention", P.ATTENTION, "Captured attention (RefAM Capture Attention)."),
+    Param(
+        "score",
+        "COMBO",
+        "What each token's map is made of. concept_attention (the paper, following ConceptAttention): image and "
+        "expression queries; scaled_dot: the attention logits; attention_probs: the expression's attention on the image.",
+        default=DEFAULT_SCORE,
+        options=SCORES,
+    ),
     Param("drop_stop_words", "BOOLEAN", "Drop stop-word maps (the paper's Appendix-B list).", default=True),
     Param("drop_magnets", "BOOLEAN", "Drop the magnets' maps (they exist to absorb attention).", default=True),
     Param("drop_eos", "BOOLEAN", "Drop the end-of-sequence token's map.", default=True),
-    Param("remove_gas", "BOOLEAN", "Drop global attention sinks: tokens drawing >= threshold x the others' text attention.", default=True),
+    Param("remove_gas", "BOOLEAN", "Drop global attention sinks' maps. The paper only reports them (Token Maps flags them).", default=False),
     Param("gas_threshold", "FLOAT", "GAS threshold (paper: 10).", default=10.0, min=1.0, max=1000.0, step=0.5),
+    Param(
+        "gas_rule",
+        "COMBO",
+        "GAS reference: paper = the mean text attention over all tokens and blocks; others = over the other tokens.",
+        default=GAS_RULES[0],
+        options=GAS_RULES,
+    ),
     Param("noun_phrase", "BOOLEAN", "Keep only the head noun phrase's tokens (needs spaCy; off with a warning without it).", default=True),
 )
 HEATMAP_INPUTS = (

@@ -39,7 +39,7 @@ def propagate_masks(
     heatmaps: P.Heatmaps,
     points_from: int,
     direction: str,
-    prompt_frame: str = "first",
+    prompt_frame: str,
     selection: P.FrameSelection | None = None,
 ) -> tuple:
     from refam.backends.comfy_runtime import block_progress, throw_if_interrupted

@@ -22,7 +22,11 @@ from typing import Any, Protocol
 
 import torch
 
+from refam.variants import DEFAULT_SCORE, SCORES, check_score
+
 __all__ = [
+    "DEFAULT_SCORE",
+    "SCORES",
     "BlockCapture",
     "CaptureComplete",
     "BranchOutput",
@@ -31,6 +35,7 @@ __all__ = [
     "ImageAttention",
     "ImageGeometry",
     "JointBlockAdapter",
+    "check_score",
     "expression_branch",
     "match_block_names",
     "pack_expressions",
@@ -94,11 +99,16 @@ def resolve_capture_blocks(
 
 @dataclass
 class ImageAttention:
-    """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and RoPE."""
+    """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and
+    RoPE; ``q_plain``: the same queries before RoPE (what ConceptAttention stores)."""
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
+    q_plain: torch.Tensor
+
+    def rows(self, index: torch.Tensor) -> ImageAttention:
+        return ImageAttention(self.q[index], self.k[index], self.v[index], self.q_plain[index])
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ def pack_expressions(rows: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.
 @dataclass
 class BranchOutput:
     expr: torch.Tensor  # [B, L, D] the expression stream after the block
-    logits: torch.Tensor  # [B, N, L] float32: mean over heads of <q_img, k_expr> / sqrt(Dh)
+    scores: dict[str, torch.Tensor]  # SCORES -> [B, N, L] float32
     text_mass: (
         torch.Tensor
     )  # [B, L] float32: attention mass each expression token receives from its own expression's queries
@@ -169,10 +179,11 @@ def expression_branch(
         raise ValueError(f"batch mismatch: image stream {image.q.shape[0]} vs expression stream {b}")
     scale = 1.0 / math.sqrt(dh)
 
-    # The grounding maps: image queries against expression keys, in float32 because downstream
-    # softmaxes over tokens amplify bf16 rounding of near-equal logits.
-    logits = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
-    if not bool(torch.isfinite(logits).all()):
+    # The grounding maps, in float32 because downstream softmaxes over tokens amplify bf16
+    # rounding of near-equal scores.
+    scaled_dot = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
+    concept = torch.einsum("bhnd,bhld->bnl", image.q_plain.float(), q_e.float())
+    if not (bool(torch.isfinite(scaled_dot).all()) and bool(torch.isfinite(concept).all())):
         raise FloatingPointError(
             "the model produced non-finite attention (NaN/inf) — usually fp16 overflow or broken weights; "
             "run the model in bfloat16 or float32"
@@ -197,10 +208,19 @@ def expression_branch(
     per_key = probs[..., :n_expr].mean(dim=1).sum(dim=1)  # [B, L]
     text_mass = per_key / torch.repeat_interleave(lengths, lengths.long())
 
+    # The expression queries' probability on each image key, heads averaged; a fully masked-out
+    # probability would be 0, hence the floor before the log.
+    to_image = probs[..., n_expr:].mean(dim=1).transpose(1, 2)  # [B, N, L]
+    scores = {
+        "concept_attention": concept,
+        "scaled_dot": scaled_dot,
+        "attention_probs": to_image.clamp_min(1e-30).log(),
+    }
+
     out = torch.matmul(probs.to(values.dtype), values)  # [B, H, L, Dh]
     out = out.transpose(1, 2).reshape(b, n_expr, h * dh)
     new_expr = adapter.expression_update(expr, out, state)
-    return BranchOutput(expr=new_expr, logits=logits, text_mass=text_mass)
+    return BranchOutput(expr=new_expr, scores=scores, text_mass=text_mass)
 
 
 @dataclass(frozen=True)
@@ -232,12 +252,17 @@ class ImageGeometry:
 
 @dataclass
 class BlockCapture:
-    """What one block gave: maps for every expression token and the text-to-text mass."""
+    """What one block gave: every score of every (patch, expression token) and the text-to-text mass."""
 
     name: str  # e.g. "double.3", "single.10"
     index: int  # position in the model's block order (doubles first, then singles)
-    logits: torch.Tensor  # [B, N_img, L] float32, CPU
+    scores: dict[str, torch.Tensor]  # SCORES -> [B, N_img, L] float32, CPU
     text_mass: torch.Tensor  # [B, L] float32, CPU
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The attention logits (``scaled_dot``)."""
+        return self.scores["scaled_dot"]
 
 
 @dataclass
@@ -257,16 +282,19 @@ class CapturedAttention:
 
     @property
     def batch_size(self) -> int:
-        return self.blocks[0].logits.shape[0] if self.blocks else 0
+        return self.blocks[0].text_mass.shape[0] if self.blocks else 0
 
     def block_names(self) -> list[str]:
         return [b.name for b in self.blocks]
 
-    def expression_logits(self, index: int, blocks: Sequence[BlockCapture] | None = None) -> torch.Tensor:
-        """``[n_blocks, B, N, L_e]`` logits of expression ``index``."""
+    def expression_scores(
+        self, index: int, blocks: Sequence[BlockCapture] | None = None, score: str = DEFAULT_SCORE
+    ) -> torch.Tensor:
+        """``[n_blocks, B, N, L_e]`` scores (one of :data:`SCORES`) of expression ``index``."""
+        check_score(score)
         start, end = self.layout.spans[index]
         chosen = self.blocks if blocks is None else blocks
-        return torch.stack([b.logits[..., start:end] for b in chosen])
+        return torch.stack([b.scores[score][..., start:end] for b in chosen])
 
     def expression_text_mass(self, index: int, blocks: Sequence[BlockCapture] | None = None) -> torch.Tensor:
         """``[n_blocks, B, L_e]`` text-to-text mass of expression ``index``."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO
+from refam.variants import BRANCH_POOLED, GAS_RULES, SCORES
 
 __all__ = ["main"]
 
@@ -78,7 +79,30 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
         "--skip-fraction", type=float, default=0.0, help="drop this leading fraction of blocks (paper Tab. 1)"
     )
     g.add_argument(
-        "--gas-threshold", type=float, default=10.0, help="global-attention-sink threshold (× mean mass)"
+        "--score",
+        choices=SCORES,
+        default=None,
+        help="what feeds the softmax over tokens (default: the model's; FLUX/Mochi: concept_attention, "
+        "ConceptAttention's query vectors as the paper follows; scaled_dot: attention logits; "
+        "attention_probs: the expression's attention on the image)",
+    )
+    g.add_argument(
+        "--branch-pooled",
+        choices=BRANCH_POOLED,
+        default=BRANCH_POOLED[0],
+        help="FLUX: the pooled vector modulating the expression branch: zero (ConceptAttention's) or the caption's",
+    )
+    g.add_argument(
+        "--gas-threshold", type=float, default=10.0, help="global-attention-sink threshold (× mean mass; 10)"
+    )
+    g.add_argument(
+        "--gas-rule",
+        choices=GAS_RULES,
+        default="paper",
+        help="GAS reference: the mean over all tokens and blocks (paper) or over the other tokens",
+    )
+    g.add_argument(
+        "--remove-gas", action="store_true", help="drop global attention sinks' maps (the paper reports them only)"
     )
     g.add_argument(
         "--points", type=int, default=1, help="positive points per expression given to the segmenter"
@@ -87,7 +111,6 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
         ("stop-filter", "drop stop-word maps"),
         ("magnet-filter", "drop magnet maps"),
         ("eos-filter", "drop the EOS map"),
-        ("gas", "remove global attention sinks"),
         ("np", "keep only the head noun phrase (spaCy)"),
         ("sb", "spatial bias from direction words"),
     ):
@@ -146,16 +169,18 @@ def _options_from_args(args: argparse.Namespace):
     )
     blocks = parse_block_spec(args.blocks or "")
     # σ, guidance and resolution not given on the command line stay the backend's to decide.
-    given = {k: getattr(args, k) for k in ("sigma", "guidance", "resolution") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("sigma", "guidance", "resolution", "score") if getattr(args, k) is not None}
     return RefAMOptions(magnets=magnets).replace(
         **given,
         seed=args.seed,
+        branch_pooled=args.branch_pooled,
         points=args.points,
         drop_stop_words=not args.no_stop_filter,
         drop_magnets=not args.no_magnet_filter,
         drop_eos=not args.no_eos_filter,
-        remove_gas=not args.no_gas,
+        remove_gas=args.remove_gas,
         gas_threshold=args.gas_threshold,
+        gas_rule=args.gas_rule,
         noun_phrase=not args.no_np,
         spatial_bias=not args.no_sb,
         blocks=blocks,

@@ -127,7 +127,10 @@ DEFAULT_DROP_ROLES: frozenset[TokenRole] = frozenset(
 
 @dataclass
 class TokenizedExpression:
-    """A tokenized, role-labelled referring expression (see :func:`tokenize_expression`)."""
+    """A tokenized, role-labelled referring expression (see :func:`tokenize_expression`).
+
+    ``text`` is the expression it stands for; ``augmented`` what was tokenized (the expression, or
+    its head noun phrase when that is encoded instead, plus the magnets)."""
 
     text: str
     augmented: str

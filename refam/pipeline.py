@@ -18,9 +18,10 @@ from refam.attention import CapturedAttention, ImageGeometry
 from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expression
 from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
 from refam.images import MIN_SIDE, to_rgb_uint8
-from refam.language import LanguageCues, analyze_expression
+from refam.language import LanguageCues, SpatialCue, analyze_expression
 from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
 from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
+from refam.variants import BRANCH_POOLED
 
 __all__ = [
     "AttentionBackend",
@@ -33,6 +34,7 @@ __all__ = [
     "RefAMOptions",
     "RefAMPipeline",
     "normalize_expressions",
+    "prepare_expressions",
 ]
 
 ProgressFn = Callable[[str], None]
@@ -62,6 +64,7 @@ class AttentionBackend(Protocol):
         resolution: int | None,
         blocks: Iterable[int] | None,
         progress: ProgressFn | None,
+        branch_pooled: str,
     ) -> CapturedAttention: ...
 
 
@@ -80,17 +83,20 @@ class RefAMOptions:
     guidance: float | None | FromBackend = FROM_BACKEND  # ignored by models without guidance
     resolution: int | None | FromBackend = FROM_BACKEND  # model sees ~resolution² pixels; None: the image's size
     capture_blocks: tuple[int, ...] | None = None  # None = all blocks
+    branch_pooled: str = BRANCH_POOLED[0]  # the pooled vector modulating the branch (refam.variants)
     heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
     points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
     point_min_distance: int = 2  # patches between peaks when points > 1
 
     def at(self, point: OperatingPoint) -> RefAMOptions:
         """These options with every value left to the backend taken from ``point``."""
-        filled = {
+        filled: dict[str, Any] = {
             name: getattr(point, name)
             for name in ("sigma", "guidance", "resolution")
             if isinstance(getattr(self, name), FromBackend)
         }
+        if isinstance(self.heatmap.score, FromBackend):
+            filled["heatmap"] = dataclasses.replace(self.heatmap, score=point.score)
         return dataclasses.replace(self, **filled) if filled else self
 
     def replace(self, **changes: Any) -> RefAMOptions:
@@ -131,9 +137,10 @@ class ExpressionResult:
     token_maps: list[TokenMap]
     gas_tokens: list[str]
     noun_phrase: str | None
-    spatial: tuple[str | None, str | None] | None
+    spatial: SpatialCue | None
     blocks: list[str]
     warnings: list[str]
+    parser: str | None = None  # the spaCy pipeline that read the expression
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no arrays)."""
@@ -145,7 +152,12 @@ class ExpressionResult:
             "mask_area": int(self.mask.sum()) if self.mask is not None else None,
             "mask_score": self.mask_score,
             "noun_phrase": self.noun_phrase,
-            "spatial": list(self.spatial) if self.spatial else None,
+            "spatial": (
+                {"horizontal": self.spatial.horizontal, "vertical": self.spatial.vertical, "rule": self.spatial.rule}
+                if self.spatial
+                else None
+            ),
+            "parser": self.parser,
             "gas_tokens": self.gas_tokens,
             "tokens": [
                 {"piece": t.piece, "role": t.role.value, "kept": t.kept, "gas": t.gas}
@@ -172,6 +184,27 @@ def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
     return out
 
 
+def prepare_expressions(
+    texts: Sequence[str], tokenizer: Any, pad: int, magnets: Sequence[str], options: HeatmapOptions
+) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
+    """Language cues and T5 tokens (padded to ``pad``) of every expression, the one path for the
+    library and the nodes. With ``np_mode="encode"`` the head noun phrase is what gets tokenized
+    (``augmented``), standing for the expression (``text``); its maps need no NP mask then."""
+    cues, tokenized = [], []
+    for text in texts:
+        cue = analyze_expression(
+            text, noun_phrase=options.noun_phrase, spatial=options.spatial_bias, spatial_rule=options.spatial_rule
+        )
+        encoded = text
+        if options.noun_phrase and options.np_mode == "encode" and cue.noun_phrase:
+            encoded = cue.noun_phrase
+            cue = dataclasses.replace(cue, noun_phrase_words=None)
+        tokens = tokenize_expression(encoded, tokenizer, magnets=tuple(magnets), max_length=pad, pad_to=pad)
+        tokenized.append(dataclasses.replace(tokens, text=text) if encoded != text else tokens)
+        cues.append(cue)
+    return tokenized, cues
+
+
 def as_image_batch(images: Any) -> tuple[np.ndarray, list[str]]:
     warnings: list[str] = []
     if isinstance(images, (list, tuple)):
@@ -192,11 +225,11 @@ def as_image_batch(images: Any) -> tuple[np.ndarray, list[str]]:
     return np.stack(arrays), warnings
 
 
-def cue_direction(cue: LanguageCues, options: HeatmapOptions) -> tuple[str | None, str | None] | None:
-    """(horizontal, vertical) direction words for the spatial prior, or None when it is off."""
+def cue_direction(cue: LanguageCues, options: HeatmapOptions) -> SpatialCue | None:
+    """The spatial cue the prior is made from, or None when the spatial bias is off."""
     if not options.spatial_bias or not cue.spatial:
         return None
-    return cue.spatial.horizontal, cue.spatial.vertical
+    return cue.spatial
 
 
 def expression_heatmaps(
@@ -244,22 +277,13 @@ class RefAMPipeline:
         self, expressions: str | Sequence[str], options: RefAMOptions | None = None
     ) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
         opts = options or self.options
-        texts = normalize_expressions(expressions)
-        tokenized = [
-            tokenize_expression(
-                t,
-                self.backend.tokenizer,
-                magnets=opts.magnets,
-                max_length=self.backend.text_pad_length,
-                pad_to=self.backend.text_pad_length,
-            )
-            for t in texts
-        ]
-        cues = [
-            analyze_expression(t, noun_phrase=opts.heatmap.noun_phrase, spatial=opts.heatmap.spatial_bias)
-            for t in texts
-        ]
-        return tokenized, cues
+        return prepare_expressions(
+            normalize_expressions(expressions),
+            self.backend.tokenizer,
+            self.backend.text_pad_length,
+            opts.magnets,
+            opts.heatmap,
+        )
 
     def capture(
         self,
@@ -291,6 +315,7 @@ class RefAMPipeline:
             resolution=opts.resolution,
             blocks=opts.capture_blocks,
             progress=progress,
+            branch_pooled=opts.branch_pooled,
         )
 
     def segment_batch(
@@ -331,6 +356,7 @@ class RefAMPipeline:
                         gas_tokens=heat.gas_tokens[b],
                         noun_phrase=cue.noun_phrase,
                         spatial=spatial,
+                        parser=cue.parser,
                         blocks=heat.blocks,
                         warnings=list(warnings),
                     )

@@ -142,6 +142,19 @@ def comfy_flux_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
     return comfy_model_from_config(unet_config, sd, dtype)
 
 
+def scores_agree(a, b, tolerance: float = 1e-4) -> list[float]:
+    """Every score of two block captures agrees to ``tolerance`` relative to the score's own size
+    (ConceptAttention's unscaled sums over heads run far larger than logits); the deviations."""
+    assert a.scores.keys() == b.scores.keys()
+    worst = []
+    for score in a.scores:
+        size = max(1.0, b.scores[score].abs().max().item())
+        deviation = (a.scores[score] - b.scores[score]).abs().max().item() / size
+        assert deviation <= tolerance, f"{a.name} {score}: relative deviation {deviation:.2e}"
+        worst.append(deviation)
+    return worst
+
+
 def vae_ddconfig(vae) -> dict:
     cfg = vae.config
     base = cfg.block_out_channels[0]

@@ -51,8 +51,10 @@ def sam2_folder(tmp_path_factory, pack):
 
 
 def _run(pack, node_id, **kwargs):
+    """Run a node as ComfyUI would: widgets not given keep their declared defaults."""
     spec = next(s for s in pack.nodes.NODE_SPECS if s.node_id == node_id)
-    return spec.run(**kwargs)
+    defaults = {p.name: p.default for p in spec.inputs if p.is_widget and p.name not in kwargs}
+    return spec.run(**defaults, **kwargs)
 
 
 def _image(n=2, h=77, w=123):
@@ -97,8 +99,10 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         drop_stop_words=True,
         drop_magnets=True,
         drop_eos=True,
+        score="concept_attention",
         remove_gas=True,
         gas_threshold=10.0,
+        gas_rule="paper",
         noun_phrase=False,
     )
     assert att.options.noun_phrase is False
@@ -206,7 +210,7 @@ def test_mochi_video_chain(pack, sam2_folder):
     assert att.captured.batch_size == 3 and selection.indices == [0, 3, 7] and shown.shape == (3, 48, 64, 3)
     (att,) = _run(
         pack, "RefAMFilterTokens", attention=att, drop_stop_words=True, drop_magnets=True, drop_eos=True,
-        remove_gas=True, gas_threshold=10.0, noun_phrase=False,
+        score="concept_attention", remove_gas=True, gas_threshold=10.0, gas_rule="paper", noun_phrase=False,
     )
     heat, _overlay, heatmaps = _run(pack, "RefAMHeatmap", attention=att, image=shown, blocks="all", skip_fraction=0.0, spatial_bias=True)
     assert heat.shape == (3, 48, 64)

@@ -106,6 +106,48 @@ def _joint_mask(layout: ExpressionLayout, t_cap: int, n_img: int) -> torch.Tenso
     return allowed
 
 
+def _masked_reference_run(model, inputs, embeds, layout):
+    """The model run with the expressions appended to the caption and a mask hiding them from the
+    image and caption tokens; every block's q/k (QK-normed, before RoPE) recorded by hooks on the
+    attention's own norms, independently of the capture's code."""
+    batch = inputs["hidden_states"].shape[0]
+    ref_inputs = dict(inputs)
+    ref_inputs["encoder_hidden_states"] = torch.cat(
+        [inputs["encoder_hidden_states"], embeds.expand(batch, -1, -1)], dim=1
+    )
+    ref_inputs["txt_ids"] = torch.zeros(T_CAP + layout.total, 3)
+    mask = _joint_mask(layout, T_CAP, N_IMG)
+    ref_inputs["joint_attention_kwargs"] = {"attention_mask": mask[None, None].expand(batch, 1, -1, -1)}
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    hooks = []
+    for name, block in flux_blocks(model):
+        slot = seen.setdefault(name, {})
+        for part in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+            if hasattr(block.attn, part):
+                hooks.append(
+                    getattr(block.attn, part).register_forward_hook(
+                        lambda _m, _i, o, slot=slot, part=part: slot.__setitem__(part, o)
+                    )
+                )
+    try:
+        reference = model(**ref_inputs)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    return reference, seen, ref_inputs, mask
+
+
+def _query_vectors(seen: dict, name: str, n_expr: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image and expression queries of one block of the reference run, ``[B, H, tokens, Dh]``."""
+    t_all = T_CAP + n_expr
+    slot = seen[name]
+    if name.startswith("double"):
+        image, expr = slot["norm_q"], slot["norm_added_q"][:, T_CAP:]
+    else:
+        image, expr = slot["norm_q"][:, t_all:], slot["norm_q"][:, T_CAP:t_all]
+    return image.transpose(1, 2), expr.transpose(1, 2)
+
+
 @torch.no_grad()
 def test_branch_equals_masked_joint_attention(model):
     """The branch = the same model run with the expressions appended to the caption and a mask
@@ -117,52 +159,37 @@ def test_branch_equals_masked_joint_attention(model):
     with capture_flux_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
 
-    ref_inputs = dict(inputs)
-    ref_inputs["encoder_hidden_states"] = torch.cat(
-        [inputs["encoder_hidden_states"], embeds.expand(2, -1, -1)], dim=1
-    )
-    ref_inputs["txt_ids"] = torch.zeros(T_CAP + layout.total, 3)
-    mask = _joint_mask(layout, T_CAP, N_IMG)
-    ref_inputs["joint_attention_kwargs"] = {"attention_mask": mask[None, None].expand(2, 1, -1, -1)}
-
-    # Independent recomputation: record each block's raw q/k from its attention module in the
-    # reference run and compute the logits here.
-    seen: dict[str, dict[str, torch.Tensor]] = {}
-    hooks = []
-    for name, block in flux_blocks(model):
-        slot = seen.setdefault(name, {})
-        for part in ("norm_q", "norm_k", "norm_added_k"):
-            if hasattr(block.attn, part):
-                hooks.append(
-                    getattr(block.attn, part).register_forward_hook(
-                        lambda _m, _i, o, slot=slot, part=part: slot.__setitem__(part, o)
-                    )
-                )
-        hooks.append(block.register_forward_hook(lambda _m, _i, o, slot=slot: slot.__setitem__("out", o)))
-    try:
-        reference = model(**ref_inputs)[0]
-    finally:
-        for h in hooks:
-            h.remove()
-
+    reference, seen, ref_inputs, mask = _masked_reference_run(model, inputs, embeds, layout)
     torch.testing.assert_close(reference, plain, rtol=1e-5, atol=1e-5)
     from diffusers.models.embeddings import apply_rotary_emb
 
     ids = torch.cat([ref_inputs["txt_ids"], inputs["img_ids"]])
     cos, sin = model.pos_embed(ids)
     t_all = T_CAP + layout.total
+    allowed = mask[T_CAP:t_all]  # what the expression queries may attend in the joint sequence
     for record in cap.records:
         slot = seen[record.name]
         if record.name.startswith("double"):
-            q_img = slot["norm_q"]
-            k_expr = slot["norm_added_k"][:, T_CAP:]
+            q_plain, k_img = slot["norm_q"], slot["norm_k"]
+            q_expr, k_expr = slot["norm_added_q"][:, T_CAP:], slot["norm_added_k"][:, T_CAP:]
+            k_txt = slot["norm_added_k"]
         else:
-            q_img = slot["norm_q"][:, t_all:]
-            k_expr = slot["norm_k"][:, T_CAP:t_all]
-        q_img = apply_rotary_emb(q_img, (cos[t_all:], sin[t_all:]), sequence_dim=1)
-        d = q_img.shape[-1]
-        expected = torch.einsum("bnhd,blhd->bnl", q_img, k_expr) / (math.sqrt(d) * q_img.shape[2])
-        torch.testing.assert_close(record.logits, expected, rtol=1e-4, atol=1e-5)
+            q_plain, k_img = slot["norm_q"][:, t_all:], slot["norm_k"][:, t_all:]
+            q_expr, k_expr = slot["norm_q"][:, T_CAP:t_all], slot["norm_k"][:, T_CAP:t_all]
+            k_txt = slot["norm_k"][:, :t_all]
+        q_img = apply_rotary_emb(q_plain, (cos[t_all:], sin[t_all:]), sequence_dim=1)
+        heads, d = q_img.shape[2], q_img.shape[-1]
+        expected = torch.einsum("bnhd,blhd->bnl", q_img, k_expr) / (math.sqrt(d) * heads)
+        torch.testing.assert_close(record.scores["scaled_dot"], expected, rtol=1e-4, atol=1e-5)
+        # ConceptAttention's vectors: image and expression queries before RoPE, heads summed, unscaled
+        concept = torch.einsum("bnhd,blhd->bnl", q_plain, q_expr)
+        torch.testing.assert_close(record.scores["concept_attention"], concept, rtol=1e-4, atol=1e-4)
+        # the expression queries' attention in the joint run, read on the image keys (text RoPE is
+        # the identity: text ids are zeros)
+        keys = torch.cat([k_txt, apply_rotary_emb(k_img, (cos[t_all:], sin[t_all:]), sequence_dim=1)], dim=1)
+        logits = torch.einsum("blhd,bshd->bhls", q_expr, keys) / math.sqrt(d)
+        probs = logits.masked_fill(~allowed, float("-inf")).softmax(-1)[..., t_all:].mean(1)
+        torch.testing.assert_close(record.scores["attention_probs"].exp(), probs.transpose(1, 2), rtol=1e-4, atol=1e-6)
 
 
 def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
@@ -182,3 +209,48 @@ def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
     embeds, layout = _expr(model)
     with pytest.raises(RuntimeError, match="single blocks as one tensor"), capture_flux_attention(model, embeds, layout):
         pass
+
+
+def _conceptattention_heatmaps(image_vectors, concept_vectors, layer_indices, timesteps=(0,), softmax=True):
+    """ConceptAttention's ``compute_heatmaps_from_vectors`` (its FLUX pipeline), written out here:
+    vectors ``[time, layers, batch, heads, tokens, dim]``; heads flattened into channels, the dot
+    product unscaled, a softmax over concepts per (time, layer), then the mean over the chosen
+    timesteps and layers -> ``[batch, concepts, patches]``."""
+    t, lay, b, h, p, d = image_vectors.shape
+    image = image_vectors.permute(0, 1, 2, 4, 3, 5).reshape(t, lay, b, p, h * d)
+    concepts = concept_vectors.permute(0, 1, 2, 4, 3, 5).reshape(t, lay, b, -1, h * d)
+    heatmaps = torch.einsum("tlbpd,tlbcd->tlbcp", image, concepts)
+    if softmax:
+        heatmaps = heatmaps.softmax(dim=-2)
+    heatmaps = heatmaps[list(timesteps)][:, list(layer_indices)]
+    return heatmaps.mean(dim=(0, 1))
+
+
+@torch.no_grad()
+def test_concept_attention_heatmap_equals_conceptattentions_function(model, t5_tokenizer):
+    """The default scoring: every token map equals ConceptAttention's heatmap function applied to
+    query vectors recorded independently (the masked joint run), the tokens as its concepts."""
+    from refam.attention import CapturedAttention, ImageGeometry
+    from refam.expression import tokenize_expression
+    from refam.heatmap import HeatmapOptions, build_heatmap
+
+    expression = tokenize_expression("the red cup on the left", t5_tokenizer, max_length=32, pad_to=32)
+    n = expression.valid_length
+    embeds, layout = _expr(model, lengths=(n,))
+    inputs = _inputs(model, batch=2)
+    with capture_flux_attention(model, embeds, layout) as cap:
+        model(**inputs)
+    grid = (GRID_H, GRID_W)
+    captured = CapturedAttention(cap.records, [expression], layout, ImageGeometry(grid, grid, grid), len(cap.records))
+    options = HeatmapOptions(noun_phrase=False, spatial_bias=False, remove_gas=False)
+    assert options.chosen_score == "concept_attention"
+    ours = build_heatmap(captured, 0, options)
+
+    _reference, seen, _inputs_used, _mask = _masked_reference_run(model, inputs, embeds, layout)
+    vectors = [_query_vectors(seen, r.name, n) for r in cap.records]
+    image_vectors = torch.stack([v[0] for v in vectors])[None]
+    concept_vectors = torch.stack([v[1] for v in vectors])[None]
+    expected = _conceptattention_heatmaps(image_vectors, concept_vectors, range(len(vectors)))
+    for b in range(2):
+        got = torch.stack([m.grid.flatten() for m in ours.token_maps[b]])
+        torch.testing.assert_close(got, expected[b], rtol=1e-4, atol=1e-5)

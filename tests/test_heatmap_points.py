@@ -1,14 +1,15 @@
-"""Heatmap filters, GAS, spatial prior and point geometry on planted logits."""
+"""Heatmap filters, GAS, spatial prior and point geometry on planted scores."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from refam.attention import BlockCapture, CapturedAttention, ExpressionLayout, ImageGeometry
+from refam.attention import SCORES, BlockCapture, CapturedAttention, ExpressionLayout, ImageGeometry
 from refam.expression import TokenRole, tokenize_expression
 from refam.heatmap import BlockSelection, HeatmapOptions, build_heatmap, detect_gas, spatial_prior
 from refam.images import model_size
+from refam.language import SpatialCue
 from refam.points import argmax_point, peak_points, upsample_heatmap
 
 
@@ -20,7 +21,8 @@ def _captured(expression, geometry, logits_fn, n_blocks=4, batch=1, text_mass=No
         logits = torch.zeros(batch, n, length)
         logits_fn(logits, i)
         mass = torch.ones(batch, length) if text_mass is None else text_mass.clone()
-        blocks.append(BlockCapture(name=f"double.{i}", index=i, logits=logits, text_mass=mass))
+        # the planted scores stand for every scoring mode
+        blocks.append(BlockCapture(f"double.{i}", i, {score: logits for score in SCORES}, mass))
     return CapturedAttention(
         blocks=blocks,
         expressions=[expression],
@@ -114,7 +116,7 @@ def test_softmax_is_over_all_tokens_before_filtering(t5_tokenizer):
     assert argmax_point(heat.grid[0], geometry).col == 1
 
 
-def test_planted_sink_is_detected_and_removed(t5_tokenizer):
+def test_planted_sink_is_reported_and_removed_only_by_name(t5_tokenizer):
     expr = tokenize_expression("the red cat", t5_tokenizer)
     geometry = ImageGeometry((32, 32), (32, 32), (2, 2))
     red = _content_index(expr, "red")
@@ -127,26 +129,40 @@ def test_planted_sink_is_detected_and_removed(t5_tokenizer):
         logits[0, 3, cat] = 3.0  # ... the object is at patch 3
 
     cap = _captured(expr, geometry, plant, text_mass=mass)
-    heat = build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False))
-    assert heat.gas_tokens == [[expr.tokens[red].piece]]
-    assert [t.gas for t in heat.token_maps[0]].count(True) == 1
-    assert argmax_point(heat.grid[0], geometry).row == 1  # patch 3 = row 1, col 1
-    kept_gas = build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False, remove_gas=False))
-    assert kept_gas.gas_tokens == [[]]
-    assert argmax_point(kept_gas.grid[0], geometry).row == 0
+    # the paper's rule on a short expression: 40 is under 10x the mean of all its tokens
+    paper = build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False))
+    assert paper.gas_tokens == [[]]
+    reported = build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False, gas_rule="others"))
+    assert reported.gas_tokens == [[expr.tokens[red].piece]]
+    assert [t.gas for t in reported.token_maps[0]].count(True) == 1
+    assert all(t.kept for t in reported.token_maps[0] if t.gas)  # reported, not removed (the paper)
+    assert argmax_point(reported.grid[0], geometry).row == 0
+    removed = build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False, gas_rule="others", remove_gas=True))
+    assert argmax_point(removed.grid[0], geometry).row == 1  # patch 3 = row 1, col 1
     # the threshold is a parameter: a 40x token is not a sink at 50x
-    assert not build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False, gas_threshold=50.0)).gas_tokens[0]
+    assert not build_heatmap(cap, 0, HeatmapOptions(noun_phrase=False, gas_rule="others", gas_threshold=50.0)).gas_tokens[0]
+
+
+def test_paper_gas_rule_is_ten_times_the_mean_over_all_tokens_and_blocks():
+    mass = torch.ones(2, 1, 40)
+    mass[:, 0, 7] = 20.0  # 20 >= 10 x (39 + 20) / 40
+    mass[:, 0, 8] = 14.0  # 14 <  10 x (38 + 20 + 14) / 40
+    found = detect_gas(mass)[0]
+    assert found.nonzero().flatten().tolist() == [7]
+    # a short expression can never reach 10x the mean that contains the token itself
+    short = torch.tensor([[[1.0, 1.0, 1.0, 1000.0]]])
+    assert not detect_gas(short).any() and detect_gas(short, rule="others").any()
 
 
 def test_detect_gas_ratio_to_mean_of_the_other_tokens():
     mass = torch.tensor([[[1.0, 1.0, 1.0, 9.0]]])  # 9 < 10 x 1
-    assert not detect_gas(mass).any()
+    assert not detect_gas(mass, rule="others").any()
     mass = torch.tensor([[[1.0, 1.0, 1.0, 10.0]]])  # 10 >= 10 x 1, even in a 4-token expression
-    assert detect_gas(mass)[0].tolist() == [False, False, False, True]
+    assert detect_gas(mass, rule="others")[0].tolist() == [False, False, False, True]
     # averaged over blocks first: a sink in one block of two is diluted to 5.5x
     two_blocks = torch.tensor([[[1.0, 1.0, 10.0]], [[1.0, 1.0, 1.0]]])
-    assert not detect_gas(two_blocks).any()
-    assert detect_gas(two_blocks, threshold=5.0)[0].tolist() == [False, False, True]
+    assert not detect_gas(two_blocks, rule="others").any()
+    assert detect_gas(two_blocks, threshold=5.0, rule="others")[0].tolist() == [False, False, True]
 
 
 def test_noun_phrase_filter_keeps_only_head_phrase(t5_tokenizer):
@@ -191,8 +207,8 @@ def test_spatial_bias_moves_the_point_between_two_equal_objects(t5_tokenizer):
 
     cap = _captured(expr, geometry, plant)
     opts = HeatmapOptions(noun_phrase=False)
-    assert argmax_point(build_heatmap(cap, 0, opts, spatial=("right", None)).grid[0], geometry).col == 3
-    assert argmax_point(build_heatmap(cap, 0, opts, spatial=("left", None)).grid[0], geometry).col == 0
+    assert argmax_point(build_heatmap(cap, 0, opts, spatial=SpatialCue("right", None)).grid[0], geometry).col == 3
+    assert argmax_point(build_heatmap(cap, 0, opts, spatial=SpatialCue("left", None)).grid[0], geometry).col == 0
 
 
 def test_block_selection(t5_tokenizer):

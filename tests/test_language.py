@@ -188,7 +188,7 @@ def test_noun_phrase_words_index_split_words_and_tokens(nlp, t5_tokenizer) -> No
 
 
 def test_switches(nlp) -> None:
-    assert analyze_expression("the cat on the left", noun_phrase=False) == LanguageCues(
+    assert analyze_expression("the cat on the left", noun_phrase=False, spatial_rule="absolute") == LanguageCues(
         None, None, SpatialCue("left", None, [4]), []
     )
     cues = analyze_expression("the cat on the left", spatial=False)
@@ -209,7 +209,8 @@ def test_custom_pipeline_is_used() -> None:
         return make_doc(["cat"], [0], ["ROOT"], ["NOUN"])
 
     cues = analyze_expression("CAT", nlp=fake_nlp)
-    assert calls == ["cat"]  # lower-cased like HybridGL
+    # lower-cased like HybridGL: the noun phrase, then the direction rule's two parses
+    assert calls == ["cat", "cat", "cat"]
     assert cues.noun_phrase == "CAT" and cues.noun_phrase_words == [0]
 
 
@@ -222,7 +223,7 @@ def test_missing_spacy_warns_and_keeps_spatial(monkeypatch, error) -> None:
         raise error(f"simulated: install with {language.spacy_install_hint()}")
 
     monkeypatch.setattr(language, "load_spacy_pipeline", broken)
-    cues = analyze_expression("the cat on the top left")
+    cues = analyze_expression("the cat on the top left", spatial_rule="absolute")
     assert cues.noun_phrase is None and cues.noun_phrase_words is None
     assert cues.spatial == SpatialCue("left", "top", [4, 5])
     assert len(cues.warnings) == 1
@@ -239,7 +240,9 @@ def test_loader_messages_without_spacy_or_model(monkeypatch) -> None:
             load_spacy_pipeline()
         cues = analyze_expression("left giraffe")
         assert cues.noun_phrase is None and "spaCy is not installed" in cues.warnings[0]
-        assert cues.spatial == SpatialCue("left", None, [0])
+        # HybridGL's rule without a parser: the first direction word, said in a warning
+        assert cues.spatial == SpatialCue("left", None, [0], rule="hybridgl")
+        assert "HybridGL's direction rule needs spaCy" in cues.warnings[1]
         monkeypatch.undo()
         pytest.importorskip("spacy")
         with pytest.raises(OSError, match="no English spaCy model found .*tried no_such_model"):
@@ -283,7 +286,7 @@ def test_loader_messages_without_spacy_or_model(monkeypatch) -> None:
 )
 def test_spatial_cues(expression: str, horizontal, vertical, words: list[int]) -> None:
     assert detect_spatial(expression) == SpatialCue(horizontal, vertical, words)
-    assert analyze_expression(expression, noun_phrase=False).spatial == SpatialCue(
+    assert analyze_expression(expression, noun_phrase=False, spatial_rule="absolute").spatial == SpatialCue(
         horizontal, vertical, words
     )
 
@@ -294,28 +297,103 @@ def test_spatial_cues(expression: str, horizontal, vertical, words: list[int]) -
 )
 def test_no_spatial_cue(expression: str) -> None:
     assert detect_spatial(expression) is None
-    assert analyze_expression(expression, noun_phrase=False) == LanguageCues(None, None, None, [])
+    assert analyze_expression(expression, noun_phrase=False, spatial_rule="absolute") == LanguageCues(None, None, None, [])
 
 
 def test_conflicting_directions_first_wins_with_warning() -> None:
-    cues = analyze_expression("the cat left of the dog on the right", noun_phrase=False)
+    cues = analyze_expression("the cat left of the dog on the right", noun_phrase=False, spatial_rule="absolute")
     assert cues.spatial == SpatialCue("left", None, [2])
     assert len(cues.warnings) == 1 and "disagree on the horizontal axis" in cues.warnings[0]
-    cues = analyze_expression("man on the right next to a woman on the left", noun_phrase=False)
+    cues = analyze_expression("man on the right next to a woman on the left", noun_phrase=False, spatial_rule="absolute")
     assert cues.spatial == SpatialCue("right", None, [3])
-    cues = analyze_expression("top shelf below the lamp", noun_phrase=False)
+    cues = analyze_expression("top shelf below the lamp", noun_phrase=False, spatial_rule="absolute")
     assert cues.spatial == SpatialCue(None, "top", [0])
     assert "vertical" in cues.warnings[0]
     # Agreeing words do not warn.
-    assert analyze_expression("left cat on the left", noun_phrase=False).warnings == []
+    assert analyze_expression("left cat on the left", noun_phrase=False, spatial_rule="absolute").warnings == []
 
 
 def test_spatial_works_without_spacy_import() -> None:
     code = (
         "import sys; sys.modules['spacy'] = None; "
         "from refam.language import analyze_expression; "
-        "c = analyze_expression('bottom left cat'); "
+        "c = analyze_expression('bottom left cat', spatial_rule='absolute'); "
         "assert c.spatial.horizontal == 'left' and c.spatial.vertical == 'bottom', c; "
         "assert c.noun_phrase is None and 'noun-phrase filter is off' in c.warnings[0], c"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+# ------------------------------------------------------------------- HybridGL's direction rule
+
+
+def hybridgl_extract_dir_phrase(nlp, sentence: str) -> str:
+    """HybridGL's ``extract_dir_phrase`` (utils.py), written out here: on its cleaned sentence, the
+    direction word whose dependency head has the smallest position wins (earlier token on ties)."""
+    cleaned = " ".join(t.text for t in nlp(sentence.lower()) if t.text != " ")
+    words = {
+        "left": ("left",),
+        "right": ("right",),
+        "middle": ("middle", "between"),
+        "up": ("up", "top", "above"),
+        "down": ("down", "under", "bottom", "low"),
+    }
+    flag, deep2head = "none", 999
+    for token in nlp(cleaned):
+        for direction, keys in words.items():
+            if token.text in keys and token.head.i < deep2head:
+                flag, deep2head = direction, token.head.i
+    return flag
+
+
+def hybridgl_gen_dir_mask(direction: str, height: int, width: int):
+    """HybridGL's ``gen_dir_mask``: horizontal ramps and a middle triangle over the pixel columns;
+    up / down are commented out there, so they (and none) give ones."""
+    import torch
+
+    if direction == "left":
+        row = torch.linspace(1, 0, width)
+    elif direction == "right":
+        row = torch.linspace(0, 1, width)
+    elif direction == "middle":
+        row = torch.cat([torch.linspace(0, 1, width // 2), torch.linspace(1, 0, width - width // 2)])
+    else:
+        row = torch.ones(width)
+    return row.expand(height, width)
+
+
+EXTRA_DIRECTION_SENTENCES = [
+    "man on the right next to a woman on the left",
+    "bottom right bowl",
+    "left giraffe",
+    "guy between two girls",
+    "the cup under the table",
+    "the person standing up on the left",
+    "the middle slice of pizza",
+]
+
+
+def test_hybridgl_direction_rule_and_masks_match_a_reimplementation(nlp) -> None:
+    """On the RefCOCOg fixture sentences (and a few with direction words): the same direction as
+    HybridGL's extraction, and priors equal to its masks read at each patch's centre column."""
+    import torch
+
+    from refam.attention import ImageGeometry
+    from refam.heatmap import prior_for
+
+    sentences = refcocog_sentences() + EXTRA_DIRECTION_SENTENCES
+    seen = set()
+    for sentence in sentences:
+        expected = hybridgl_extract_dir_phrase(nlp, sentence)
+        cue = analyze_expression(sentence, noun_phrase=False, nlp=nlp).spatial
+        found = "none" if cue is None else (cue.horizontal or "vertical")
+        assert found == {"up": "vertical", "down": "vertical"}.get(expected, expected), sentence
+        seen.add(expected)
+        if cue is None:
+            continue
+        for height, width, grid in ((480, 640, (30, 40)), (333, 517, (21, 32))):
+            geometry = ImageGeometry((height, width), (height, width), grid)
+            mask = hybridgl_gen_dir_mask(expected, height, width)
+            cols = ((torch.arange(grid[1], dtype=torch.float64) + 0.5) * width / grid[1]).long()
+            torch.testing.assert_close(prior_for(cue, geometry), mask[: grid[0], cols])
+    assert {"left", "right", "middle", "down", "none"} <= seen

@@ -21,8 +21,13 @@ def test_the_papers_operating_points():
 def test_unset_options_come_from_the_point_and_explicit_ones_stay():
     opts = RefAMOptions()
     assert opts.sigma is FROM_BACKEND and opts.resolution is FROM_BACKEND and opts.guidance is FROM_BACKEND
-    assert opts.at(MOCHI_VIDEO) == RefAMOptions(sigma=0.01, resolution=480, guidance=None)
-    assert opts.at(FLUX_IMAGE) == RefAMOptions(sigma=0.75, resolution=1024, guidance=3.5)
+    for point in (MOCHI_VIDEO, FLUX_IMAGE):
+        filled = opts.at(point)
+        assert (filled.sigma, filled.resolution, filled.guidance) == (point.sigma, point.resolution, point.guidance)
+        assert filled.heatmap.score == point.score == "concept_attention"
+    toy_like = OperatingPoint(sigma=0.1, resolution=48, score="scaled_dot")
+    assert opts.at(toy_like).heatmap.score == "scaled_dot"
+    assert RefAMOptions().replace(score="attention_probs").at(toy_like).heatmap.score == "attention_probs"
     # an explicit value equal to another model's default is still explicit
     explicit = RefAMOptions(sigma=0.75, resolution=1024).at(MOCHI_VIDEO)
     assert (explicit.sigma, explicit.resolution) == (0.75, 1024)

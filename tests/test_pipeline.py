@@ -73,8 +73,15 @@ def test_token_bookkeeping_in_results(pipe, cats):
     assert pieces[-1] == "</s>" and "▁pink" in pieces
     kept = [t.piece for t in res.token_maps if t.kept]
     assert kept == ["▁cat"]  # NP filter: "the cat"; 'left' is outside the head noun phrase
-    assert res.noun_phrase == "the cat" and res.spatial == ("left", None)
-    assert res.summary()["tokens"][1] == {"piece": "▁cat", "role": "content", "kept": True, "gas": False}
+    assert res.noun_phrase == "the cat" and (res.spatial.horizontal, res.spatial.rule) == ("left", "hybridgl")
+    summary = res.summary()
+    assert summary["tokens"][1] == {"piece": "▁cat", "role": "content", "kept": True, "gas": False}
+    assert summary["parser"].startswith("en_core_web") and summary["spatial"]["rule"] == "hybridgl"
+    # np_mode="encode": the noun phrase is what the branch reads, standing for the expression
+    encoded = pipe.segment(cats, "the cat on the left", np_mode="encode")[0]
+    assert encoded.expression == "the cat on the left"
+    assert [t.piece for t in encoded.token_maps if t.kept] == ["▁cat"]
+    assert "▁left" not in [t.piece for t in encoded.token_maps]
     no_magnets = pipe.segment(cats, "the cat on the left", magnets=())[0]
     assert "▁pink" not in [t.piece for t in no_magnets.token_maps]
 

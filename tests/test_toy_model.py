@@ -136,18 +136,24 @@ def test_cli_on_a_non_square_toy_image_not_a_multiple_of_16(tmp_path, toy_pipe):
     assert (mask & target).sum() > 0.5 * target.sum() and (mask & ~target).sum() < 0.1 * target.sum()
 
 
-def test_release_sets_the_default_sigma_and_keeps_the_weights(tmp_path):
+def test_release_sets_the_operating_point_and_keeps_the_weights(tmp_path):
     from safetensors.torch import load_file
 
-    from refam.toy.release import best_sigma, write_release
+    from refam.toy.release import best_point, write_release
 
-    scores = {0.25: {"colour": 0.9, "colour_shape": 0.5}, 0.5: {"colour": 0.8, "colour_shape": 0.6}, 0.75: {"colour": 0.5, "colour_shape": 0.2}}
-    assert best_sigma(scores) == 0.25  # equal means: the lower σ wins
-    scores[0.5]["colour_shape"] = 0.7
-    assert best_sigma(scores) == 0.5
+    results = {
+        (0.25, "concept_attention"): {"colour": 0.9, "colour_shape": 0.5},
+        (0.5, "concept_attention"): {"colour": 0.8, "colour_shape": 0.6},
+        (0.25, "scaled_dot"): {"colour": 0.9, "colour_shape": 0.5},
+        (0.75, "scaled_dot"): {"colour": 0.5, "colour_shape": 0.2},
+    }
+    assert best_point(results) == (0.25, "concept_attention")  # ties: lower σ, then the paper's score
+    results[(0.5, "scaled_dot")] = {"colour": 0.9, "colour_shape": 0.7}
+    assert best_point(results) == (0.5, "scaled_dot")
     out = tmp_path / "toy.safetensors"
-    write_release(DEFAULT_WEIGHTS, out, 0.4, {"0.4": {"colour": 1.0}})
-    assert load_toy(out).default_sigma == 0.4
+    write_release(DEFAULT_WEIGHTS, out, 0.4, "attention_probs", {"0.4/attention_probs": {"colour": 1.0}})
+    point = load_toy(out).operating_point
+    assert (point.sigma, point.score) == (0.4, "attention_probs")
     before, after = load_file(DEFAULT_WEIGHTS), load_file(out)
     assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
 

@@ -26,10 +26,13 @@ sys.path.insert(0, str(ROOT))
 from nodes import NODE_SPECS  # noqa: E402
 from nodes.spec import spec_signature  # noqa: E402
 from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO  # noqa: E402
+from refam.variants import DEFAULT_SCORE, GAS_RULES  # noqa: E402
 
 OUT = ROOT / "example_workflows"
 CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())["nodes"]
 CATALOG = {**CORE, **{s.node_id: spec_signature(s) for s in NODE_SPECS}}
+# RefAM widgets a workflow does not set keep the node's declared default.
+DEFAULTS = {s.node_id: {p.name: p.default for p in s.inputs if p.is_widget} for s in NODE_SPECS}
 TITLES = {s.node_id: s.display_name for s in NODE_SPECS}
 # What the frontend stores for a loader's upload button.
 _UPLOAD_VALUE = {"LoadImage": "image", "LoadVideo": "image"}
@@ -119,7 +122,7 @@ class Graph:
         unknown = set(widgets) - names
         if unknown:
             raise KeyError(f"{type_} has no inputs {unknown}")
-        node = Node(len(self.nodes) + 1, type_, widgets, title)
+        node = Node(len(self.nodes) + 1, type_, {**DEFAULTS.get(type_, {}), **widgets}, title)
         self.nodes.append(node)
         return node
 
@@ -335,11 +338,13 @@ def capture_inputs(g: Graph, capture: Node, unet: Node, vae: Node, cond: Node, e
 def filter_node(g: Graph, capture: Node) -> Node:
     filt = g.add(
         "RefAMFilterTokens",
+        score=DEFAULT_SCORE,
         drop_stop_words=True,
         drop_magnets=True,
         drop_eos=True,
-        remove_gas=True,
+        remove_gas=False,
         gas_threshold=10.0,
+        gas_rule=GAS_RULES[0],
         noun_phrase=True,
     )
     g.link(capture, "attention", filt, "attention")

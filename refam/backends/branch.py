@@ -79,7 +79,7 @@ class BranchRunner:
         """One block of the branch; ``embed(batch)`` maps the T5 embeddings into the text stream."""
         if self.rows is not None:
             rows = self.rows.to(vec.device)
-            image = ImageAttention(image.q[rows], image.k[rows], image.v[rows])
+            image = image.rows(rows)
             vec = vec[rows]
         if self.expr is None:
             self.expr = embed(image.q.shape[0])
@@ -90,7 +90,7 @@ class BranchRunner:
                 BlockCapture(
                     name=self.names[index],
                     index=index,
-                    logits=out.logits.to("cpu", torch.float32),
+                    scores={k: v.to("cpu", torch.float32) for k, v in out.scores.items()},
                     text_mass=out.text_mass.to("cpu", torch.float32),
                 )
             )

@@ -45,7 +45,8 @@ from refam.backends.comfy_capture import (
 from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
-from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint, flux_point
+from refam.variants import BRANCH_POOLED
 
 __all__ = [
     "COMFY_T5_PAD_LENGTH",
@@ -279,11 +280,16 @@ def _rope(x: torch.Tensor, pe: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     return (pe[..., 0] * x[..., 0] + pe[..., 1] * x[..., 1]).reshape(*shape).type_as(like)
 
 
+def _unrope(x: torch.Tensor, pe: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The queries before RoPE: each position's rotation undone (its transpose), in float32."""
+    return x if pe is None else _rope(x, pe.transpose(-1, -2), like)
+
+
 def _recompute_double(block, img: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> ImageAttention:
     mod1, _ = block.img_mod(vec)
     q, k, v = _split_heads(block.img_attn.qkv(_modulate(block.img_norm1(img), mod1)), block.num_heads)
     q, k = block.img_attn.norm(q, k, v)
-    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v)
+    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v, q)
 
 
 def _recompute_single(block, x_img: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> ImageAttention:
@@ -291,7 +297,7 @@ def _recompute_single(block, x_img: torch.Tensor, vec: torch.Tensor, pe: torch.T
     qkv = block.linear1(_modulate(block.pre_norm(x_img), mod))[..., : 3 * block.hidden_size]
     q, k, v = _split_heads(qkv, block.num_heads)
     q, k = block.norm(q, k, v)
-    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v)
+    return ImageAttention(_rope(q, pe, v), _rope(k, pe, v), v, q)
 
 
 # -- the capture session -----------------------------------------------------------------------
@@ -302,6 +308,8 @@ class _Pass:
     txt_len: int = 0
     n_img: int = 0
     image: ImageAttention | None = None
+    pe: torch.Tensor | None = None  # the running block's RoPE rotations
+    vec_shift: torch.Tensor | None = None  # added to the blocks' conditioning vector for the branch
 
 
 @dataclass
@@ -319,6 +327,7 @@ class ComfyFluxCapture:
     stop_after_last: bool = False
     read_queries: str = "auto"  # "auto" | "override" | "recompute"
     progress: BlockProgress | None = None
+    branch_pooled: str = BRANCH_POOLED[0]
     records: list[BlockCapture] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -333,6 +342,8 @@ class ComfyFluxCapture:
                 f"expression embeddings hold {self.expression_embeds.shape[1]} tokens, "
                 f"layout expects {self.layout.total}"
             )
+        if self.branch_pooled not in BRANCH_POOLED:
+            raise ValueError(f"branch_pooled must be one of {', '.join(BRANCH_POOLED)}, got {self.branch_pooled!r}")
         if self.read_queries not in ("auto", "override", "recompute"):
             raise ValueError(f"read_queries must be auto, override or recompute, got {self.read_queries!r}")
         use_override = self.read_queries == "override" or (
@@ -378,9 +389,20 @@ class ComfyFluxCapture:
         x, context = args[0], args[2]
         options = args[7] if len(args) > 7 else kwargs.get("transformer_options", {})
         grid = _token_grid(x.shape, self.diffusion_model.patch_size)
-        self._state = _Pass(txt_len=context.shape[1], n_img=grid[0] * grid[1])
+        y = args[3] if len(args) > 3 else kwargs.get("y")
+        self._state = _Pass(txt_len=context.shape[1], n_img=grid[0] * grid[1], vec_shift=self._pooled_shift(y))
         self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), x.shape[0]))
         return executor(*args, **kwargs)
+
+    @torch.no_grad()
+    def _pooled_shift(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """With ``branch_pooled="zero"``: FLUX's pooled-text term ``vector_in(y)`` swapped for a zero vector's."""
+        dm = self.diffusion_model
+        vector_in = getattr(dm, "vector_in", None)
+        if self.branch_pooled == "caption" or vector_in is None or y is None:
+            return None
+        y = y[:, : dm.params.vec_in_dim].to(next(vector_in.parameters()).dtype)
+        return vector_in(torch.zeros_like(y)) - vector_in(y)
 
     def _block_patch(self, index: int, previous: Callable | None):
         kind = self.names[index].split(".")[0]
@@ -392,6 +414,7 @@ class ComfyFluxCapture:
             state = self._state
             if kind == "double":
                 state.txt_len = args["txt"].shape[1]
+            state.pe = args.get("pe")
             run = previous if previous is not None else extra["original_block"]
             call_args = dict(args)
             image = None
@@ -408,7 +431,8 @@ class ComfyFluxCapture:
                 image, state.image = state.image, None
                 if image is None:
                     raise RuntimeError(f"{self.names[index]}: no attention call was seen")
-            self._branch(index, image, args["vec"], args["txt"] if kind == "double" else args["img"])
+            vec = args["vec"] if state.vec_shift is None else args["vec"] + state.vec_shift.to(args["vec"])
+            self._branch(index, image, vec, args["txt"] if kind == "double" else args["img"])
             return out
 
         return patch
@@ -417,7 +441,9 @@ class ComfyFluxCapture:
         def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             s = self._state
             image = slice(s.txt_len, s.txt_len + s.n_img)
-            s.image = ImageAttention(q[:, :, image], k[:, :, image], v[:, :, image])
+            q_img = q[:, :, image]
+            pe = None if s.pe is None else s.pe[:, :, image]
+            s.image = ImageAttention(q_img, k[:, :, image], v[:, :, image], _unrope(q_img, pe, v))
 
         return attention_reader(previous, keep, preferred)
 
@@ -465,6 +491,7 @@ def capture_flux(
     resolution: int | None = FLUX_IMAGE.resolution,
     progress: BlockProgress | None = None,
     read_queries: str = "auto",
+    branch_pooled: str = BRANCH_POOLED[0],
 ) -> CapturedAttention:
     """One FLUX pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
     check_sigma(sigma)
@@ -476,6 +503,7 @@ def capture_flux(
         stop_after_last=True,
         read_queries=read_queries,
         progress=progress,
+        branch_pooled=branch_pooled,
     )
     batch, height, width = images.shape[:3]
     size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
@@ -488,7 +516,7 @@ def capture_flux(
         layout=layout,
         geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
         num_blocks=len(session.names),
-        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed},
+        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed, "branch_pooled": branch_pooled},
     )
 
 
@@ -501,11 +529,13 @@ class ComfyFlux:
     vae: Any
     name: str = "comfy-flux"
     progress: BlockProgress | None = None
-    operating_point: OperatingPoint = FLUX_IMAGE
+    operating_point: OperatingPoint | None = None  # None: FLUX.1-dev's or schnell's, read off the MODEL
 
     def __post_init__(self) -> None:
-        flux_diffusion_model(self.model)
+        dm = flux_diffusion_model(self.model)
         t5_tokenizer(self.clip)
+        if self.operating_point is None:
+            self.operating_point = flux_point(bool(dm.params.guidance_embed))
 
     @property
     def tokenizer(self) -> Any:
@@ -513,7 +543,7 @@ class ComfyFlux:
 
     @property
     def text_pad_length(self) -> int:
-        return t5_pad_length(self.clip)
+        return self.operating_point.text_length or t5_pad_length(self.clip)
 
     def capture(
         self,
@@ -527,6 +557,7 @@ class ComfyFlux:
         resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int | str] | None = None,
         progress: Callable[[str], None] | None = None,
+        branch_pooled: str = BRANCH_POOLED[0],
     ) -> CapturedAttention:
         point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
         sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
@@ -549,6 +580,7 @@ class ComfyFlux:
             blocks=blocks,
             resolution=resolution,
             progress=self.progress,
+            branch_pooled=branch_pooled,
         )
         captured.meta.update(model=self.name, caption=caption)
         return captured

@@ -34,7 +34,7 @@ from refam.backends.comfy_capture import (
     preferred_attention,
     run_patched_pass,
 )
-from refam.backends.mochi_layout import pad_clip, per_latent_frame, valid_latent_frames
+from refam.backends.mochi_layout import mochi_rope, pad_clip, per_latent_frame, valid_latent_frames
 from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
@@ -159,14 +159,21 @@ class ComfyMochiCapture:
         return executor(*args, **kwargs)
 
     def _block_patch(self, index: int, previous: Callable | None):
+        rotation: dict[str, torch.Tensor | None] = {}
+
         def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             n = self._visual
-            self._image = ImageAttention(q[:, :, :n], k[:, :, :n], v[:, :, :n])
+            q_x = q[:, :, :n]
+            cos, sin = rotation.get("cos"), rotation.get("sin")
+            # The visual queries before RoPE (ConceptAttention's vectors): the rotation undone.
+            q_plain = q_x if cos is None else mochi_rope(q_x.transpose(1, 2), cos, -sin).transpose(1, 2)
+            self._image = ImageAttention(q_x, k[:, :, :n], v[:, :, :n], q_plain)
 
         def patch(args: dict, extra: dict) -> dict:
             import comfy.model_management
 
             comfy.model_management.throw_exception_if_processing_interrupted()
+            rotation.update(cos=args.get("rope_cos"), sin=args.get("rope_sin"))
             options = dict(args.get("transformer_options") or {})
             options["optimized_attention_override"] = attention_reader(
                 options.get("optimized_attention_override"), keep, self._preferred[index]

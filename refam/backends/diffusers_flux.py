@@ -24,6 +24,7 @@ from refam.attention import (
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner, installed
+from refam.variants import BRANCH_POOLED
 
 __all__ = [
     "CaptureComplete",
@@ -32,6 +33,7 @@ __all__ = [
     "FluxCapture",
     "capture_flux_attention",
     "flux_blocks",
+    "pooled_shift",
 ]
 
 
@@ -128,6 +130,18 @@ def flux_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
     return named
 
 
+@torch.no_grad()
+def pooled_shift(transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> torch.Tensor | None:
+    """What turns the block's conditioning vector into the branch's (:data:`BRANCH_POOLED`): with
+    ``zero``, the pooled-text term of ``time_text_embed`` swapped for a zero vector's."""
+    if branch_pooled not in BRANCH_POOLED:
+        raise ValueError(f"branch_pooled must be one of {', '.join(BRANCH_POOLED)}, got {branch_pooled!r}")
+    embedder = getattr(getattr(transformer, "time_text_embed", None), "text_embedder", None)
+    if branch_pooled == "caption" or embedder is None:
+        return None
+    return embedder(torch.zeros_like(pooled)) - embedder(pooled)
+
+
 def _rope_tail(x: torch.Tensor, rotary: Any, n_tail: int) -> torch.Tensor:
     """RoPE on the last ``n_tail`` positions of ``x [B, S, H, Dh]`` (the image tokens)."""
     from diffusers.models.embeddings import apply_rotary_emb
@@ -164,8 +178,10 @@ class FluxCapture:
         *,
         blocks: Iterable[int | str] | None = None,
         stop_after_last: bool = False,
+        vec_shift: torch.Tensor | None = None,
     ) -> None:
         self.transformer = transformer
+        self.vec_shift = vec_shift  # added to each block's conditioning vector for the branch
         self.named_blocks = flux_blocks(transformer)
         selected = resolve_capture_blocks(blocks, len(self.named_blocks), [n for n, _ in self.named_blocks])
         if expression_embeds.shape[1] != layout.total:
@@ -219,7 +235,8 @@ class FluxCapture:
             scratch = self._scratch[index]
             n_img = img.shape[1]
             # Single blocks project text and image together: keep the image tail.
-            q = _rope_tail(scratch.q[:, -n_img:], rotary, n_img).transpose(1, 2)
+            q_plain = scratch.q[:, -n_img:]
+            q = _rope_tail(q_plain, rotary, n_img).transpose(1, 2)
             k = _rope_tail(scratch.k[:, -n_img:], rotary, n_img).transpose(1, 2)
             v = _heads(scratch.v[:, -n_img:], block.attn.head_dim).transpose(1, 2)
             scratch.q = scratch.k = scratch.v = None
@@ -230,7 +247,8 @@ class FluxCapture:
                 return self.transformer.context_embedder(embeds)
 
             try:
-                self.runner.run(index, ImageAttention(q, k, v), temb, embed)
+                vec = temb if self.vec_shift is None else temb + self.vec_shift.to(temb)
+                self.runner.run(index, ImageAttention(q, k, v, q_plain.transpose(1, 2)), vec, embed)
             finally:
                 # The single-block adapter runs norm_q/norm_k/to_v on the expression, which our own
                 # hooks saw: drop those references so nothing outlives the block.
@@ -247,6 +265,7 @@ def capture_flux_attention(
     *,
     blocks: Iterable[int | str] | None = None,
     stop_after_last: bool = False,
+    vec_shift: torch.Tensor | None = None,
 ) -> Iterator[FluxCapture]:
     """Install the expression branch on ``transformer`` for the duration of the block.
 
@@ -255,7 +274,7 @@ def capture_flux_attention(
     bit-identical to a forward without the capture.
     """
     session = FluxCapture(
-        transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last
+        transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last, vec_shift=vec_shift
     )
     with installed(session):
         yield session

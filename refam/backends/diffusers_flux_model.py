@@ -18,11 +18,17 @@ import torch
 from torch import nn
 
 from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
-from refam.backends.diffusers_flux import capture_flux_attention, flux_blocks, run_until_captured
+from refam.backends.diffusers_flux import (
+    capture_flux_attention,
+    flux_blocks,
+    pooled_shift,
+    run_until_captured,
+)
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise, check_sigma
-from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
+from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint, flux_point
+from refam.variants import BRANCH_POOLED
 
 __all__ = ["DiffusersFlux", "pack_latents", "latent_image_ids"]
 
@@ -66,10 +72,12 @@ class DiffusersFlux:
     # A model trained at one size only (the toy) sees every image stretched to it; the geometry
     # maps points back exactly either way.
     native_size: tuple[int, int] | None = None
-    operating_point: OperatingPoint = FLUX_IMAGE
+    operating_point: OperatingPoint | None = None  # None: FLUX.1-dev's or schnell's, read off the weights
 
     def __post_init__(self) -> None:
         flux_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
+        if self.operating_point is None:
+            self.operating_point = flux_point(bool(getattr(self.transformer.config, "guidance_embeds", False)))
         self.device = torch.device(self.device)
         home = torch.device("cpu") if self.offload else self.device
         for module in self._modules():
@@ -85,7 +93,7 @@ class DiffusersFlux:
 
     @property
     def text_pad_length(self) -> int:
-        return self.t5_max_length
+        return self.operating_point.text_length or self.t5_max_length
 
     @property
     def latent_multiple(self) -> int:
@@ -180,6 +188,7 @@ class DiffusersFlux:
         resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
+        branch_pooled: str = BRANCH_POOLED[0],
     ) -> CapturedAttention:
         """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch;
         what is not given comes from :attr:`operating_point`."""
@@ -200,6 +209,7 @@ class DiffusersFlux:
             resolution=resolution,
             blocks=blocks,
             progress=progress,
+            branch_pooled=branch_pooled,
         )
         captured.meta["caption"] = caption
         return captured
@@ -220,8 +230,11 @@ class DiffusersFlux:
         resolution: int | None | FromBackend = FROM_BACKEND,
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
+        branch_pooled: str = BRANCH_POOLED[0],
     ) -> CapturedAttention:
-        """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions)."""
+        """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions).
+        ``branch_pooled`` (:data:`refam.variants.BRANCH_POOLED`): the pooled vector the expression
+        branch is modulated with."""
         point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
         sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
         check_sigma(sigma)
@@ -250,13 +263,12 @@ class DiffusersFlux:
             if guidance is None:
                 raise ValueError(f"{self.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})")
             kwargs["guidance"] = torch.full((batch,), guidance, device=device, dtype=torch.float32)
-        with (
-            self._on_device(self.transformer),
-            capture_flux_attention(
-                self.transformer, expr_embeds, layout, blocks=blocks, stop_after_last=True
-            ) as session,
-        ):
-            run_until_captured(self.transformer, **kwargs)
+        with self._on_device(self.transformer):
+            shift = pooled_shift(self.transformer, kwargs["pooled_projections"], branch_pooled)
+            with capture_flux_attention(
+                self.transformer, expr_embeds, layout, blocks=blocks, stop_after_last=True, vec_shift=shift
+            ) as session:
+                run_until_captured(self.transformer, **kwargs)
         return CapturedAttention(
             blocks=session.records,
             expressions=list(expressions),
@@ -268,5 +280,6 @@ class DiffusersFlux:
                 "model": self.name,
                 "sigma": sigma,
                 "seed": seed,
+                "branch_pooled": branch_pooled,
             },
         )

@@ -31,6 +31,7 @@ from refam.attention import (
 )
 from refam.backends.branch import BranchRunner, installed
 from refam.backends.mochi_layout import (
+    mochi_rope,
     mochi_timestep,
     pad_clip,
     per_latent_frame,
@@ -48,12 +49,6 @@ __all__ = [
     "capture_mochi_attention",
     "check_mochi",
 ]
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Mochi's RoPE on ``[B, N, H, Dh]``: interleaved (even, odd) pairs, computed in float32."""
-    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
 
 
 class DiffusersMochiAdapter:
@@ -162,9 +157,10 @@ class MochiCapture:
             params.update(kwargs)
             temb, rotary = params["temb"], params.get("image_rotary_emb")
             slots = self._slots[index]
-            q, k = slots.q, slots.k
+            q_plain = q = slots.q
+            k = slots.k
             if rotary is not None:
-                q, k = _rope(q, *rotary), _rope(k, *rotary)
+                q, k = mochi_rope(q, *rotary), mochi_rope(k, *rotary)
             v = slots.v.unflatten(2, (block.attn1.heads, -1))
             self._slots[index] = _Slots()
             caption = params["encoder_hidden_states"]
@@ -173,7 +169,7 @@ class MochiCapture:
                 embeds = self.expression_embeds.to(device=caption.device, dtype=caption.dtype)
                 return self.transformer.time_embed.caption_proj(embeds.expand(batch, -1, -1))
 
-            image = ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            image = ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2))
             self.runner.run(index, image, temb, embed)
 
         return hook

@@ -8,6 +8,7 @@ heatmap / point code works per latent frame, and clip frames map back to their l
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from refam.attention import BlockCapture
 
@@ -48,16 +49,23 @@ def pad_clip(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([frames, np.repeat(frames[-1:], short, axis=0)]) if short else frames
 
 
+def mochi_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Mochi's RoPE on ``[B, N, H, Dh]``: interleaved (even, odd) pairs rotated, in float32; with
+    ``-sin`` it undoes itself."""
+    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
+
+
 def per_latent_frame(blocks: list[BlockCapture], latent_t: int, keep: int | None = None) -> list[BlockCapture]:
     """``[B, T·h·w, L]`` -> ``[B·T, h·w, L]`` (first ``keep`` latent frames): one image per latent frame."""
     out = []
     for b in blocks:
-        batch, tokens, length = b.logits.shape
-        logits = b.logits.reshape(batch * latent_t, tokens // latent_t, length)
-        mass = b.text_mass.repeat_interleave(latent_t, dim=0)
-        if keep is not None:
-            logits, mass = logits[:keep], mass[:keep]
-        out.append(BlockCapture(b.name, b.index, logits, mass))
+        scores = {}
+        for name, value in b.scores.items():
+            batch, tokens, length = value.shape
+            scores[name] = value.reshape(batch * latent_t, tokens // latent_t, length)[:keep]
+        mass = b.text_mass.repeat_interleave(latent_t, dim=0)[:keep]
+        out.append(BlockCapture(b.name, b.index, scores, mass))
     return out
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
 from refam.operating_point import OperatingPoint
+from refam.variants import DEFAULT_SCORE
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -53,6 +54,7 @@ class ToyConfig:
     text_pad_length: int = 32
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
     default_sigma: float = 0.5
+    default_score: str = DEFAULT_SCORE  # the paper's unless release.py validated another
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -257,5 +259,10 @@ def toy_backend(
         dtype=dtype,
     )
     backend.native_size = (config.image_size, config.image_size)
-    backend.operating_point = OperatingPoint(sigma=config.default_sigma, resolution=config.image_size)
+    backend.operating_point = OperatingPoint(
+        sigma=config.default_sigma,
+        resolution=config.image_size,
+        score=config.default_score,
+        text_length=config.text_pad_length,
+    )
     return backend

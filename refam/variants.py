@@ -1,0 +1,55 @@
+"""The method's named variants, torch-free so the command line can offer them without loading a
+model. The first of each list is the paper's."""
+
+from __future__ import annotations
+
+__all__ = ["BRANCH_POOLED", "DEFAULT_SCORE", "GAS_RULES", "NP_MODES", "SCORES", "SPATIAL_RULES", "check_score"]
+
+#: How an image patch and an expression token are scored before the softmax over tokens.
+#: ``concept_attention`` (default): ConceptAttention's cross-attention maps as its published FLUX
+#: code computes them (``compute_heatmaps_from_vectors`` on the ``cross_attention_*_vectors`` its
+#: double-stream block stores: image and concept *queries* after QK-norm, before RoPE, heads
+#: flattened into channels, no 1/sqrt(d)); the paper: "we follow ConceptAttention" (§3.2).
+#: ``scaled_dot``: the attention logits, mean over heads of <q_img, k_expr> / sqrt(d) (RoPE'd q).
+#: ``attention_probs``: the expression queries' attention probabilities on each image key (mean
+#: over heads; the "text-to-image attention" of the paper's Fig. 3), kept as log-probabilities so
+#: the softmax over tokens renormalises them per patch.
+SCORES: tuple[str, ...] = ("concept_attention", "scaled_dot", "attention_probs")
+DEFAULT_SCORE = SCORES[0]
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    return score
+
+
+#: ``paper``: a token whose text-to-text mass, averaged over blocks, is at least ``threshold`` times
+#: the mean over all tokens and blocks (§3.3). ``others``: ... times the mean of the expression's
+#: *other* tokens. The paper's mean contains the sink itself, so on an L-token expression a token
+#: can never exceed L times it: a pad-free expression of 10 tokens or fewer never reaches 10x. The
+#: paper's own sequences are long; ``others`` keeps its intent (a sink dwarfs the rest) at any length.
+GAS_RULES: tuple[str, ...] = ("paper", "others")
+
+
+#: The pooled CLIP vector in the expression branch's modulation (FLUX). ``zero``: ConceptAttention's
+#: concept stream is modulated from a zero pooled vector (``embed_concepts``: ``vec =
+#: torch.zeros_like(vec)``), which the paper follows (§3.2); ``caption``: the caption's, as the image
+#: stream has it.
+BRANCH_POOLED: tuple[str, ...] = ("zero", "caption")
+
+
+#: Where direction words put the spatial prior. ``hybridgl``: HybridGL's rule, whose preprocessing
+#: the paper uses ("We use the same preprocessing strategy as HybridGL ... to extract noun phrases
+#: (NP) and spatial bias (SB)", §4): the direction word whose syntactic head comes first, horizontal
+#: masks only (left / right ramps, a middle triangle; a winning vertical word leaves no prior).
+#: ``absolute``: keywords on both axes, "top left" a product of two ramps (Appendix C's absolute terms).
+SPATIAL_RULES: tuple[str, ...] = ("hybridgl", "absolute")
+
+
+#: How the head noun phrase narrows an expression. ``mask``: only the noun phrase's tokens of the
+#: full expression feed the heatmap — the paper defines its NP component as "filtering of
+#: everything but noun phrase" (Table 4). ``encode``: the noun phrase is encoded as its own text
+#: (with the magnets) and its maps stand for the expression, as HybridGL encodes it separately
+#: (Appendix C: "The noun phrases are then encoded with the text encoder").
+NP_MODES: tuple[str, ...] = ("mask", "encode")
