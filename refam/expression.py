@@ -71,6 +71,9 @@ NLTK_STOP_WORDS: frozenset[str] = frozenset(
     entry.strip() for entry in PAPER_STOP_WORD_LIST.split(";") if entry.strip().isalpha()
 )
 
+#: SentencePiece's word-start mark, which T5 sometimes emits as a piece of its own.
+SENTENCEPIECE_MARK = "\u2581"
+
 #: Symbols the paper adds "to account for the special symbols from the tokenization".
 TOKENIZER_SYMBOL_STOP_WORDS: frozenset[str] = frozenset({"_", ";", ".", "-"})
 
@@ -429,6 +432,12 @@ def tokenize_expression(
         first = overlapped[0]
         if first >= n_expr_words:
             role = TokenRole.MAGNET
+        elif not piece.strip(SENTENCEPIECE_MARK):
+            # A bare word-start mark ('▁' before '_' or '(') is the tokenizer's own symbol, which the
+            # paper's list names among its "special symbols from the tokenization" (printed "_").
+            # Punctuation the list does not name (',', "'", '?') keeps its word's role: the list is
+            # the paper's choice, and it stops at '_ ; . -'.
+            role = TokenRole.STOP
         elif any(word_roles[w] is TokenRole.CONTENT for w in overlapped):
             # A piece spanning several words ("1.2", "...") is content if any of them is.
             role = TokenRole.CONTENT

@@ -39,12 +39,14 @@ def check_alignment(te: TokenizedExpression) -> None:
             assert t.word == te.words[t.word_index].text
             # Roles follow the word's position: magnets come after the user's words.
             assert (t.role is M) == (t.word_index >= te.expression_word_count)
-    # Pieces of one word share its role.
+    # Pieces of one word share its role; a bare word-start mark in the user's text is the paper's
+    # tokenizer symbol, a stop token.
     by_word: dict[int, set[TokenRole]] = {}
     for t in te.tokens:
-        if t.word_index >= 0:
+        if t.word_index >= 0 and not (t.piece == "\u2581" and t.role is S):
             by_word.setdefault(t.word_index, set()).add(t.role)
     assert all(len(roles) == 1 for roles in by_word.values())
+    assert all(t.role in (S, M) for t in te.tokens if t.piece == "\u2581")
     # Padding only at the end.
     roles = te.roles
     assert all(r is P for r in roles[te.valid_length :])
@@ -178,7 +180,7 @@ def test_multi_piece_words_share_word_and_role(t5_tokenizer, word: str, pieces: 
     of_word = [t for t in te.tokens if t.word == word]
     assert [t.piece for t in of_word] == pieces
     assert {t.word_index for t in of_word} == {1}
-    assert {t.role for t in of_word} == {C}
+    assert {t.role for t in of_word if t.piece != "\u2581"} == {C}  # a bare mark is the tokenizer's symbol
     check_alignment(te)
 
 
@@ -192,7 +194,7 @@ def test_apostrophes_and_hyphens(t5_tokenizer) -> None:
         ("▁left", "left", C),
         ("-", "-", S),
         ("hand", "hand", C),
-        ("▁", "paw", C),
+        ("▁", "paw", S),  # the bare word-start mark: the tokenizer's symbol
         ("paw", "paw", C),
         ("</s>", "", E),
     ]
@@ -378,7 +380,7 @@ def test_refcocog_sentences_align(t5_tokenizer) -> None:
             if t.role is C:
                 assert t.word.lower() not in STOP_WORDS or "only stop words" in "".join(te.warnings)
             if t.role is S:
-                assert t.word.lower() in STOP_WORDS
+                assert t.word.lower() in STOP_WORDS or t.piece == "\u2581"
         # Every user word is reached by some token (nothing silently lost).
         reached = {t.word_index for t in te.tokens if t.word_index >= 0}
         assert set(range(len(te.words))) - reached <= {
@@ -399,3 +401,19 @@ def test_import_does_not_pull_torch_or_spacy() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_bare_word_start_mark_is_the_papers_tokenizer_symbol(t5_tokenizer):
+    """T5 emits '▁' as its own piece before '_' and some punctuation. The paper's list names the
+    tokenizer's symbols ('_ ; . -'), so a bare mark in the user's text is a stop token, in the
+    appended magnet '_' a magnet; punctuation the list does not name (',' and '?') is not a stop word."""
+    from refam.expression import TokenRole
+
+    roles = {}
+    expr = tokenize_expression("the _ cat, left?", t5_tokenizer)
+    for token in expr.tokens:
+        roles.setdefault(token.piece, []).append(token.role)
+    assert roles["▁"] == [TokenRole.STOP, TokenRole.MAGNET]
+    assert roles["_"] == [TokenRole.STOP, TokenRole.MAGNET]
+    assert roles[","] == [TokenRole.CONTENT] and roles["?"] == [TokenRole.CONTENT]
+    assert roles["▁cat"] == [TokenRole.CONTENT]
