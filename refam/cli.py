@@ -403,9 +403,12 @@ VIDEO_DATASETS = ("ref-davis17", "mevis", "ref-youtube-vos")
 
 
 def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
-    from refam.data.video import MevisDataset, RefDavisDataset, RefYoutubeVosDataset
+    from refam.data.captions import load_captions
+    from refam.data.video import ANNOTATOR_SETS, MevisDataset, RefDavisDataset, RefYoutubeVosDataset
     from refam.eval import (
         Shard,
+        davis_results_table,
+        evaluate_ref_davis,
         evaluate_video,
         load_records,
         predict_ytvos,
@@ -416,14 +419,21 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
     from refam.loading import segmenter_search_dirs
     from refam.segment import load_sam2_video
 
-    if args.dataset == "ref-davis17":
-        dataset = RefDavisDataset(args.data_root, args.annotator, args.split)
-    elif args.dataset == "mevis":
-        dataset = MevisDataset(args.data_root, args.split)
-    else:
-        dataset = RefYoutubeVosDataset(args.data_root, args.split)
-    shard = Shard.from_env()
     out = Path(args.out)
+    if args.dataset == "ref-davis17":
+        # The literature's Ref-DAVIS17: each annotator set scored on its own, then their mean.
+        sets = list(ANNOTATOR_SETS) if args.annotator == "all" else [args.annotator]
+        runs = [(out / name if len(sets) > 1 else out, RefDavisDataset(args.data_root, name, args.split)) for name in sets]
+        run = evaluate_ref_davis
+    else:
+        dataset = (
+            MevisDataset(args.data_root, args.split)
+            if args.dataset == "mevis"
+            else RefYoutubeVosDataset(args.data_root, args.split)
+        )
+        runs = [(out, dataset)]
+        run = predict_ytvos if args.dataset == "ref-youtube-vos" else evaluate_video
+    shard = Shard.from_env()
     if not args.merge_only:
         if not args.segmenter:
             raise ValueError("video evaluation needs a SAM2 checkpoint: --segmenter sam2.1_hiera_large.pt")
@@ -434,20 +444,32 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
         args.segmenter = None
         pipe = _video_pipeline(args, log)
         prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
-        run = predict_ytvos if args.dataset == "ref-youtube-vos" else evaluate_video
-        counts = run(
-            pipe, tracker, dataset, out, prompt_frame=prompt_frame, candidates=args.candidates,
-            points_from=args.points_from, shard=shard, limit=args.limit, progress=log,
-            mochi=bool(args.video_model), **preset,
-        )
-        log(f"rank {shard.rank}: {counts['written']} new record(s)")
+        # The paper captions the video sets with a language model; given a file, each video's caption
+        # conditions its passes, else the empty prompt.
+        captions = load_captions(args.captions) if args.captions and not args.no_caption else None
+        if captions is None:
+            log("no --captions file: conditioning on the empty prompt (the paper captions each video)")
+        for folder, dataset in runs:
+            counts = run(
+                pipe, tracker, dataset, folder, prompt_frame=prompt_frame, candidates=args.candidates,
+                points_from=args.points_from, shard=shard, limit=args.limit, progress=log,
+                mochi=bool(args.video_model), captions=captions, **preset,
+            )
+            log(f"rank {shard.rank}, {folder.name}: {counts['written']} new record(s)")
         _barrier(shard)
     if shard.rank == 0 and args.dataset == "ref-youtube-vos":
         print(f"submission: {zip_submission(out)} (scored by the Ref-YouTube-VOS evaluation server)")
     elif shard.rank == 0:
-        summary = summarize_video(load_records(out))
-        table = video_results_table(summary, args.dataset)
-        (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, **summary}, indent=2))
+        per_set = {folder.name: summarize_video(load_records(folder)) for folder, _ in runs}
+        if args.dataset == "ref-davis17":
+            table = davis_results_table(per_set if len(runs) > 1 else {args.annotator: next(iter(per_set.values()))})
+        else:
+            table = video_results_table(next(iter(per_set.values())), args.dataset)
+        summary = {"dataset": args.dataset, "split": args.split, **next(iter(per_set.values()))}
+        if len(runs) > 1:
+            summary = {"dataset": args.dataset, "split": args.split, "annotator_sets": per_set}
+            summary["mean"] = {k: sum(s[k] for s in per_set.values()) / len(per_set) for k in ("J", "F", "J&F", "PA")}
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
         (out / "results.md").write_text(table + "\n")
         print(table)
     return 0
@@ -494,7 +516,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             dataset,
             args.split,
             out,
-            caption_mode="empty" if args.no_caption or args.captions is None else "coco",
+            caption_mode="empty" if args.no_caption or args.captions is None else "file",
             overlap=args.overlap,
             shard=shard,
             limit=args.limit,
@@ -557,7 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset", help="refcoco, refcoco+, refcocog (or another folder in the refer format), ref-davis17, mevis"
     )
     ev.add_argument("--split", required=True, help="val, testA, testB (refcoco/+); val, test (refcocog); val (DAVIS); valid_u (MeViS)")
-    ev.add_argument("--annotator", default="annot1", help="Ref-DAVIS17 expression set: annot1, annot1_full_video, annot2, annot2_full_video")
+    ev.add_argument(
+        "--annotator",
+        default="all",
+        help="Ref-DAVIS17 expression set: all (the four sets, each scored, then their mean: the literature's figure), "
+        "annot1, annot1_full_video, annot2 or annot2_full_video",
+    )
     ev.add_argument("--prompt-frame", default="first", help="video: first (paper), best or a frame index")
     ev.add_argument("--candidates", type=int, default=8, help="video: candidate frames for --prompt-frame best")
     ev.add_argument("--points-from", type=int, default=1, help="video: points from the N most evident frames")
@@ -569,7 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-root", required=True, help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/")
     ev.add_argument("--split-by", default=None, help="refer splitBy (default: unc for refcoco/+, umd for refcocog)")
     ev.add_argument("--images", default=None, help="COCO train2014 images (default: DATA_ROOT/images/mscoco/images/train2014)")
-    ev.add_argument("--captions", default=None, help="COCO captions_train2014.json: condition on the image's caption (paper)")
+    ev.add_argument(
+        "--captions",
+        default=None,
+        help="captions conditioning the passes (the paper's): COCO captions_train2014.json, or a JSON map "
+        "{id: caption} by image id, image file name or video name",
+    )
     ev.add_argument("--no-caption", action="store_true", help="condition on the empty prompt")
     ev.add_argument("--overlap", default="union", choices=("union", "exactly_one"), help="GT from overlapping polygons")
     ev.add_argument("--preset", default="full", help="ablation preset: full, no-am, no-np, no-sb, no-am-np-sb, am-only")

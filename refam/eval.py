@@ -26,6 +26,8 @@ __all__ = [
     "PAPER_VIDEO",
     "PRESETS",
     "Shard",
+    "davis_results_table",
+    "evaluate_ref_davis",
     "evaluate_refer",
     "evaluate_video",
     "summarize_video",
@@ -124,7 +126,7 @@ def evaluate_refer(
     split: str,
     out: str | Path,
     *,
-    caption_mode: str = "coco",
+    caption_mode: str = "file",
     overlap: str = "union",
     shard: Shard | None = None,
     limit: int | None = None,
@@ -161,7 +163,7 @@ def evaluate_refer(
                     _write(sink, {"key": s.key, "image_id": image_id, "skipped": f"unreadable image: {exc}"})
                     skipped += 1
                 continue
-            caption = dataset.caption(image_id) if caption_mode == "coco" else ""
+            caption = dataset.caption(image_id) if caption_mode == "file" else ""
             start = time.perf_counter()
             results = pipeline.segment(image, [s.sentence for s in todo], caption, **overrides)
             seconds = (time.perf_counter() - start) / len(todo)
@@ -236,7 +238,7 @@ def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     annotations are a pixel narrower than their frames."""
     if mask.shape == tuple(size):
         return mask
-    out = np.zeros(size, dtype=bool)
+    out = np.zeros(size, dtype=mask.dtype)
     h, w = min(size[0], mask.shape[0]), min(size[1], mask.shape[1])
     out[:h, :w] = mask[:h, :w]
     return out
@@ -255,6 +257,7 @@ def evaluate_video(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     mochi: bool = False,
+    captions: dict[str, str] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Referring video segmentation over a dataset (Ref-DAVIS17, MeViS): per expression J, F, J&F
@@ -277,8 +280,9 @@ def evaluate_video(
                 progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
             frames = FolderFrames(dataset.frame_dir(video))
             start = time.perf_counter()
+            caption = (captions or {}).get(video, "")
             results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
-                               prompt_frame, candidates, points_from, overrides)
+                               prompt_frame, candidates, points_from, overrides, caption)
             seconds = (time.perf_counter() - start) / len(todo)
             for s, res in zip(todo, results, strict=True):
                 gts = {t: _fit(m, frames.size) for t, m in dataset.masks(s).items()}
@@ -299,11 +303,99 @@ def evaluate_video(
                         "F": scores["F"],
                         "J&F": scores["J&F"],
                         "frames_scored": len(frames_scored),
+                        "caption": caption,
                         "seconds": round(seconds, 3),
                     },
                 )
                 written += 1
     return {"rank": shard.rank, "written": written, "videos": len(mine)}
+
+
+def evaluate_ref_davis(
+    pipeline: Any,
+    predictor: Any,
+    dataset: Any,
+    out: str | Path,
+    *,
+    prompt_frame: str | int = "first",
+    candidates: int = 8,
+    points_from: int = 1,
+    shard: Shard | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    mochi: bool = False,
+    captions: dict[str, str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Ref-DAVIS17 as the literature scores it: per video, every expression's masks painted into one
+    label map by object id (a later expression of an object overwrites an earlier one), then
+    davis2017's unsupervised task on the annotated frames — predicted objects matched to the
+    ground-truth objects by the Hungarian method, one record per ground-truth object (J, F, J&F,
+    the matched label, and whether the prompt point of its expression fell on it). Resumable per video."""
+    from refam.metrics import davis_unsupervised, paint_labels, point_in_mask
+    from refam.segment.video import FolderFrames
+
+    shard = shard or Shard()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = {r["video"] for r in load_records(out)}
+    mine = shard.take(_video_groups(dataset, limit))
+    written = 0
+    with _open_records(out, shard.rank) as sink:
+        for video, samples in mine:
+            if video in done:
+                continue
+            if progress:
+                progress(f"[rank {shard.rank}] {video}: {len(samples)} expression(s)")
+            frames = FolderFrames(dataset.frame_dir(video))
+            start = time.perf_counter()
+            caption = (captions or {}).get(video, "")
+            results = _segment(pipeline, predictor, frames, [s.expression for s in samples], mochi,
+                               prompt_frame, candidates, points_from, overrides, caption)
+            seconds = time.perf_counter() - start
+            gt = {t: _fit(m, frames.size) for t, m in dataset.labels(video, samples[0].frames).items()}
+            scored = sorted(gt)
+            by_object = {s.targets[0]: res for s, res in zip(samples, results, strict=True)}
+            predicted = paint_labels({obj: [res.masks[t] for t in scored] for obj, res in by_object.items()})
+            matched = davis_unsupervised([gt[t] for t in scored], predicted)
+            for obj, score in sorted(matched.items()):
+                res = by_object.get(obj)
+                prompt = res.prompts[0] if res is not None else None
+                gt_prompt = gt.get(prompt.frame) if prompt is not None else None
+                _write(
+                    sink,
+                    {
+                        "key": f"{video}:object-{obj}",
+                        "video": video,
+                        "object": obj,
+                        "expression": next((s.expression for s in samples if s.targets[0] == obj), None),
+                        "matched": score["matched"],
+                        "pa": bool(point_in_mask(prompt.points[0], gt_prompt == obj)) if gt_prompt is not None else None,
+                        "J": score["J"],
+                        "F": score["F"],
+                        "J&F": score["J&F"],
+                        "frames_scored": len(scored),
+                        "caption": caption,
+                        "seconds": round(seconds / max(1, len(samples)), 3),
+                    },
+                )
+                written += 1
+    return {"rank": shard.rank, "written": written, "videos": len(mine)}
+
+
+def davis_results_table(per_set: dict[str, dict[str, Any]]) -> str:
+    """Ref-DAVIS17 over annotator sets: one row per set and their mean (the figure papers report)."""
+    paper = PAPER_VIDEO.get("ref-davis17", {})
+    lines = ["| annotator set | J | F | J&F | PA | objects |", "|---|---|---|---|---|---|"]
+    for name, summary in per_set.items():
+        lines.append(
+            f"| {name} | {summary['J']:.2f} | {summary['F']:.2f} | {summary['J&F']:.2f} | {summary['PA']:.2f} | {summary['n']} |"
+        )
+    if len(per_set) > 1:
+        mean = {k: float(np.mean([s[k] for s in per_set.values()])) for k in ("J", "F", "J&F", "PA")}
+        ref = f" (paper {paper['J&F']:.1f})" if "J&F" in paper else ""
+        lines.append(f"| mean of {len(per_set)} sets | {mean['J']:.2f} | {mean['F']:.2f} | {mean['J&F']:.2f}{ref} | {mean['PA']:.2f} | |")
+    return "\n".join(lines)
 
 
 def summarize_video(records: Iterable[dict[str, Any]]) -> dict[str, float | int]:
@@ -401,6 +493,7 @@ def predict_ytvos(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     mochi: bool = False,
+    captions: dict[str, str] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Ref-YouTube-VOS predictions in the submission layout ``OUT/Annotations/<video>/<exp_id>/<frame>.png``
@@ -420,7 +513,7 @@ def predict_ytvos(
             progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
         frames = FolderFrames(dataset.frame_dir(video))
         results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
-                           prompt_frame, candidates, points_from, overrides)
+                           prompt_frame, candidates, points_from, overrides, (captions or {}).get(video, ""))
         for s, res in zip(todo, results, strict=True):
             target = folder / s.expression_id
             target.mkdir(parents=True, exist_ok=True)
@@ -444,15 +537,15 @@ def zip_submission(out: str | Path) -> Path:
     return path
 
 
-def _segment(pipeline, predictor, frames, texts, mochi, prompt_frame, candidates, points_from, overrides):
+def _segment(pipeline, predictor, frames, texts, mochi, prompt_frame, candidates, points_from, overrides, caption=""):
     """One video's expressions: Mochi over the clip, or FLUX on the prompt / candidate frames."""
     from refam.video import segment_video, segment_video_mochi
 
     if mochi:
         return segment_video_mochi(
-            pipeline, predictor, frames, texts, prompt_frame=prompt_frame, points_from=points_from, **overrides
+            pipeline, predictor, frames, texts, caption, prompt_frame=prompt_frame, points_from=points_from, **overrides
         )
     return segment_video(
-        pipeline, predictor, frames, texts, prompt_frame=prompt_frame, candidates=candidates,
+        pipeline, predictor, frames, texts, caption, prompt_frame=prompt_frame, candidates=candidates,
         points_from=points_from, **overrides,
     )

@@ -33,6 +33,7 @@ __all__ = [
     "RisScores",
     "boundary_map",
     "boundary_radius",
+    "davis_unsupervised",
     "decode_coco_polygons",
     "f_measure",
     "intersection_union",
@@ -41,6 +42,7 @@ __all__ = [
     "jf_scores",
     "mean_iou",
     "overall_iou",
+    "paint_labels",
     "point_accuracy",
     "point_in_mask",
 ]
@@ -340,6 +342,62 @@ def jf_scores(
         "J": j_mean,
         "F": f_mean,
         "J&F": (j_mean + f_mean) / 2,
+    }
+
+
+def paint_labels(objects: dict[int, Sequence[MaskLike]]) -> list[np.ndarray]:
+    """Per-object frame masks -> one label map per frame (0 = background), painted in label order
+    so a later object overwrites an earlier one where they overlap (how DAVIS-style label PNGs are
+    written from per-object predictions)."""
+    labels = sorted(objects)
+    if not labels:
+        return []
+    frames = [_frames(objects[label], f"object {label}") for label in labels]
+    n = len(frames[0])
+    if any(len(f) != n for f in frames):
+        raise ValueError("every object needs the same number of frames")
+    out = []
+    for t in range(n):
+        shape = _as_bool(frames[0][t], "mask").shape
+        canvas = np.zeros(shape, dtype=np.int32)
+        for label, masks in zip(labels, frames, strict=True):
+            canvas[_as_bool(masks[t], f"object {label}", shape)] = label
+        out.append(canvas)
+    return out
+
+
+def davis_unsupervised(
+    gt_labels: Sequence[np.ndarray], pred_labels: Sequence[np.ndarray], *, bound_th: float = 0.008
+) -> dict[int, dict[str, Any]]:
+    """davis2017-evaluation's unsupervised task on one video: every ground-truth object (label of
+    ``gt_labels``) is scored against the predicted object (label of ``pred_labels``) that the
+    Hungarian method assigns to it, maximising the mean over pairs of (J + F) / 2 over all frames; an
+    object left without a prediction is scored against an empty mask. Returns per ground-truth label
+    ``{"J", "F", "J&F", "matched"}`` (``matched``: the predicted label, or None)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(gt_labels) != len(pred_labels):
+        raise ValueError(f"{len(gt_labels)} ground-truth frames but {len(pred_labels)} predicted frames")
+    gt_ids = sorted({int(v) for frame in gt_labels for v in np.unique(frame)} - {0})
+    pred_ids = sorted({int(v) for frame in pred_labels for v in np.unique(frame)} - {0})
+    candidates: list[int | None] = [*pred_ids, *[None] * max(0, len(gt_ids) - len(pred_ids))]
+    scores: dict[tuple[int, int], dict[str, Any]] = {}
+    table = np.zeros((len(gt_ids), len(candidates)))
+    for i, g in enumerate(gt_ids):
+        gts = [frame == g for frame in gt_labels]
+        for j, p in enumerate(candidates):
+            preds = [np.zeros_like(frame, dtype=bool) if p is None else frame == p for frame in pred_labels]
+            scores[(i, j)] = jf_scores(preds, gts, bound_th=bound_th)
+            table[i, j] = scores[(i, j)]["J&F"]
+    rows, cols = linear_sum_assignment(-table)
+    return {
+        gt_ids[i]: {
+            "J": scores[(i, j)]["J"],
+            "F": scores[(i, j)]["F"],
+            "J&F": scores[(i, j)]["J&F"],
+            "matched": candidates[j],
+        }
+        for i, j in zip(rows, cols, strict=True)
     }
 
 

@@ -186,24 +186,60 @@ def tracker():
     return build_sam2_module("sam2.1_hiera_t", image_size=256, model_overrides=SAM2_VIDEO_MODEL_OVERRIDES)
 
 
-def test_ref_davis_layout_and_video_eval(tmp_path, toy_pipeline, tracker):
+def test_ref_davis_layout_and_unsupervised_protocol(tmp_path, toy_pipeline, tracker):
+    """Ref-DAVIS17 as the literature scores it: one record per ground-truth object of each video,
+    predicted objects matched to it by davis2017's unsupervised task on the annotated frames."""
     from refam.data.video import RefDavisDataset
-    from refam.eval import evaluate_video, summarize_video, video_results_table
+    from refam.eval import davis_results_table, evaluate_ref_davis, summarize_video
 
     ds = RefDavisDataset(_davis_layout(tmp_path / "davis"), "annot1", "val")
     assert [s.key for s in ds.samples] == ["judo:1-1", "judo:2-1", "bike:1-1"]
     assert ds.samples[0].expression == "the person in white" and len(ds.samples[0].frames) == 16
     gts = ds.masks(ds.samples[0])
     assert sorted(gts) == [0, 5, 8, 13]  # scored on the annotated frames only
-    counts = evaluate_video(toy_pipeline, tracker, ds, tmp_path / "out")
-    assert counts["written"] == 3
-    records = load_records(tmp_path / "out")
-    assert {r["frames_scored"] for r in records} == {4, 1}
-    assert all(0.0 <= r["J&F"] <= 1.0 for r in records)
-    summary = summarize_video(records)
-    assert summary["n"] == 3 and "paper 57.6" in video_results_table(summary, "ref-davis17")
+    counts = evaluate_ref_davis(toy_pipeline, tracker, ds, tmp_path / "out")
+    records = {r["key"]: r for r in load_records(tmp_path / "out")}
+    labels = {video: sorted({int(v) for m in ds.labels(video, ds.samples[i].frames).values() for v in np.unique(m)} - {0})
+              for video, i in (("judo", 0), ("bike", 2))}
+    assert set(records) == {f"{v}:object-{o}" for v, objects in labels.items() for o in objects}
+    assert counts["written"] == len(records)
+    assert {r["frames_scored"] for r in records.values()} == {4, 1}
+    assert all(0.0 <= r["J&F"] <= 1.0 for r in records.values())
+    # bike names one object; its other ground-truth objects meet an empty mask or a spare label
+    bike = [r for r in records.values() if r["video"] == "bike"]
+    assert sum(r["matched"] is not None for r in bike) == 1
+    summary = summarize_video(records.values())
+    assert summary["n"] == len(records)
+    table = davis_results_table({"annot1": summary, "annot2": summary})
+    assert "mean of 2 sets" in table and "paper 57.6" in table
     # Resume: nothing left to do.
-    assert evaluate_video(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 0
+    assert evaluate_ref_davis(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 0
+
+
+def test_ref_davis_all_annotator_sets_from_the_cli(tmp_path, tracker):
+    """``refam eval ref-davis17`` scores each of the four annotator sets and reports their mean."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from refam.cli import main
+
+    root = _davis_layout(tmp_path / "davis")
+    notes = root / "davis_text_annotations"
+    for name in ("annot1_full_video", "annot2", "annot2_full_video"):
+        shutil.copy(notes / "Davis17_annot1.txt", notes / f"Davis17_{name}.txt")
+    ckpt = tmp_path / "sam2.1_hiera_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tracker.state_dict().items()}, str(ckpt))
+    out = tmp_path / "runs"
+    rc = main([
+        "eval", "ref-davis17", "--split", "val", "--data-root", str(root), "--segmenter", str(ckpt),
+        "--sam2-image-size", "256", "--limit", "1", "--out", str(out), "--quiet",
+    ])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["annotator_sets"]) == ["annot1", "annot1_full_video", "annot2", "annot2_full_video"]
+    assert results["mean"]["J&F"] == pytest.approx(np.mean([s["J&F"] for s in results["annotator_sets"].values()]))
+    assert "mean of 4 sets" in (out / "results.md").read_text()
 
 
 def test_mevis_layout(tmp_path):
@@ -260,3 +296,44 @@ def test_ref_youtube_vos_submission_layout(tmp_path, toy_pipeline, tracker):
     assert predict_ytvos(toy_pipeline, tracker, ds, tmp_path / "out")["written"] == 0  # resumed: complete
     with zipfile.ZipFile(zip_submission(tmp_path / "out")) as z:
         assert sorted(z.namelist()) == [f"Annotations/bike/0/{f}.png" for f in frames]
+
+
+def test_captions_from_coco_or_a_map(tmp_path):
+    from refam.data.captions import load_captions
+
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"annotations": [
+        {"image_id": 7, "caption": " two cats on a couch "}, {"image_id": 7, "caption": "second"},
+    ]}))
+    assert load_captions(coco) == {"7": "two cats on a couch"}  # the first caption, stripped
+    plain = tmp_path / "videos.json"
+    plain.write_text(json.dumps({"bike": "a person rides a bike on a dirt path", "judo": "two people in judo suits"}))
+    assert load_captions(plain)["bike"].startswith("a person")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="neither COCO captions nor"):
+        load_captions(bad)
+    with pytest.raises(FileNotFoundError, match="JSON map"):
+        load_captions(tmp_path / "missing.json")
+
+
+def test_video_evaluation_conditions_on_each_videos_caption(tmp_path, toy_pipeline, tracker):
+    from refam.data.video import RefDavisDataset
+    from refam.eval import evaluate_ref_davis
+
+    ds = RefDavisDataset(_davis_layout(tmp_path / "davis"), "annot1", "val")
+    seen = []
+    backend = toy_pipeline.backend
+    original = backend.capture
+
+    def spy(images, expressions, caption="", **kwargs):
+        seen.append(caption)
+        return original(images, expressions, caption, **kwargs)
+
+    backend.capture = spy
+    try:
+        evaluate_ref_davis(toy_pipeline, tracker, ds, tmp_path / "out", limit=1, captions={"bike": "a bike on a path"})
+    finally:
+        del backend.capture
+    assert seen and set(seen) == {"a bike on a path"}
+    assert {r["caption"] for r in load_records(tmp_path / "out")} == {"a bike on a path"}

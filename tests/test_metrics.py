@@ -369,3 +369,67 @@ def test_decode_drops_degenerate_polygons():
     mask = decode_coco_polygons([[0.0, 0.0, 10.0, 10.0]], 20, 20)
     assert mask.shape == (20, 20) and not mask.any()
     assert not decode_coco_polygons([], 5, 7).any()
+
+
+def _brute_force_unsupervised(gt_labels, pred_labels):
+    """The unsupervised assignment by trying every one: each ground-truth object gets a distinct
+    predicted object (or an empty mask) so that the mean of (J + F) / 2 over objects is largest."""
+    from itertools import permutations
+
+    from refam.metrics import jf_scores
+
+    gts = sorted({int(v) for f in gt_labels for v in np.unique(f)} - {0})
+    preds = sorted({int(v) for f in pred_labels for v in np.unique(f)} - {0})
+    options = preds + [None] * len(gts)
+    best, best_total = None, -1.0
+    for chosen in permutations(options, len(gts)):
+        per = {}
+        for g, p in zip(gts, chosen, strict=True):
+            masks = [np.zeros_like(f, dtype=bool) if p is None else f == p for f in pred_labels]
+            per[g] = jf_scores(masks, [f == g for f in gt_labels])["J&F"]
+        total = sum(per.values())
+        if total > best_total + 1e-12:
+            best, best_total = dict(zip(gts, chosen, strict=True)), total
+    return best, best_total / len(gts)
+
+
+def test_davis_unsupervised_matches_swapped_predictions():
+    """Two objects whose predictions carry each other's labels: the unsupervised protocol matches
+    them across (J&F = 1 for both), as an exhaustive matching written here does."""
+    from refam.metrics import davis_unsupervised, paint_labels
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for t in range(5):
+        frame = np.zeros((40, 60), dtype=np.int32)
+        frame[5:20, 4 + t : 24 + t] = 1
+        frame[22:38, 30 - t : 55 - t] = 2
+        frames.append(frame)
+    swapped = paint_labels({1: [f == 2 for f in frames], 2: [f == 1 for f in frames]})
+    result = davis_unsupervised(frames, swapped)
+    assert result[1]["matched"] == 2 and result[2]["matched"] == 1
+    assert all(r["J&F"] == pytest.approx(1.0) for r in result.values())
+    # A noisy three-proposal prediction: the same assignment and score as the exhaustive search.
+    noisy = []
+    for f in frames:
+        p = np.where(rng.random(f.shape) < 0.1, 3, np.where(f == 1, 2, np.where(f == 2, 1, 0)))
+        noisy.append(p.astype(np.int32))
+    result = davis_unsupervised(frames, noisy)
+    expected, mean = _brute_force_unsupervised(frames, noisy)
+    assert {g: r["matched"] for g, r in result.items()} == expected
+    assert np.mean([r["J&F"] for r in result.values()]) == pytest.approx(mean)
+    # A ground-truth object without any prediction scores against an empty mask.
+    one = paint_labels({5: [f == 1 for f in frames]})
+    result = davis_unsupervised(frames, one)
+    assert result[1]["matched"] == 5 and result[2]["matched"] is None and result[2]["J"] == 0.0
+
+
+def test_paint_labels_later_objects_overwrite():
+    from refam.metrics import paint_labels
+
+    a = np.zeros((4, 4), dtype=bool)
+    a[:2] = True
+    b = np.zeros((4, 4), dtype=bool)
+    b[1:3] = True
+    (labels,) = paint_labels({1: [a], 2: [b]})
+    assert labels[0].tolist() == [1] * 4 and labels[1].tolist() == [2] * 4 and labels[3].tolist() == [0] * 4

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from refam.data.captions import load_captions
+
 __all__ = ["DATASETS", "ReferDataset", "ReferSample", "default_split_by"]
 
 DATASETS = {"refcoco": ("unc", ("val", "testA", "testB")), "refcoco+": ("unc", ("val", "testA", "testB")), "refcocog": ("umd", ("val", "test"))}
@@ -87,14 +89,7 @@ class ReferDataset:
         self.images = {im["id"]: im for im in instances["images"]}
         self.annotations = {a["id"]: a for a in instances["annotations"]}
         self.image_dir = Path(images) if images else self.root / "images" / "mscoco" / "images" / "train2014"
-        self.captions: dict[int, str] = {}
-        if captions:
-            path = Path(captions)
-            if not path.is_file():
-                raise FileNotFoundError(f"captions file {path} not found (COCO captions_train2014.json)")
-            for entry in json.loads(path.read_text())["annotations"]:
-                # The first caption of an image, as a fixed choice.
-                self.captions.setdefault(entry["image_id"], entry["caption"].strip())
+        self.captions: dict[str, str] = load_captions(captions) if captions else {}
 
     def splits(self) -> list[str]:
         return sorted({r["split"] for r in self.refs})
@@ -140,4 +135,6 @@ class ReferDataset:
         return self.image_dir / sample.file_name
 
     def caption(self, image_id: int) -> str:
-        return self.captions.get(image_id, "")
+        """The image's caption by id, else by file name, else the empty prompt."""
+        by_id = self.captions.get(str(image_id))
+        return by_id if by_id is not None else self.captions.get(self.images[image_id]["file_name"], "")

@@ -85,17 +85,21 @@ class RefDavisDataset:
     def frame_dir(self, video: str) -> Path:
         return _need(self.root / "JPEGImages" / "480p" / video, DAVIS_HELP)
 
-    def masks(self, sample: VideoSample) -> dict[int, np.ndarray]:
-        """Ground truth of the annotated frames (frame index -> the object's pixels in the palette PNG)."""
+    def labels(self, video: str, frames: tuple[str, ...]) -> dict[int, np.ndarray]:
+        """The annotated frames' label maps (frame index -> object ids, 0 = background)."""
         from PIL import Image
 
-        folder = self.root / "Annotations_unsupervised" / "480p" / sample.video
+        folder = self.root / "Annotations_unsupervised" / "480p" / video
         out = {}
-        for t, stem in enumerate(sample.frames):
+        for t, stem in enumerate(frames):
             path = folder / f"{stem}.png"
             if path.is_file():
-                out[t] = np.isin(np.asarray(Image.open(path)), sample.targets)
+                out[t] = np.asarray(Image.open(path)).astype(np.int32)
         return out
+
+    def masks(self, sample: VideoSample) -> dict[int, np.ndarray]:
+        """Ground truth of the annotated frames (frame index -> the object's pixels in the palette PNG)."""
+        return {t: np.isin(labels, sample.targets) for t, labels in self.labels(sample.video, sample.frames).items()}
 
 
 class MevisDataset:
