@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO
-from refam.variants import BRANCH_POOLED, GAS_RULES, SCORES
+from refam.variants import BRANCH_POOLED, GAS_RULES, NP_MODES, SCORES, SPATIAL_RULES
 
 __all__ = ["main"]
 
@@ -85,6 +85,20 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
         help="what feeds the softmax over tokens (default: the model's; FLUX/Mochi: concept_attention, "
         "ConceptAttention's query vectors as the paper follows; scaled_dot: attention logits; "
         "attention_probs: the expression's attention on the image)",
+    )
+    g.add_argument(
+        "--spatial-rule",
+        choices=SPATIAL_RULES,
+        default=SPATIAL_RULES[0],
+        help="direction words: hybridgl (the paper uses HybridGL's preprocessing: left/right/middle, the word whose "
+        "syntactic head comes first) or absolute (both axes, 'top left')",
+    )
+    g.add_argument(
+        "--np-mode",
+        choices=NP_MODES,
+        default=NP_MODES[0],
+        help="noun phrase: mask (keep its tokens of the expression; the paper's NP filter) or encode (encode it "
+        "as its own text, as HybridGL does)",
     )
     g.add_argument(
         "--branch-pooled",
@@ -181,6 +195,8 @@ def _options_from_args(args: argparse.Namespace):
         remove_gas=args.remove_gas,
         gas_threshold=args.gas_threshold,
         gas_rule=args.gas_rule,
+        spatial_rule=args.spatial_rule,
+        np_mode=args.np_mode,
         noun_phrase=not args.no_np,
         spatial_bias=not args.no_sb,
         blocks=blocks,

@@ -186,6 +186,8 @@ def evaluate_refer(
                         "iou": value,
                         "inter": inter,
                         "union": union,
+                        "noun_phrase": res.noun_phrase,
+                        "parser": res.parser,
                         "seconds": round(seconds, 4),
                     },
                 )

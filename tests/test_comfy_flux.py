@@ -530,3 +530,22 @@ def test_unsupported_flux_variants_are_named_before_any_work(comfy, weights, inp
             capture_flux(model, _WorkMustNotRun(), image, positive, embeds, layout, [None, None], resolution=64)
         assert "support is planned" in str(err.value)
     print(f"unsupported variants named: {[named for _, named in cases]}")
+
+
+def test_expression_padding_matches_the_diffusers_backend(comfy, weights, model, vae):
+    """The same FLUX pads its expressions to the same T5 length on both backends: dev 512, schnell 256."""
+    from refam.backends.comfy_flux import ComfyFlux
+    from refam.backends.diffusers_flux_model import DiffusersFlux
+
+    clip, _t5 = tiny_flux_clip()
+    schnell_weights = tiny_flux_transformer(seed=3, guidance_embeds=False)
+    for transformer, comfy_model, expected in (
+        (weights[0], model, 512),
+        (schnell_weights, comfy_flux_from_diffusers(schnell_weights), 256),
+    ):
+        ours = ComfyFlux(comfy_model, clip, vae)
+        theirs = DiffusersFlux(
+            transformer=transformer, vae=weights[1], t5=torch.nn.Identity(), t5_tokenizer=None, clip=None, clip_tokenizer=None
+        )
+        assert ours.operating_point == theirs.operating_point
+        assert ours.text_pad_length == theirs.text_pad_length == expected

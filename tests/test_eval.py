@@ -59,7 +59,8 @@ def test_missing_images_are_reported_and_counted(fixture_dataset, tmp_path):
             h, w = image.shape[:2]
             mask = np.zeros((h, w), dtype=bool)
             mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
-            return [type("R", (), {"point": Point(w / 2, h / 2, 1.0, 0, 0), "mask": mask})() for _ in sentences]
+            fields = {"point": Point(w / 2, h / 2, 1.0, 0, 0), "mask": mask, "noun_phrase": None, "parser": None}
+            return [type("R", (), fields)() for _ in sentences]
 
     missing = evaluate_refer(FixedPoint(), fixture_dataset, "val", tmp_path / "a")
     records = load_records(tmp_path / "a")
@@ -104,7 +105,9 @@ def test_eval_on_exported_toy_world_matches_the_toy_benchmark(toy_export, toy_pi
 
     root, examples = toy_export
     evaluate_refer(toy_pipeline, _toy_dataset(root), "val", tmp_path, visuals=True)
-    summary = summarize(load_records(tmp_path))
+    records = load_records(tmp_path)
+    summary = summarize(records)
+    assert all(r["parser"].startswith("en_core_web") for r in records)  # which parser read each sentence
     report = write_report(tmp_path, k=3).read_text()
     assert report.count("<img ") == 6 and len(list((tmp_path / "visuals").glob("*.jpg"))) == N_TOY
     bench = evaluate(toy_pipeline, examples)["colour"]

@@ -254,3 +254,33 @@ def test_concept_attention_heatmap_equals_conceptattentions_function(model, t5_t
     for b in range(2):
         got = torch.stack([m.grid.flatten() for m in ours.token_maps[b]])
         torch.testing.assert_close(got, expected[b], rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("branch_pooled", ["zero", "caption"])
+def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
+    """ConceptAttention modulates its concept stream from a zero pooled CLIP vector (the default);
+    ``caption`` keeps the image stream's. Read off what the branch hands the blocks' text-stream
+    modulation, against ``time_text_embed`` computed here."""
+    from refam.backends.diffusers_flux import pooled_shift
+
+    inputs = _inputs(model)
+    embeds, layout = _expr(model)
+    seen: list[torch.Tensor] = []
+    block = model.transformer_blocks[0]
+    hook = block.norm1_context.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(kwargs.get("emb", args[1] if len(args) > 1 else None)), with_kwargs=True
+    )
+    try:
+        shift = pooled_shift(model, inputs["pooled_projections"], branch_pooled)
+        with capture_flux_attention(model, embeds, layout, vec_shift=shift):
+            model(**inputs)
+    finally:
+        hook.remove()
+    image_stream, branch = seen  # the block's own call, then the branch's
+    timestep = inputs["timestep"] * 1000
+    pooled = inputs["pooled_projections"] if branch_pooled == "caption" else torch.zeros_like(inputs["pooled_projections"])
+    torch.testing.assert_close(branch, model.time_text_embed(timestep, pooled), atol=1e-6, rtol=1e-5)
+    assert torch.equal(image_stream, model.time_text_embed(timestep, inputs["pooled_projections"]))
+    with pytest.raises(ValueError, match="branch_pooled"):
+        pooled_shift(model, inputs["pooled_projections"], "mean")

@@ -120,3 +120,27 @@ def test_nodes_and_backends_read_the_same_declaration():
     assert (flux["sigma"].default, flux["resolution"].default) == (FLUX_IMAGE.sigma, FLUX_IMAGE.resolution)
     mochi = inspect.signature(comfy_mochi.capture_mochi).parameters
     assert (mochi["sigma"].default, mochi["resolution"].default) == (MOCHI_VIDEO.sigma, MOCHI_VIDEO.resolution)
+
+
+def test_expressions_are_padded_as_bfl_pads_each_flux(t5_tokenizer, clip_tokenizer):
+    """FLUX's T5 runs without a mask, so the padding after an expression shapes its tokens: FLUX.1-dev
+    (guidance-distilled) pads to 512, schnell to 256, as BFL's reference does; the toy to its own 32."""
+    from refam.backends.diffusers_flux_model import DiffusersFlux
+    from refam.loading import load_pipeline
+    from refam.operating_point import FLUX_SCHNELL
+    from tiny_models import tiny_flux_backend, tiny_flux_transformer
+
+    schnell = tiny_flux_backend(t5_tokenizer, clip_tokenizer)
+    dev = DiffusersFlux(
+        transformer=tiny_flux_transformer(guidance_embeds=True),
+        vae=schnell.vae,
+        t5=schnell.t5,
+        t5_tokenizer=t5_tokenizer,
+        clip=schnell.clip,
+        clip_tokenizer=clip_tokenizer,
+    )
+    assert (dev.operating_point, dev.text_pad_length) == (FLUX_IMAGE, 512)
+    assert (schnell.operating_point, schnell.text_pad_length) == (FLUX_SCHNELL, 256)
+    tokens, _cues = RefAMPipeline(schnell).tokenize("the cat on the left")
+    assert len(tokens[0].ids) == 256
+    assert load_pipeline(None).backend.text_pad_length == 32

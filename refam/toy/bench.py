@@ -17,6 +17,7 @@ from refam.toy import scenes
 from refam.toy.evaluate import baselines, evaluate
 from refam.toy.model import load_toy
 from refam.toy.segmenter import FloodFillSegmenter
+from refam.variants import SCORES
 
 KINDS = scenes.ALL_KINDS
 
@@ -26,11 +27,16 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
     first = max(1, num_blocks // 3)
     return [
         ("full RefAM", {}),
+        *[(f"score {score}", {"score": score}) for score in SCORES],
         ("no magnets", {"magnets": ()}),
         ("no stop-word filter", {"drop_stop_words": False}),
-        ("no GAS removal", {"remove_gas": False}),
+        ("GAS removed (paper rule)", {"remove_gas": True}),
+        ("GAS removed (others rule)", {"remove_gas": True, "gas_rule": "others"}),
         ("no noun-phrase filter", {"noun_phrase": False}),
+        ("noun phrase encoded", {"np_mode": "encode"}),
         ("no spatial bias", {"spatial_bias": False}),
+        ("spatial: absolute cues", {"spatial_rule": "absolute"}),
+        ("branch: caption pooled", {"branch_pooled": "caption"}),
         ("sigma 0.25", {"sigma": 0.25}),
         ("sigma 0.5", {"sigma": 0.5}),
         ("sigma 0.75", {"sigma": 0.75}),
@@ -77,7 +83,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": backend.name,
         "n_per_kind": args.n,
         "caption": "empty" if args.empty_caption else "scene caption",
-        "defaults": {"sigma": backend.operating_point.sigma, "resolution": backend.operating_point.resolution},
+        "defaults": {
+            "sigma": backend.operating_point.sigma,
+            "resolution": backend.operating_point.resolution,
+            "score": backend.operating_point.score,
+        },
         "baselines": baselines(examples),
         "table": table,
     }
