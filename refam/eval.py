@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,52 @@ def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+@dataclass
+class _VideoPass:
+    """One video's expressions after RefAM and SAM2 (see :func:`_predicted_videos`)."""
+
+    video: str
+    samples: list[Any]
+    frames: Any
+    results: list[Any]
+    seconds: float  # per expression
+    caption: str
+
+
+def _predicted_videos(
+    pipeline: Any,
+    predictor: Any,
+    dataset: Any,
+    pending: Callable[[str, list[Any]], list[Any]],
+    *,
+    prompt_frame: str | int,
+    candidates: int,
+    points_from: int,
+    shard: Shard,
+    limit: int | None,
+    progress: Callable[[str], None] | None,
+    mochi: bool,
+    captions: dict[str, str] | None,
+    overrides: dict[str, Any],
+) -> Iterator[_VideoPass]:
+    """This rank's videos whose ``pending(video, samples)`` expressions are not done yet, each
+    predicted once (all its expressions share the passes), conditioned on its caption if given."""
+    from refam.segment.video import FolderFrames
+
+    for video, samples in shard.take(_video_groups(dataset, limit)):
+        todo = pending(video, samples)
+        if not todo:
+            continue
+        if progress:
+            progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
+        frames = FolderFrames(dataset.frame_dir(video))
+        caption = (captions or {}).get(video, "")
+        start = time.perf_counter()
+        results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
+                           prompt_frame, candidates, points_from, overrides, caption)
+        yield _VideoPass(video, todo, frames, results, (time.perf_counter() - start) / len(todo), caption)
+
+
 def evaluate_video(
     pipeline: Any,
     predictor: Any,
@@ -266,7 +312,7 @@ def evaluate_video(
     on the annotated frames and whether the prompt point fell on the object; resumable like
     :func:`evaluate_refer`. All expressions of a video share the DiT passes."""
     from refam.metrics import jf_scores, point_in_mask
-    from refam.segment.video import FolderFrames
+
     shard = shard or Shard()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,20 +320,13 @@ def evaluate_video(
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
     with _open_records(out, shard.rank) as sink:
-        for video, samples in mine:
-            todo = [s for s in samples if s.key not in done]
-            if not todo:
-                continue
-            if progress:
-                progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
-            frames = FolderFrames(dataset.frame_dir(video))
-            start = time.perf_counter()
-            caption = (captions or {}).get(video, "")
-            results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
-                               prompt_frame, candidates, points_from, overrides, caption)
-            seconds = (time.perf_counter() - start) / len(todo)
-            for s, res in zip(todo, results, strict=True):
-                gts = {t: _fit(m, frames.size) for t, m in dataset.masks(s).items()}
+        for run in _predicted_videos(
+            pipeline, predictor, dataset, lambda _video, samples: [s for s in samples if s.key not in done],
+            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
+            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+        ):
+            for s, res in zip(run.samples, run.results, strict=True):
+                gts = {t: _fit(m, run.frames.size) for t, m in dataset.masks(s).items()}
                 frames_scored = sorted(gts)
                 scores = jf_scores([res.masks[t] for t in frames_scored], [gts[t] for t in frames_scored])
                 prompt = res.prompts[0]
@@ -296,7 +335,7 @@ def evaluate_video(
                     sink,
                     {
                         "key": s.key,
-                        "video": video,
+                        "video": run.video,
                         "expression": s.expression,
                         "prompt_frame": prompt.frame,
                         "point": [round(v, 2) for v in prompt.points[0]],
@@ -305,8 +344,8 @@ def evaluate_video(
                         "F": scores["F"],
                         "J&F": scores["J&F"],
                         "frames_scored": len(frames_scored),
-                        "caption": caption,
-                        "seconds": round(seconds, 3),
+                        "caption": run.caption,
+                        "seconds": round(run.seconds, 3),
                     },
                 )
                 written += 1
@@ -335,7 +374,6 @@ def evaluate_ref_davis(
     ground-truth objects by the Hungarian method, one record per ground-truth object (J, F, J&F,
     the matched label, and whether the prompt point of its expression fell on it). Resumable per video."""
     from refam.metrics import davis_unsupervised, paint_labels, point_in_mask
-    from refam.segment.video import FolderFrames
 
     shard = shard or Shard()
     out = Path(out)
@@ -344,20 +382,14 @@ def evaluate_ref_davis(
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
     with _open_records(out, shard.rank) as sink:
-        for video, samples in mine:
-            if video in done:
-                continue
-            if progress:
-                progress(f"[rank {shard.rank}] {video}: {len(samples)} expression(s)")
-            frames = FolderFrames(dataset.frame_dir(video))
-            start = time.perf_counter()
-            caption = (captions or {}).get(video, "")
-            results = _segment(pipeline, predictor, frames, [s.expression for s in samples], mochi,
-                               prompt_frame, candidates, points_from, overrides, caption)
-            seconds = time.perf_counter() - start
-            gt = {t: _fit(m, frames.size) for t, m in dataset.labels(video, samples[0].frames).items()}
+        for run in _predicted_videos(
+            pipeline, predictor, dataset, lambda video, samples: [] if video in done else samples,
+            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
+            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+        ):
+            gt = {t: _fit(m, run.frames.size) for t, m in dataset.labels(run.video, run.samples[0].frames).items()}
             scored = sorted(gt)
-            by_object = {s.targets[0]: res for s, res in zip(samples, results, strict=True)}
+            by_object = {s.targets[0]: res for s, res in zip(run.samples, run.results, strict=True)}
             predicted = paint_labels({obj: [res.masks[t] for t in scored] for obj, res in by_object.items()})
             matched = davis_unsupervised([gt[t] for t in scored], predicted)
             for obj, score in sorted(matched.items()):
@@ -367,18 +399,18 @@ def evaluate_ref_davis(
                 _write(
                     sink,
                     {
-                        "key": f"{video}:object-{obj}",
-                        "video": video,
+                        "key": f"{run.video}:object-{obj}",
+                        "video": run.video,
                         "object": obj,
-                        "expression": next((s.expression for s in samples if s.targets[0] == obj), None),
+                        "expression": next((s.expression for s in run.samples if s.targets[0] == obj), None),
                         "matched": score["matched"],
                         "pa": bool(point_in_mask(prompt.points[0], gt_prompt == obj)) if gt_prompt is not None else None,
                         "J": score["J"],
                         "F": score["F"],
                         "J&F": score["J&F"],
                         "frames_scored": len(scored),
-                        "caption": caption,
-                        "seconds": round(seconds / max(1, len(samples)), 3),
+                        "caption": run.caption,
+                        "seconds": round(run.seconds, 3),
                     },
                 )
                 written += 1
@@ -502,24 +534,23 @@ def predict_ytvos(
     (0/255 masks at frame size); an expression whose folder is complete is skipped on resume."""
     from PIL import Image
 
-    from refam.segment.video import FolderFrames
     shard = shard or Shard()
     out = Path(out)
     written = 0
-    for video, samples in shard.take(_video_groups(dataset, limit)):
+
+    def pending(video: str, samples: list[Any]) -> list[Any]:
         folder = out / "Annotations" / video
-        todo = [s for s in samples if len(list((folder / s.expression_id).glob("*.png"))) < len(s.frames)]
-        if not todo:
-            continue
-        if progress:
-            progress(f"[rank {shard.rank}] {video}: {len(todo)} expression(s)")
-        frames = FolderFrames(dataset.frame_dir(video))
-        results = _segment(pipeline, predictor, frames, [s.expression for s in todo], mochi,
-                           prompt_frame, candidates, points_from, overrides, (captions or {}).get(video, ""))
-        for s, res in zip(todo, results, strict=True):
-            target = folder / s.expression_id
+        return [s for s in samples if len(list((folder / s.expression_id).glob("*.png"))) < len(s.frames)]
+
+    for run in _predicted_videos(
+        pipeline, predictor, dataset, pending,
+        prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
+        progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+    ):
+        stems = [p.stem for p in run.frames.paths]
+        for s, res in zip(run.samples, run.results, strict=True):
+            target = out / "Annotations" / run.video / s.expression_id
             target.mkdir(parents=True, exist_ok=True)
-            stems = [p.stem for p in frames.paths]
             for t, stem in enumerate(stems):
                 if stem in s.frames:
                     Image.fromarray(res.masks[t].astype(np.uint8) * 255).save(target / f"{stem}.png")

@@ -147,21 +147,22 @@ def test_maps_equal_independent_recomputation(model, vae, inputs):
         img = dm.img_in(img)
         t = torch.full((b,), 0.6)
         vec = dm.time_in(timestep_embedding(t, 256)) + dm.guidance_in(timestep_embedding(torch.full((b,), 3.5), 256))
-        vec = vec + dm.vector_in(positive[0][1]["pooled_output"].expand(b, -1))
+        pooled = positive[0][1]["pooled_output"].expand(b, -1)
+        # the image stream sees the caption's pooled vector; the branch ConceptAttention's zero one
+        image_vec, branch_vec = vec + dm.vector_in(pooled), vec + dm.vector_in(torch.zeros_like(pooled))
         block = dm.double_blocks[0]
         heads = block.num_heads
-        silu_vec = torch.nn.functional.silu(vec)[:, None]
 
-        def stream_qk(x_in, mod_lin, norm, qkv, qk_norm):
-            shift, scale = mod_lin(silu_vec).chunk(6, dim=-1)[:2]
+        def stream_qk(x_in, stream_vec, mod_lin, qkv, qk_norm):
+            shift, scale = mod_lin(torch.nn.functional.silu(stream_vec)[:, None]).chunk(6, dim=-1)[:2]
             y = torch.nn.functional.layer_norm(x_in, (x_in.shape[-1],), eps=1e-6) * (1 + scale) + shift
             q, k, _v = qkv(y).view(b, y.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
             rms = lambda z, s: z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6) * s  # noqa: E731
             return rms(q, qk_norm.query_norm.scale), rms(k, qk_norm.key_norm.scale)
 
-        q_img, _ = stream_qk(img, block.img_mod.lin, None, block.img_attn.qkv, block.img_attn.norm)
+        q_img, _ = stream_qk(img, image_vec, block.img_mod.lin, block.img_attn.qkv, block.img_attn.norm)
         expr = dm.txt_in(embeds.expand(b, -1, -1))
-        _, k_expr = stream_qk(expr, block.txt_mod.lin, None, block.txt_attn.qkv, block.txt_attn.norm)
+        q_expr, k_expr = stream_qk(expr, branch_vec, block.txt_mod.lin, block.txt_attn.qkv, block.txt_attn.norm)
         # RoPE on the image queries: positions (0, row, col), FLUX's axes split.
         gh, gw = h // 2, w // 2
         ids = torch.stack(
@@ -179,7 +180,9 @@ def test_maps_equal_independent_recomputation(model, vae, inputs):
             [q_pairs[..., 0] * cos - q_pairs[..., 1] * sin, q_pairs[..., 0] * sin + q_pairs[..., 1] * cos], -1
         ).reshape(q_img.shape)
         logits = (rotated @ k_expr.float().transpose(-1, -2) / math.sqrt(rotated.shape[-1])).mean(1)
+        concept = torch.einsum("bhnd,bhld->bnl", q_img.float(), q_expr.float())  # before RoPE, heads summed
     torch.testing.assert_close(captured.blocks[0].logits, logits, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(captured.blocks[0].scores["concept_attention"], concept, atol=1e-4, rtol=1e-4)
 
 
 def test_override_and_recompute_paths_agree(model, vae, inputs):

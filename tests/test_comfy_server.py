@@ -306,9 +306,9 @@ def _chromium() -> str:
 
 # The frontend's app object: ``window.app`` before frontend 1.36, ``comfyAPI.app.app`` after.
 APP = "(window.app ?? window.comfyAPI?.app?.app)"
-# Below this zoom the frontend draws nodes without their titles (its default level-of-detail
-# threshold: 0.6 up to frontend 1.26, a 8 px font on the 14 px title font after, about 0.57).
-TITLES_VISIBLE_SCALE = 0.6
+# Below this zoom the frontend draws nodes without their titles: its default level of detail since
+# frontend 1.26.7 (both trees ship a newer one) is an 8 px minimum font on the 14 px title font.
+TITLES_VISIBLE_SCALE = 8 / 14
 # Lines a frontend logs when it had to mend a workflow on load (its links, slots or widgets).
 REPAIR_WORDS = ("patched data", "repair", "fixing", "mismatch", "invalid link", "missing", "validation")
 
