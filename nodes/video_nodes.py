@@ -7,6 +7,7 @@ import torch
 
 from refam.operating_point import MOCHI_VIDEO
 from refam.segment.video import ArrayFrames, propagate
+from refam.variants import check_choice
 from refam.video import candidate_frames, choose_prompts, frame_evidence
 from refam.visualize import mask_overlay
 
@@ -47,8 +48,7 @@ def propagate_masks(
     clip = _clip(frames)
     n_expr = len(points.texts)
     indices = selection.indices if selection is not None else list(range(points.n_images))
-    if prompt_frame not in PROMPT_FRAMES:
-        raise ValueError(f"prompt_frame must be one of {', '.join(PROMPT_FRAMES)}, got {prompt_frame!r}")
+    check_choice("prompt_frame", prompt_frame, PROMPT_FRAMES)
     if len(indices) != points.n_images or heatmaps.n_images != points.n_images:
         raise ValueError(
             f"{points.n_images} point sets and {heatmaps.n_images} heatmaps for {len(indices)} selected frames: "
@@ -63,10 +63,10 @@ def propagate_masks(
     masks = torch.zeros(len(clip), n_expr, *clip.size)
     report = []
     bar = block_progress(len(clip) * n_expr)
+    # "first" (the paper): the earliest selected frame prompts; "best": the most evident ones.
+    ranked = indices if prompt_frame == "best" else [min(indices)]
     with segmenter.tracking() as tracker:
         for e in range(n_expr):
-            # "first" (the paper): the earliest selected frame prompts; "best": the most evident ones.
-            ranked = indices if prompt_frame == "best" else [min(indices)]
             evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices) if f in ranked}
             per_frame = {f: points.points[c * n_expr + e] for c, f in enumerate(indices) if f in ranked}
             prompts = choose_prompts(evidence, per_frame, points_from)

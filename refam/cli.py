@@ -427,6 +427,7 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
         evaluate_ref_davis,
         evaluate_video,
         load_records,
+        mean_over_sets,
         predict_ytvos,
         summarize_video,
         video_results_table,
@@ -439,7 +440,7 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
     if args.dataset == "ref-davis17":
         # The literature's Ref-DAVIS17: each annotator set scored on its own, then their mean.
         sets = list(ANNOTATOR_SETS) if args.annotator == "all" else [args.annotator]
-        runs = [(out / name if len(sets) > 1 else out, RefDavisDataset(args.data_root, name, args.split)) for name in sets]
+        runs = {name: (out / name if len(sets) > 1 else out, RefDavisDataset(args.data_root, name, args.split)) for name in sets}
         run = evaluate_ref_davis
     else:
         dataset = (
@@ -447,7 +448,7 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
             if args.dataset == "mevis"
             else RefYoutubeVosDataset(args.data_root, args.split)
         )
-        runs = [(out, dataset)]
+        runs = {args.dataset: (out, dataset)}
         run = predict_ytvos if args.dataset == "ref-youtube-vos" else evaluate_video
     shard = Shard.from_env()
     if not args.merge_only:
@@ -465,26 +466,28 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
         captions = load_captions(args.captions) if args.captions and not args.no_caption else None
         if captions is None:
             log("no --captions file: conditioning on the empty prompt (the paper captions each video)")
-        for folder, dataset in runs:
+        for name, (folder, dataset) in runs.items():
             counts = run(
                 pipe, tracker, dataset, folder, prompt_frame=prompt_frame, candidates=args.candidates,
                 points_from=args.points_from, shard=shard, limit=args.limit, progress=log,
                 mochi=bool(args.video_model), captions=captions, **preset,
             )
-            log(f"rank {shard.rank}, {folder.name}: {counts['written']} new record(s)")
+            log(f"rank {shard.rank}, {name}: {counts['written']} new record(s)")
         _barrier(shard)
     if shard.rank == 0 and args.dataset == "ref-youtube-vos":
         print(f"submission: {zip_submission(out)} (scored by the Ref-YouTube-VOS evaluation server)")
     elif shard.rank == 0:
-        per_set = {folder.name: summarize_video(load_records(folder)) for folder, _ in runs}
+        per_set = {name: summarize_video(load_records(folder)) for name, (folder, _) in runs.items()}
+        only = next(iter(per_set.values()))
         if args.dataset == "ref-davis17":
-            table = davis_results_table(per_set if len(runs) > 1 else {args.annotator: next(iter(per_set.values()))})
+            table = davis_results_table(per_set)
         else:
-            table = video_results_table(next(iter(per_set.values())), args.dataset)
-        summary = {"dataset": args.dataset, "split": args.split, **next(iter(per_set.values()))}
-        if len(runs) > 1:
-            summary = {"dataset": args.dataset, "split": args.split, "annotator_sets": per_set}
-            summary["mean"] = {k: sum(s[k] for s in per_set.values()) / len(per_set) for k in ("J", "F", "J&F", "PA")}
+            table = video_results_table(only, args.dataset)
+        summary: dict[str, Any] = {"dataset": args.dataset, "split": args.split}
+        if len(per_set) > 1:
+            summary.update(annotator_sets=per_set, mean=mean_over_sets(per_set))
+        else:
+            summary.update(only)
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         (out / "results.md").write_text(table + "\n")
         print(table)

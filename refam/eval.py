@@ -30,6 +30,7 @@ __all__ = [
     "evaluate_ref_davis",
     "evaluate_refer",
     "evaluate_video",
+    "mean_over_sets",
     "summarize_video",
     "write_report",
     "predict_ytvos",
@@ -417,6 +418,11 @@ def evaluate_ref_davis(
     return {"rank": shard.rank, "written": written, "videos": len(mine)}
 
 
+def mean_over_sets(per_set: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """J, F, J&F and PA averaged over Ref-DAVIS17's annotator sets (the figure papers report)."""
+    return {k: float(np.mean([s[k] for s in per_set.values()])) for k in ("J", "F", "J&F", "PA")}
+
+
 def davis_results_table(per_set: dict[str, dict[str, Any]]) -> str:
     """Ref-DAVIS17 over annotator sets: one row per set and their mean (the figure papers report)."""
     paper = PAPER_VIDEO.get("ref-davis17", {})
@@ -426,7 +432,7 @@ def davis_results_table(per_set: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {summary['J']:.2f} | {summary['F']:.2f} | {summary['J&F']:.2f} | {summary['PA']:.2f} | {summary['n']} |"
         )
     if len(per_set) > 1:
-        mean = {k: float(np.mean([s[k] for s in per_set.values()])) for k in ("J", "F", "J&F", "PA")}
+        mean = mean_over_sets(per_set)
         ref = f" (paper {paper['J&F']:.1f})" if "J&F" in paper else ""
         lines.append(f"| mean of {len(per_set)} sets | {mean['J']:.2f} | {mean['F']:.2f} | {mean['J&F']:.2f}{ref} | {mean['PA']:.2f} | |")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from refam.attention import (
 from refam.expression import TokenizedExpression, TokenRole
 from refam.language import SpatialCue
 from refam.operating_point import FROM_BACKEND, FromBackend
-from refam.variants import GAS_RULES, NP_MODES, SPATIAL_RULES
+from refam.variants import GAS_RULES, NP_MODES, SPATIAL_RULES, check_choice
 
 __all__ = [
     "GAS_RULES",
@@ -84,12 +84,9 @@ class HeatmapOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.score, FromBackend):
             check_score(self.score)
-        if self.np_mode not in NP_MODES:
-            raise ValueError(f"unknown noun-phrase mode {self.np_mode!r}; choose one of {', '.join(NP_MODES)}")
-        if self.spatial_rule not in SPATIAL_RULES:
-            raise ValueError(f"unknown spatial rule {self.spatial_rule!r}; choose one of {', '.join(SPATIAL_RULES)}")
-        if self.gas_rule not in GAS_RULES:
-            raise ValueError(f"unknown GAS rule {self.gas_rule!r}; choose one of {', '.join(GAS_RULES)}")
+        check_choice("np_mode", self.np_mode, NP_MODES)
+        check_choice("spatial_rule", self.spatial_rule, SPATIAL_RULES)
+        check_choice("gas_rule", self.gas_rule, GAS_RULES)
 
     @property
     def chosen_score(self) -> str:
@@ -174,12 +171,11 @@ def select_blocks(captured: CapturedAttention, selection: BlockSelection) -> lis
 def detect_gas(text_mass: torch.Tensor, threshold: float = 10.0, rule: str = "paper") -> torch.Tensor:
     """Global attention sinks of ``text_mass [n_blocks, B, L]`` by ``rule`` (:data:`GAS_RULES`);
     returns ``[B, L]`` bool."""
+    check_choice("gas_rule", rule, GAS_RULES)
     mass = text_mass.mean(dim=0)
     n = mass.shape[-1]
     if rule == "paper":
         return mass >= threshold * mass.mean(dim=-1, keepdim=True)
-    if rule != "others":
-        raise ValueError(f"unknown GAS rule {rule!r}; choose one of {', '.join(GAS_RULES)}")
     if n < 2:
         return torch.zeros_like(mass, dtype=torch.bool)
     others = (mass.sum(dim=-1, keepdim=True) - mass) / (n - 1)

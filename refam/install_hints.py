@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["SAM2_CUDA_HINT", "install_hint", "missing_package", "use_comfyui_hints"]
+__all__ = ["SAM2_CUDA_HINT", "install_hint", "missing_package", "requirement_name", "use_comfyui_hints"]
 
 SAM2_CUDA_HINT = "on a machine without a CUDA toolchain, put SAM2_BUILD_CUDA=0 in front of the pip command"
 
@@ -23,12 +23,17 @@ def use_comfyui_hints(pack_dir: str | Path | None) -> None:
     _pack_dir = Path(pack_dir) if pack_dir is not None else None
 
 
+def requirement_name(line: str) -> str | None:
+    """The package a ``requirements.txt`` line names, lower-cased (None for a blank or comment line)."""
+    line = line.split("#")[0].strip()
+    return re.split(r"[<>=!~\[; ]", line)[0].lower() if line else None
+
+
 def _pack_requirements() -> set[str]:
     path = _pack_dir / "requirements.txt" if _pack_dir is not None else None
     if path is None or not path.is_file():
         return set()
-    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return {re.split(r"[<>=!~\[; ]", line)[0].lower() for line in lines if line}
+    return {name for line in path.read_text().splitlines() if (name := requirement_name(line))}
 
 
 def install_hint(packages: str, extra: str | None = None) -> str:

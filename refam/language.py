@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from refam.expression import Word, _check_expression, split_words, words_overlapping
 from refam.install_hints import install_hint
-from refam.variants import SPATIAL_RULES
+from refam.variants import SPATIAL_RULES, check_choice
 
 __all__ = [
     "SPACY_MODELS",
@@ -143,16 +143,16 @@ def head_noun_phrase_span(
 
 
 def _noun_phrase(
-    text: str, words: list[Word], nlp: Any | None, sentence: Literal["first", "last"], warnings: list[str]
+    text: str,
+    words: list[Word],
+    nlp: Any | None,
+    missing: Exception | None,
+    sentence: Literal["first", "last"],
+    warnings: list[str],
 ) -> tuple[str | None, list[int] | None]:
     if nlp is None:
-        try:
-            nlp = load_spacy_pipeline()
-        except (ImportError, OSError) as exc:
-            warnings.append(
-                f"noun-phrase filter is off: {exc}. Spatial cues still work (they only need keywords)."
-            )
-            return None, None
+        warnings.append(f"noun-phrase filter is off: {missing}. Spatial cues still work (they only need keywords).")
+        return None, None
     # HybridGL lower-cases before parsing; only do so when it keeps character offsets (a few Unicode
     # characters change length when lower-cased).
     lowered = text.lower()
@@ -288,24 +288,21 @@ def hybridgl_direction(text: str, nlp: Any) -> tuple[str | None, int | None]:
     return found, offset
 
 
-def _hybridgl_cue(text: str, words: list[Word], nlp: Any | None, warnings: list[str]) -> SpatialCue | None:
+def _hybridgl_cue(
+    text: str, words: list[Word], nlp: Any | None, missing: Exception | None, warnings: list[str]
+) -> SpatialCue | None:
     if nlp is None:
-        try:
-            nlp = load_spacy_pipeline()
-        except (ImportError, OSError) as exc:
-            warnings.append(
-                f"HybridGL's direction rule needs spaCy's parser ({exc}); the first direction word is used instead"
-            )
-            for i, word in enumerate(words):
-                direction = _HYBRIDGL_DIRECTIONS.get(word.text.lower())
-                if direction is not None:
-                    horizontal = direction if direction in ("left", "right", "middle") else None
-                    return SpatialCue(horizontal, None, [i], rule="hybridgl")  # type: ignore[arg-type]
-            return None
-    direction, offset = hybridgl_direction(text, nlp)
+        warnings.append(
+            f"HybridGL's direction rule needs spaCy's parser ({missing}); the first direction word is used instead"
+        )
+        found = ((d, i) for i, w in enumerate(words) if (d := _HYBRIDGL_DIRECTIONS.get(w.text.lower())) is not None)
+        direction, first = next(found, (None, None))
+        index = [] if first is None else [first]
+    else:
+        direction, offset = hybridgl_direction(text, nlp)
+        index = words_overlapping(words, offset, offset + 1) if offset is not None else []
     if direction is None:
         return None
-    index = words_overlapping(words, offset, offset + 1) if offset is not None else []
     # HybridGL's masks are horizontal only: a winning up/down word leaves the heatmap as it is.
     horizontal = direction if direction in ("left", "right", "middle") else None
     return SpatialCue(horizontal, None, index, rule="hybridgl")  # type: ignore[arg-type]
@@ -348,26 +345,28 @@ def analyze_expression(
     text = _check_expression(expression)
     if sentence not in ("first", "last"):
         raise ValueError(f"sentence must be 'first' or 'last', got {sentence!r}")
-    if spatial_rule not in SPATIAL_RULES:
-        raise ValueError(f"spatial_rule must be one of {', '.join(SPATIAL_RULES)}, got {spatial_rule!r}")
+    check_choice("spatial_rule", spatial_rule, SPATIAL_RULES)
     words = split_words(text)
     warnings: list[str] = []
+    hybridgl = spatial and spatial_rule == "hybridgl"
+    # The parser is loaded once for both analyses; without it each one says what it falls back to.
+    missing: Exception | None = None
+    if nlp is None and (noun_phrase or hybridgl):
+        try:
+            nlp = load_spacy_pipeline()
+        except (ImportError, OSError) as exc:
+            missing = exc
     np_text: str | None = None
     np_words: list[int] | None = None
     if noun_phrase:
-        np_text, np_words = _noun_phrase(text, words, nlp, sentence, warnings)
+        np_text, np_words = _noun_phrase(text, words, nlp, missing, sentence, warnings)
     cue: SpatialCue | None = None
-    if spatial and spatial_rule == "hybridgl":
-        cue = _hybridgl_cue(text, words, nlp, warnings)
+    if hybridgl:
+        cue = _hybridgl_cue(text, words, nlp, missing, warnings)
     elif spatial:
         cue, spatial_warnings = _spatial_from_words(words)
         warnings.extend(spatial_warnings)
-    parser = None
-    if noun_phrase or (spatial and spatial_rule == "hybridgl"):
-        try:
-            parser = parser_name(nlp if nlp is not None else load_spacy_pipeline())
-        except (ImportError, OSError):
-            parser = None
+    parser = parser_name(nlp) if nlp is not None and (noun_phrase or hybridgl) else None
     return LanguageCues(
         noun_phrase=np_text, noun_phrase_words=np_words, spatial=cue, warnings=warnings, parser=parser
     )

@@ -381,14 +381,16 @@ def davis_unsupervised(
     gt_ids = sorted({int(v) for frame in gt_labels for v in np.unique(frame)} - {0})
     pred_ids = sorted({int(v) for frame in pred_labels for v in np.unique(frame)} - {0})
     candidates: list[int | None] = [*pred_ids, *[None] * max(0, len(gt_ids) - len(pred_ids))]
+    # Each predicted object's frames, and each pair's score, once: the padding columns share both.
+    pred_masks = {p: [np.zeros_like(f, dtype=bool) if p is None else f == p for f in pred_labels] for p in candidates}
     scores: dict[tuple[int, int], dict[str, Any]] = {}
     table = np.zeros((len(gt_ids), len(candidates)))
     for i, g in enumerate(gt_ids):
         gts = [frame == g for frame in gt_labels]
+        by_pred = {p: jf_scores(masks, gts, bound_th=bound_th) for p, masks in pred_masks.items()}
         for j, p in enumerate(candidates):
-            preds = [np.zeros_like(frame, dtype=bool) if p is None else frame == p for frame in pred_labels]
-            scores[(i, j)] = jf_scores(preds, gts, bound_th=bound_th)
-            table[i, j] = scores[(i, j)]["J&F"]
+            scores[(i, j)] = by_pred[p]
+            table[i, j] = by_pred[p]["J&F"]
     rows, cols = linear_sum_assignment(-table)
     return {
         gt_ids[i]: {

@@ -27,8 +27,8 @@ class OperatingPoint:
     text_length: int | None = None
 
     def fill(self, **values: Any) -> dict[str, Any]:
-        """``values`` (``sigma`` / ``resolution`` / ``guidance``) with :data:`FROM_BACKEND` replaced
-        by this point's."""
+        """``values`` (``sigma`` / ``resolution`` / ``guidance`` / ``score``) with :data:`FROM_BACKEND`
+        replaced by this point's."""
         return {k: getattr(self, k) if isinstance(v, FromBackend) else v for k, v in values.items()}
 
 

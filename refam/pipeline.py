@@ -19,7 +19,7 @@ from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expr
 from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
 from refam.images import MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, SpatialCue, analyze_expression
-from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint
+from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
 from refam.variants import BRANCH_POOLED
 
@@ -90,14 +90,9 @@ class RefAMOptions:
 
     def at(self, point: OperatingPoint) -> RefAMOptions:
         """These options with every value left to the backend taken from ``point``."""
-        filled: dict[str, Any] = {
-            name: getattr(point, name)
-            for name in ("sigma", "guidance", "resolution")
-            if isinstance(getattr(self, name), FromBackend)
-        }
-        if isinstance(self.heatmap.score, FromBackend):
-            filled["heatmap"] = dataclasses.replace(self.heatmap, score=point.score)
-        return dataclasses.replace(self, **filled) if filled else self
+        filled = point.fill(sigma=self.sigma, guidance=self.guidance, resolution=self.resolution)
+        heatmap = dataclasses.replace(self.heatmap, **point.fill(score=self.heatmap.score))
+        return dataclasses.replace(self, heatmap=heatmap, **filled)
 
     def replace(self, **changes: Any) -> RefAMOptions:
         """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
@@ -271,7 +266,7 @@ class RefAMPipeline:
         """``options`` (default: the pipeline's) with ``overrides``, unset values from the backend."""
         opts = options or self.options
         opts = opts.replace(**overrides) if overrides else opts
-        return opts.at(getattr(self.backend, "operating_point", FLUX_IMAGE))
+        return opts.at(self.backend.operating_point)
 
     def tokenize(
         self, expressions: str | Sequence[str], options: RefAMOptions | None = None

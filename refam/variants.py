@@ -3,7 +3,16 @@ model. The first of each list is the paper's."""
 
 from __future__ import annotations
 
-__all__ = ["BRANCH_POOLED", "DEFAULT_SCORE", "GAS_RULES", "NP_MODES", "SCORES", "SPATIAL_RULES", "check_score"]
+__all__ = [
+    "BRANCH_POOLED",
+    "DEFAULT_SCORE",
+    "GAS_RULES",
+    "NP_MODES",
+    "SCORES",
+    "SPATIAL_RULES",
+    "check_choice",
+    "check_score",
+]
 
 #: How an image patch and an expression token are scored before the softmax over tokens.
 #: ``concept_attention`` (default): ConceptAttention's cross-attention maps as its published FLUX
@@ -18,10 +27,15 @@ SCORES: tuple[str, ...] = ("concept_attention", "scaled_dot", "attention_probs")
 DEFAULT_SCORE = SCORES[0]
 
 
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``; else a ValueError naming ``option`` and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
 def check_score(score: str) -> str:
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
-    return score
+    return check_choice("score", score, SCORES)
 
 
 #: ``paper``: a token whose text-to-text mass, averaged over blocks, is at least ``threshold`` times

@@ -46,7 +46,7 @@ from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
 from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, FromBackend, OperatingPoint, flux_point
-from refam.variants import BRANCH_POOLED
+from refam.variants import BRANCH_POOLED, check_choice
 
 __all__ = [
     "COMFY_T5_PAD_LENGTH",
@@ -342,8 +342,7 @@ class ComfyFluxCapture:
                 f"expression embeddings hold {self.expression_embeds.shape[1]} tokens, "
                 f"layout expects {self.layout.total}"
             )
-        if self.branch_pooled not in BRANCH_POOLED:
-            raise ValueError(f"branch_pooled must be one of {', '.join(BRANCH_POOLED)}, got {self.branch_pooled!r}")
+        check_choice("branch_pooled", self.branch_pooled, BRANCH_POOLED)
         if self.read_queries not in ("auto", "override", "recompute"):
             raise ValueError(f"read_queries must be auto, override or recompute, got {self.read_queries!r}")
         use_override = self.read_queries == "override" or (

@@ -24,7 +24,7 @@ from refam.attention import (
     resolve_capture_blocks,
 )
 from refam.backends.branch import BranchRunner, installed
-from refam.variants import BRANCH_POOLED
+from refam.variants import BRANCH_POOLED, check_choice
 
 __all__ = [
     "CaptureComplete",
@@ -134,8 +134,7 @@ def flux_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
 def pooled_shift(transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> torch.Tensor | None:
     """What turns the block's conditioning vector into the branch's (:data:`BRANCH_POOLED`): with
     ``zero``, the pooled-text term of ``time_text_embed`` swapped for a zero vector's."""
-    if branch_pooled not in BRANCH_POOLED:
-        raise ValueError(f"branch_pooled must be one of {', '.join(BRANCH_POOLED)}, got {branch_pooled!r}")
+    check_choice("branch_pooled", branch_pooled, BRANCH_POOLED)
     embedder = getattr(getattr(transformer, "time_text_embed", None), "text_embedder", None)
     if branch_pooled == "caption" or embedder is None:
         return None
