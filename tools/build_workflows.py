@@ -25,13 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from nodes import NODE_SPECS  # noqa: E402
 from nodes.spec import spec_signature  # noqa: E402
-from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO  # noqa: E402
-from refam.variants import DEFAULT_SCORE, GAS_RULES  # noqa: E402
 
 OUT = ROOT / "example_workflows"
 CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())["nodes"]
 CATALOG = {**CORE, **{s.node_id: spec_signature(s) for s in NODE_SPECS}}
-# RefAM widgets a workflow does not set keep the node's declared default.
+# RefAM widgets a workflow does not set keep the node's declared default: the builders below name
+# only the values a workflow chooses, so a default changed in a spec reaches every workflow.
 DEFAULTS = {s.node_id: {p.name: p.default for p in s.inputs if p.is_widget} for s in NODE_SPECS}
 TITLES = {s.node_id: s.display_name for s in NODE_SPECS}
 # What the frontend stores for a loader's upload button.
@@ -315,14 +314,8 @@ def flux_loaders(g: Graph):
 
 
 def text_nodes(g: Graph, clip: Node, expressions: str, caption: str):
-    cond = g.add("RefAMCaptionConditioning", caption=caption, guidance=FLUX_IMAGE.guidance)
-    expr = g.add(
-        "RefAMReferringExpression",
-        expressions=expressions,
-        magnets="_ with to and pink",
-        noun_phrase=True,
-        spatial_bias=True,
-    )
+    cond = g.add("RefAMCaptionConditioning", caption=caption)
+    expr = g.add("RefAMReferringExpression", expressions=expressions)
     g.link(clip, "CLIP", cond, "clip")
     g.link(clip, "CLIP", expr, "clip")
     return cond, expr
@@ -336,32 +329,22 @@ def capture_inputs(g: Graph, capture: Node, unet: Node, vae: Node, cond: Node, e
 
 
 def filter_node(g: Graph, capture: Node) -> Node:
-    filt = g.add(
-        "RefAMFilterTokens",
-        score=DEFAULT_SCORE,
-        drop_stop_words=True,
-        drop_magnets=True,
-        drop_eos=True,
-        remove_gas=False,
-        gas_threshold=10.0,
-        gas_rule=GAS_RULES[0],
-        noun_phrase=True,
-    )
+    filt = g.add("RefAMFilterTokens")
     g.link(capture, "attention", filt, "attention")
     return filt
 
 
 def heatmap_and_point(g: Graph, filt: Node, image: Node, image_output: str):
-    heat = g.add("RefAMHeatmap", blocks="all", skip_fraction=0.0, spatial_bias=True)
+    heat = g.add("RefAMHeatmap")
     g.link(filt, "attention", heat, "attention")
     g.link(image, image_output, heat, "image")
-    point = g.add("RefAMPoint", mode="argmax", count=3, min_distance=2)
+    point = g.add("RefAMPoint")
     g.link(heat, "heatmaps", point, "heatmaps")
     return heat, point
 
 
 def load_sam2(g: Graph) -> Node:
-    return g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt", device="auto", dtype="auto")
+    return g.add("RefAMLoadSAM2", checkpoint="sam2.1_hiera_large.pt")
 
 
 def video_source(g: Graph):
@@ -372,7 +355,7 @@ def video_source(g: Graph):
 
 
 def track_and_save(g: Graph, sam2: Node, parts: Node, heat: Node, point: Node, selection_from: Node, prompt_frame: str):
-    prop = g.add("RefAMPropagateSAM2Video", points_from=1, direction="both", prompt_frame=prompt_frame)
+    prop = g.add("RefAMPropagateSAM2Video", prompt_frame=prompt_frame)
     g.link(sam2, "segmenter", prop, "segmenter")
     g.link(parts, "images", prop, "frames")
     g.link(point, "points", prop, "points")
@@ -413,9 +396,7 @@ def flux_front(g: Graph, expressions: str, caption: str = EXAMPLE_CAPTION):
     unet, clip, vae = flux_loaders(g)
     image = g.add("LoadImage", image="refam_example.png")
     cond, expr = text_nodes(g, clip, expressions, caption)
-    capture = g.add(
-        "RefAMCaptureAttentionFlux", sigma=FLUX_IMAGE.sigma, seed=0, blocks="all", resolution=FLUX_IMAGE.resolution
-    )
+    capture = g.add("RefAMCaptureAttentionFlux")
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(image, "IMAGE", capture, "image")
     filt = filter_node(g, capture)
@@ -521,10 +502,8 @@ def diagnostics() -> Graph:
     f = flux_front(g, "the cat on the left\nthe remote control")
     maps = g.add("RefAMTokenMaps", image_index=0)
     g.link(f["filter"], "attention", maps, "attention")
-    heat_all = g.add("RefAMHeatmap", title="Heatmap: all blocks", blocks="all", skip_fraction=0.0, spatial_bias=True)
-    heat_late = g.add(
-        "RefAMHeatmap", title="Heatmap: skip first 60%", blocks="all", skip_fraction=0.6, spatial_bias=True
-    )
+    heat_all = g.add("RefAMHeatmap", title="Heatmap: all blocks")
+    heat_late = g.add("RefAMHeatmap", title="Heatmap: skip first 60%", skip_fraction=0.6)
     for heat in (heat_all, heat_late):
         g.link(f["filter"], "attention", heat, "attention")
         g.link(f["image"], "IMAGE", heat, "image")
@@ -546,12 +525,10 @@ def video_flux_on_frames() -> Graph:
     )
     unet, clip, vae = flux_loaders(g)
     video, parts = video_source(g)
-    pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4, index=0)
+    pick = g.add("RefAMPickFrame", mode="evenly_spaced", candidates=4)
     g.link(parts, "images", pick, "frames")
     cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
-    capture = g.add(
-        "RefAMCaptureAttentionFlux", sigma=FLUX_IMAGE.sigma, seed=0, blocks="all", resolution=FLUX_IMAGE.resolution
-    )
+    capture = g.add("RefAMCaptureAttentionFlux")
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(pick, "frames", capture, "image")
     filt = filter_node(g, capture)
@@ -581,9 +558,7 @@ def video_mochi() -> Graph:
     vae = g.add("VAELoader", vae_name="mochi_vae.safetensors")
     video, parts = video_source(g)
     cond, expr = text_nodes(g, clip, "the person in white", "a person riding a bike on a dirt path")
-    capture = g.add(
-        "RefAMCaptureAttentionMochi", sigma=MOCHI_VIDEO.sigma, seed=0, blocks="all", resolution=MOCHI_VIDEO.resolution
-    )
+    capture = g.add("RefAMCaptureAttentionMochi")
     capture_inputs(g, capture, unet, vae, cond, expr)
     g.link(parts, "images", capture, "frames")
     filt = filter_node(g, capture)
