@@ -214,6 +214,21 @@ def tiny_text_encoders(seed: int = 0, full_width: bool = False):
     return t5, clip_l
 
 
+def _comfy_t5_options(dims: dict, model_options: dict, *, masks: bool) -> dict:
+    """``SDClipModel`` arguments for a T5 encoder of ``dims`` (T5-XXL's gated-GELU layout)."""
+    import comfy.text_encoders.t5
+
+    config = {**dims, "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-6, "model_type": "t5"}
+    return {
+        "textmodel_json_config": config,
+        "special_tokens": {"end": 1, "pad": 0},
+        "model_class": comfy.text_encoders.t5.T5,
+        "enable_attention_masks": masks,
+        "return_attention_masks": masks,
+        "model_options": {**model_options, "model_name": "t5xxl"},
+    }
+
+
 def tiny_flux_clip(seed: int = 0, full_width: bool = False):
     """A ComfyUI FLUX ``CLIP`` (real ``FluxTokenizer``: T5 + CLIP-L tokenizers) with tiny random encoders.
 
@@ -224,16 +239,8 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
     import comfy.sd1_clip
     import comfy.supported_models_base
     import comfy.text_encoders.flux
-    import comfy.text_encoders.t5
 
     t5_dims, clip_dims = (WIDE_T5, WIDE_CLIP_L) if full_width else (TINY_T5, TINY_CLIP_L)
-    t5_cfg = {
-        **t5_dims,
-        "dense_act_fn": "gelu_pytorch_tanh",
-        "is_gated_act": True,
-        "layer_norm_epsilon": 1e-6,
-        "model_type": "t5",
-    }
     clip_cfg = {
         **clip_dims,
         "hidden_act": "quick_gelu",
@@ -254,15 +261,9 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
                 return_projected_pooled=False,
                 model_options=model_options,
             )
+            # FLUX's T5 runs without an attention mask.
             self.t5xxl = comfy.sd1_clip.SDClipModel(
-                device=device,
-                dtype=dtype,
-                textmodel_json_config=t5_cfg,
-                special_tokens={"end": 1, "pad": 0},
-                model_class=comfy.text_encoders.t5.T5,
-                enable_attention_masks=False,
-                return_attention_masks=False,
-                model_options={**model_options, "model_name": "t5xxl"},
+                device=device, dtype=dtype, **_comfy_t5_options(t5_dims, model_options, masks=False)
             )
             self.dtypes = {dtype}
 
@@ -290,28 +291,11 @@ def tiny_mochi_clip(seed: int = 0):
     """
     import comfy.sd
     import comfy.sd1_clip
-    import comfy.text_encoders.t5
-
-    t5_cfg = {
-        **TINY_T5,
-        "dense_act_fn": "gelu_pytorch_tanh",
-        "is_gated_act": True,
-        "layer_norm_epsilon": 1e-6,
-        "model_type": "t5",
-    }
 
     class TinyT5(comfy.sd1_clip.SDClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):  # noqa: B006 (ComfyUI's signature)
-            super().__init__(
-                device=device,
-                dtype=dtype,
-                textmodel_json_config=t5_cfg,
-                special_tokens={"end": 1, "pad": 0},
-                model_class=comfy.text_encoders.t5.T5,
-                enable_attention_masks=True,
-                return_attention_masks=True,
-                model_options={**model_options, "model_name": "t5xxl"},
-            )
+            # Mochi's T5 masks its padding.
+            super().__init__(device=device, dtype=dtype, **_comfy_t5_options(TINY_T5, model_options, masks=True))
 
     t5, _clip_l = tiny_text_encoders(seed)
     state_dict = dict(t5.state_dict())

@@ -28,6 +28,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from refam.install_hints import requirement_name  # noqa: E402
+
 TREES = ROOT.parent / "shared" / "comfyui"
 VENVS = ROOT / ".venv-comfyui"
 NOT_FROM_TREE = {"torch", "torchvision", "torchaudio"}
@@ -64,8 +68,7 @@ def _own_venv(tree: Path, lock: Path) -> str:
 
 def _this_venv(tree: Path) -> str:
     lines = (tree / "requirements.txt").read_text().splitlines()
-    wanted = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    wanted = [line for line in wanted if line.split("=")[0].split(">")[0].split("<")[0].strip() not in NOT_FROM_TREE]
+    wanted = [line.strip() for line in lines if requirement_name(line) not in (None, *NOT_FROM_TREE)]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(wanted + EXTRA) + "\n")
     try:
