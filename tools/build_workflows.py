@@ -550,8 +550,9 @@ def video_flux_on_frames() -> Graph:
 def video_mochi() -> Graph:
     g = Graph(
         "refam_video_mochi_sam2",
-        "Video with Mochi (the paper's video path): one Mochi pass over the clip, the most evident latent frame's "
-        "point prompts SAM2, which propagates the mask through every frame.",
+        "Video with Mochi (the paper's video path): one Mochi pass over the clip, the first frame's point prompts "
+        "SAM2 (the paper's protocol; prompt_frame=best: the most evident latent frame), which propagates the mask "
+        "through every frame.",
     )
     unet = g.add("UNETLoader", unet_name="mochi_preview_bf16.safetensors", weight_dtype="default")
     clip = g.add("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="mochi", device="default")
