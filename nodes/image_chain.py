@@ -12,7 +12,8 @@ import torch
 
 from refam.expression import DEFAULT_MAGNETS
 from refam.heatmap import BlockSelection, HeatmapOptions, parse_block_spec
-from refam.operating_point import FLUX_IMAGE
+from refam.noise import MAX_SEED
+from refam.operating_point import FLUX_IMAGE, check_resolution
 from refam.pipeline import (
     as_image_batch,
     choose_points,
@@ -26,8 +27,6 @@ from refam.visualize import colorize, heatmap_overlay, tile
 
 from . import payloads as P
 from .spec import Param, Result
-
-MAX_SEED = 2**63 - 1
 
 
 # -- shared conversions ---------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def capture_attention(
         sigma=sigma,
         seed=seed,
         blocks=parse_block_spec(blocks) or None,
-        resolution=resolution or None,
+        resolution=check_resolution(resolution or None),
         progress=block_progress(total),
         branch_pooled=branch_pooled,
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from refam.operating_point import MOCHI_VIDEO
+from refam.noise import MAX_SEED
+from refam.operating_point import MOCHI_VIDEO, check_resolution
 from refam.segment.video import ArrayFrames, propagate
 from refam.variants import check_choice
 from refam.video import candidate_frames, choose_prompts, frame_evidence
@@ -150,7 +151,7 @@ def capture_attention_mochi(
         sigma=sigma,
         seed=seed,
         blocks=parse_block_spec(blocks) or None,
-        resolution=resolution or None,
+        resolution=check_resolution(resolution or None),
         progress=block_progress(len(mochi_diffusion_model(model).blocks)),
     )
     shown = representative_frames(len(batch), captured.batch_size)
@@ -165,7 +166,7 @@ MOCHI_INPUTS = (
     Param("conditioning", "CONDITIONING", "Caption conditioning from Mochi's T5 (RefAM Caption Conditioning or CLIPTextEncode)."),
     Param("expression", P.EXPRESSION, "Encoded referring expressions (RefAM Referring Expression with Mochi's CLIP)."),
     Param("sigma", "FLOAT", "Noise level (paper: timestep 990 in Mochi's inverted convention = sigma 0.01).", default=MOCHI_VIDEO.sigma, min=0.001, max=1.0, step=0.001),
-    Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=2**63 - 1),
+    Param("seed", "INT", "Seed of the noise.", default=0, min=0, max=MAX_SEED),
     Param("blocks", "STRING", "Blocks to capture: 'all', indices/ranges or names (mochi.20).", default="all"),
     Param("resolution", "INT", "Frames are resized to about resolution² pixels (multiple of 16). 0 = as is.", default=MOCHI_VIDEO.resolution, min=0, max=2048, step=16),
 )

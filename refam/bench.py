@@ -6,6 +6,9 @@ with random weights (full width 3072 by default), measured side by side in one p
   (b) amortisation       = time(8 expressions, one pass) / time(1 expression, one pass)
   (c) extra peak memory of the capture (MB): CUDA peak allocation on GPU, peak RSS on CPU
 Modes are interleaved run by run so machine noise hits all of them alike; medians are reported.
+
+``refam bench memory [--size 8000x6000]``: peak RSS of ``refam segment`` (the embedded toy
+model, CPU) on a synthetic image of that size, measured in a child process (target 1.5 GB).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import statistics
 import sys
 import time
@@ -345,6 +349,89 @@ def _video_child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+MEMORY_TARGET_MB = 1536  # 1.5 GB: a 48-megapixel photo on a laptop with room to spare
+MEMORY_EXPRESSION = "the red circle"
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``"8000x6000"`` -> (width, height), refused above what ``refam segment`` accepts."""
+    from refam.images import MAX_PIXELS
+
+    found = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", text)
+    if not found or min(int(found.group(1)), int(found.group(2))) < 1:
+        raise ValueError(f"--size {text!r} is not WIDTHxHEIGHT in pixels; write it like 8000x6000")
+    width, height = int(found.group(1)), int(found.group(2))
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"--size {text} is above refam's limit of {MAX_PIXELS} pixels; give a smaller size")
+    return width, height
+
+
+def _synthetic_scene(width: int, height: int) -> Any:
+    """A toy-world picture at any size: a red disc left of centre on a flat grey page."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (width, height), (200, 200, 200))
+    r, cx, cy = min(width, height) / 6, width / 3, height / 2
+    ImageDraw.Draw(im).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(220, 30, 30))
+    return im
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS of the ``refam segment`` path on a synthetic image, in a child process so that
+    nothing of this one (the scene drawn, torch already loaded) counts."""
+    import resource
+    import subprocess
+    import tempfile
+
+    width, height = _parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="refam_bench_memory_") as scratch:
+        _synthetic_scene(width, height).save(Path(scratch) / "scene.png")
+        # Fixed arguments: the interpreter, this module and the scratch folder made above.
+        cmd = [sys.executable, "-m", "refam.bench", "memory", "--child", scratch]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the measured run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    stages = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # Linux: kB
+    return {
+        "image": f"{width}x{height}",
+        "megapixels": round(width * height / 1e6, 1),
+        "peak_rss_mb": round(peak_mb, 1),
+        "target_mb": MEMORY_TARGET_MB,
+        "within_target": peak_mb <= MEMORY_TARGET_MB,
+        "peak_mb_after": stages,
+    }
+
+
+def _memory_child(folder: str) -> dict[str, float]:
+    """``refam segment`` with the toy model: load_image -> segment -> the CLI's own outputs.
+    Returns the peak RSS (MB) reached by the end of each stage."""
+    from refam.cli import _write_outputs
+    from refam.images import load_image
+    from refam.pipeline import RefAMPipeline
+    from refam.toy.model import load_toy
+    from refam.toy.segmenter import FloodFillSegmenter
+
+    stages: dict[str, float] = {"start": _rss_mb("VmHWM")}
+    image = load_image(Path(folder) / "scene.png")
+    stages["load_image"] = _rss_mb("VmHWM")
+    pipe = RefAMPipeline(load_toy(device="cpu"), FloodFillSegmenter())  # load_pipeline's toy branch
+    stages["load_model"] = _rss_mb("VmHWM")
+    results = pipe.segment(image, [MEMORY_EXPRESSION])
+    stages["segment"] = _rss_mb("VmHWM")
+    meta = {"image": "scene.png", "image_size": [int(image.shape[0]), int(image.shape[1])], "model": pipe.backend.name}
+    _write_outputs(Path(folder) / "out", image, results, meta)
+    stages["write_outputs"] = _rss_mb("VmHWM")
+    return {k: round(v, 1) for k, v in stages.items()}
+
+
+def _print_memory(r: dict[str, Any]) -> None:
+    verdict = "within" if r["within_target"] else "ABOVE"
+    print(f"\nrefam segment memory — {r['image']} ({r['megapixels']} MP) synthetic image, embedded toy model, CPU")
+    print(f"peak RSS {r['peak_rss_mb']:.0f} MB — {verdict} the target of {r['target_mb']} MB (1.5 GB)")
+    print("peak by the end of: " + ", ".join(f"{k} {v:.0f}" for k, v in r["peak_mb_after"].items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="refam bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -388,37 +475,36 @@ def main(argv: list[str] | None = None) -> int:
     vid.add_argument("--device", default=None)
     vid.add_argument("--json", default=None)
     vid.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    mem = sub.add_parser("memory", help="peak RSS of refam segment (toy model) on a big synthetic image")
+    mem.add_argument("--size", default="8000x6000", help="image WIDTHxHEIGHT in pixels (default 8000x6000)")
+    mem.add_argument("--json", default=None, help="also write the JSON result to this file")
+    mem.add_argument("--child", default=None, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "toy":
         from refam.toy.bench import main as toy_main
 
         return toy_main(argv[1:])
     args = parser.parse_args(argv)
-    if args.which == "mochi":
-        result = bench_mochi(args)
-        print(json.dumps(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
-        return 0
-    if args.which == "video" and args.child:
-        print(json.dumps(_video_child(args)))
-        return 0
-    if args.which == "video":
-        result = bench_video(args)
-        print(json.dumps(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+    if getattr(args, "child", None):  # the measured process of `memory` / `video`: its result goes back on stdout
+        print(json.dumps(_memory_child(args.child) if args.which == "memory" else _video_child(args)))
         return 0
     if args.which in (None, "capture"):
         if args.which is None:
             args = parser.parse_args(["capture", *argv])
         if args.full:
             args.double, args.single, args.size = 19, 38, 1024
-        result = bench_capture(args)
-        _print_capture_table(result)
-        print(json.dumps(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+    run, show = {
+        "mochi": (bench_mochi, None),
+        "memory": (bench_memory, _print_memory),
+        "video": (bench_video, None),
+        "capture": (bench_capture, _print_capture_table),
+    }[args.which]
+    result = run(args)
+    if show is not None:
+        show(result)
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -167,6 +167,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda if available)")
     g.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images above this many pixels (default: refam.images.MAX_PIXELS); raise it for huge scans",
+    )
+    g.add_argument(
         "--offload",
         action="store_true",
         help="keep models on the CPU; move each to the device only while it runs",
@@ -201,6 +207,7 @@ def _options_from_args(args: argparse.Namespace):
         spatial_bias=not args.no_sb,
         blocks=blocks,
         skip_fraction=args.skip_fraction,
+        **_pixel_limit(args),
     )
 
 
@@ -209,7 +216,7 @@ def _device_and_dtype(args: argparse.Namespace):
 
     from refam.loading import parse_dtype
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _check_device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         # torchrun / accelerate: one GPU per local rank, not every rank on cuda:0.
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -219,6 +226,85 @@ def _device_and_dtype(args: argparse.Namespace):
         else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     )
     return device, dtype
+
+
+def _check_device(text: str):
+    """``--device`` as a device this machine has, or an error that says which ones it has."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--device {text!r} is not a device name: use cuda, cuda:1, mps or cpu") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(
+                f"--device {text}: this machine's torch ({torch.__version__}, {build}) sees no CUDA GPU; "
+                "use --device cpu, or install a CUDA build of torch"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: there are {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {text}: Apple MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text}: RefAM runs on cuda, mps or cpu")
+    return device
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every argument checked before any model loads or any frame is decoded, so a typo costs
+    nothing: options, device, dtype, segmenter file, counts and the output folder."""
+    _options_from_args(args)
+    _device_and_dtype(args)
+    for flag in ("limit", "candidates", "points_from", "max_pixels"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "prompt_frame", None) is not None:
+        _prompt_frame(args.prompt_frame)
+    if args.segmenter:
+        from refam.loading import segmenter_search_dirs
+        from refam.segment import find_checkpoint
+
+        find_checkpoint(args.segmenter, segmenter_search_dirs(args.comfyui))
+    if not getattr(args, "merge_only", False):
+        from refam.run_folder import check_out
+
+        check_out(args.out)
+
+
+def _prompt_frame(text: str) -> str | int:
+    if text in ("first", "best"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--prompt-frame must be first, best or a frame index (0, 1, ...), got {text!r}")
+
+
+def _pixel_limit(args: argparse.Namespace) -> dict[str, int]:
+    return {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
+
+
+def _fresh_out(path: str, log: StageLog) -> Path:
+    """The output folder with the previous run's files (as its summary listed them) removed, so
+    nothing stale sits beside the new summary; files the user put there are left alone."""
+    from refam.run_folder import clear_previous_run, prepare_out
+
+    out = prepare_out(path)
+    removed = clear_previous_run(out)
+    if removed:
+        log(f"removed {removed} file(s) / folder(s) of the previous run in {out}")
+    return out
+
+
+def _note_ignored(args: argparse.Namespace, pipe: Any, log: StageLog) -> None:
+    """Say so when an option given on the command line has no effect on the loaded model."""
+    native = getattr(pipe.backend, "native_size", None)
+    if native is not None and args.resolution is not None:
+        log(f"note: --resolution {args.resolution} is ignored: {pipe.backend.name} runs only at its native "
+            f"{native[1]}x{native[0]} px")
 
 
 def _ran_with(pipe: Any) -> dict[str, Any]:
@@ -259,21 +345,24 @@ def _write_outputs(out: Path, image: Any, results: list[Any], meta: dict[str, An
     import numpy as np
     from PIL import Image
 
-    from refam.visualize import draw_points, heatmap_overlay, mask_overlay
+    from refam.visualize import gray_uint8, heatmap_overlay_image, mask_overlay_image
 
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {**meta, "results": []}
     for i, res in enumerate(results):
         stem = f"{i:02d}_{_slug(res.expression)}"
         record = res.summary()
-        overlay = draw_points(heatmap_overlay(image, res.heatmap), [(p.x, p.y) for p in res.points])
-        Image.fromarray(overlay).save(out / f"{stem}_heatmap.png")
-        Image.fromarray((res.heatmap * 255).round().astype(np.uint8)).save(out / f"{stem}_heatmap_gray.png")
+        summary.setdefault("files", []).extend(
+            f"{stem}_{kind}.png" for kind in ("heatmap", "heatmap_gray", "mask", "mask_overlay")[: 2 if res.mask is None else 4]
+        )
+        points = [(p.x, p.y) for p in res.points]
+        # Drawn a band of rows at a time: a full-size float copy of a 48 MP image is 0.5 GB.
+        heatmap_overlay_image(image, res.heatmap, points).save(out / f"{stem}_heatmap.png")
+        Image.fromarray(gray_uint8(res.heatmap)).save(out / f"{stem}_heatmap_gray.png")
         record["heatmap_overlay"] = f"{stem}_heatmap.png"
         if res.mask is not None:
             Image.fromarray(res.mask.astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
-            shown = draw_points(mask_overlay(image, res.mask), [(p.x, p.y) for p in res.points])
-            Image.fromarray(shown).save(out / f"{stem}_mask_overlay.png")
+            mask_overlay_image(image, res.mask, points).save(out / f"{stem}_mask_overlay.png")
             record["mask"] = f"{stem}_mask.png"
         summary["results"].append(record)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -286,8 +375,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     log = StageLog(args.quiet)
     expressions = normalize_expressions(args.expressions)  # fail on empty input before loading anything
-    image = load_image(args.image)
+    _check_args(args)
+    image = load_image(args.image, **_pixel_limit(args))
     pipe = _load_pipeline(args, log)
+    _note_ignored(args, pipe, log)
     results = pipe.segment(image, expressions, args.caption, progress=log)
     meta = {
         "image": str(args.image),
@@ -296,8 +387,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "caption": args.caption,
         "options": _ran_with(pipe),
     }
-    summary = _write_outputs(Path(args.out), image, results, meta)
-    log(f"wrote {len(results)} result(s) to {args.out}")
+    out = _fresh_out(args.out, log)
+    summary = _write_outputs(out, image, results, meta)
+    log(f"wrote {len(results)} result(s) to {out}")
     for r in summary["results"]:
         print(json.dumps({k: r[k] for k in ("expression", "point", "mask_area", "warnings")}))
     return 0
@@ -342,16 +434,18 @@ def _write_video_outputs(out: Path, frames: Any, results: list[Any], meta: dict[
         thumbs[0].save(out / f"{stem}_overlay.gif", save_all=True, append_images=thumbs[1:], duration=80, loop=0)
         record = res.summary()
         record.update(masks=f"{stem}/", overlay=f"{stem}_overlay.gif")
+        summary.setdefault("files", []).extend([stem, f"{stem}_overlay.gif"])
         summary["results"].append(record)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def cmd_segment_video(args: argparse.Namespace) -> int:
-    import tempfile
+    import shutil
 
     from refam.loading import segmenter_search_dirs
     from refam.pipeline import normalize_expressions
+    from refam.run_folder import prepare_out
     from refam.segment import load_sam2_video
     from refam.segment.video import open_frames
     from refam.video import segment_video, segment_video_mochi
@@ -363,9 +457,15 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
             "video propagation needs a SAM2 / SAM2.1 checkpoint: --segmenter sam2.1_hiera_large.pt "
             "(or REFAM_SEGMENTER; looked up in ComfyUI's models/sam2 and models/sams)"
         )
-    prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
-    with tempfile.TemporaryDirectory(prefix="refam_frames_") as scratch:
+    _check_args(args)
+    prompt_frame = _prompt_frame(args.prompt_frame)
+    # A decoded video's frames live in the output folder, not the system temp: a run killed
+    # mid-way leaves them where the next run into the same folder finds and removes them.
+    scratch = prepare_out(args.out) / FRAMES_SCRATCH
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
         frames = open_frames(args.source, scratch)
+        check_frames(frames, prompt_frame)
         log(f"{len(frames)} frames of {frames.size[1]}x{frames.size[0]}")
         device, _dtype = _device_and_dtype(args)
         predictor = load_sam2_video(
@@ -377,6 +477,7 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
         )
         args.segmenter = None  # the image segmenter is not needed: SAM2 tracks instead
         pipe = _video_pipeline(args, log)
+        _note_ignored(args, pipe, log)
         last = {"t": 0.0}
 
         def on_frame(done: int, total: int) -> None:
@@ -408,11 +509,26 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
             "prompt_frame": prompt_frame,
             "options": _ran_with(pipe),
         }
-        summary = _write_video_outputs(Path(args.out), frames, results, meta)
-    log(f"wrote {len(results)} mask sequence(s) to {args.out}")
+        out = _fresh_out(args.out, log)
+        summary = _write_video_outputs(out, frames, results, meta)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log(f"wrote {len(results)} mask sequence(s) to {out}")
     for r in summary["results"]:
         print(json.dumps({k: r[k] for k in ("expression", "prompt_frame", "masks", "warnings")}))
     return 0
+
+
+FRAMES_SCRATCH = ".refam_frames"
+
+
+def check_frames(frames: Any, prompt_frame: str | int) -> None:
+    """A clip's frames all one size and the prompt frame inside the clip, before any DiT pass."""
+    verify = getattr(frames, "verify", None)
+    if callable(verify):
+        verify()
+    if isinstance(prompt_frame, int) and prompt_frame >= len(frames):
+        raise ValueError(f"--prompt-frame {prompt_frame}: the clip has {len(frames)} frames (0 to {len(frames) - 1})")
 
 
 VIDEO_DATASETS = ("ref-davis17", "mevis", "ref-youtube-vos")
@@ -431,6 +547,7 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
         predict_ytvos,
         summarize_video,
         video_results_table,
+        video_run_keys,
         zip_submission,
     )
     from refam.loading import segmenter_search_dirs
@@ -454,29 +571,37 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
     if not args.merge_only:
         if not args.segmenter:
             raise ValueError("video evaluation needs a SAM2 checkpoint: --segmenter sam2.1_hiera_large.pt")
+        prompt_frame = _prompt_frame(args.prompt_frame)
+        # The paper captions the video sets with a language model; given a file, each video's caption
+        # conditions its passes, else the empty prompt.
+        captions = load_captions(args.captions) if args.captions and not args.no_caption else None
+        protocol = {"prompt_frame": prompt_frame, "candidates": args.candidates, "points_from": args.points_from,
+                    "mochi": bool(args.video_model)}
+        for folder, dataset in runs.values():
+            _check_resume(folder, {**video_run_keys(dataset, captions, **protocol), **_run_info(args)})
         device, _dtype = _device_and_dtype(args)
         tracker = load_sam2_video(
             args.segmenter, device=device, search_dirs=segmenter_search_dirs(args.comfyui), image_size=args.sam2_image_size
         )
         args.segmenter = None
         pipe = _video_pipeline(args, log)
-        prompt_frame: str | int = int(args.prompt_frame) if args.prompt_frame.isdigit() else args.prompt_frame
-        # The paper captions the video sets with a language model; given a file, each video's caption
-        # conditions its passes, else the empty prompt.
-        captions = load_captions(args.captions) if args.captions and not args.no_caption else None
+        _note_ignored(args, pipe, log)
         if captions is None:
             log("no --captions file: conditioning on the empty prompt (the paper captions each video)")
         for name, (folder, dataset) in runs.items():
             counts = run(
-                pipe, tracker, dataset, folder, prompt_frame=prompt_frame, candidates=args.candidates,
-                points_from=args.points_from, shard=shard, limit=args.limit, progress=log,
-                mochi=bool(args.video_model), captions=captions, **preset,
+                pipe, tracker, dataset, folder, candidates=args.candidates, points_from=args.points_from, shard=shard,
+                limit=args.limit, progress=log, captions=captions, run_info=_run_info(args), prompt_frame=prompt_frame,
+                mochi=bool(args.video_model), **preset,
             )
             log(f"rank {shard.rank}, {name}: {counts['written']} new record(s)")
         _barrier(shard)
     if shard.rank == 0 and args.dataset == "ref-youtube-vos":
+        _need_results(out, (out / "Annotations").is_dir())
         print(f"submission: {zip_submission(out)} (scored by the Ref-YouTube-VOS evaluation server)")
     elif shard.rank == 0:
+        for folder, _ in runs.values():
+            _need_results(folder, any(folder.glob("records.rank*.jsonl")))
         per_set = {name: summarize_video(load_records(folder)) for name, (folder, _) in runs.items()}
         only = next(iter(per_set.values()))
         if args.dataset == "ref-davis17":
@@ -488,10 +613,37 @@ def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any])
             summary.update(annotator_sets=per_set, mean=mean_over_sets(per_set))
         else:
             summary.update(only)
+        summary["configuration"] = {name: _stored_config(folder) for name, (folder, _) in runs.items()}
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         (out / "results.md").write_text(table + "\n")
         print(table)
     return 0
+
+
+def _run_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What names an eval run beyond its options: the ablation preset."""
+    return {"preset": args.preset}
+
+
+def _check_resume(out: Path, known: dict[str, Any]) -> None:
+    """Refuse, before any model loads, to resume into a folder of another configuration (what is
+    known now; the options as the model resolves them are checked again once it has loaded)."""
+    from refam.run_folder import check_config
+
+    if out.is_dir():
+        check_config(out, known, partial=True)
+
+
+def _need_results(out: Path, present: bool) -> None:
+    if not present:
+        raise ValueError(f"--merge-only: {out} holds no records of a run; run the evaluation without --merge-only first")
+
+
+def _stored_config(out: Path) -> dict[str, Any] | None:
+    from refam.run_folder import CONFIG_FILE
+
+    path = out / CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _barrier(shard: Any) -> None:
@@ -511,6 +663,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Shard,
         evaluate_refer,
         load_records,
+        refer_run_keys,
         results_table,
         summarize,
         write_report,
@@ -518,37 +671,52 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     log = StageLog(args.quiet)
     if args.preset not in PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown --preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    _check_args(args)
     if args.dataset in VIDEO_DATASETS:
         return _eval_video(args, log, PRESETS[args.preset])
     dataset = ReferDataset(
         args.data_root, args.dataset, args.split_by, images=args.images, captions=None if args.no_caption else args.captions
     )
+    if args.split not in dataset.splits():
+        raise ValueError(f"--split {args.split!r}: {args.dataset} ({dataset.split_by}) has splits {', '.join(dataset.splits())}")
     shard = Shard.from_env()
     out = Path(args.out)
     if not args.merge_only:
-        if args.captions is None and not args.no_caption:
+        caption_mode = "empty" if args.no_caption or args.captions is None else "file"
+        _check_resume(out, {**refer_run_keys(dataset, args.split, args.overlap, caption_mode), **_run_info(args)})
+        if caption_mode == "empty" and not args.no_caption:
             log("no --captions file: conditioning on the empty prompt (the paper uses COCO captions)")
         pipe = _load_pipeline(args, log)
+        _note_ignored(args, pipe, log)
         counts = evaluate_refer(
             pipe,
             dataset,
             args.split,
             out,
-            caption_mode="empty" if args.no_caption or args.captions is None else "file",
+            caption_mode=caption_mode,
             overlap=args.overlap,
             shard=shard,
             limit=args.limit,
             progress=log,
             visuals=args.visuals,
+            run_info=_run_info(args),
             **PRESETS[args.preset],
         )
         log(f"rank {shard.rank}: {counts['written']} new record(s), {counts['skipped']} skipped (unreadable images)")
         _barrier(shard)
     if shard.rank == 0:
+        _need_results(out, any(out.glob("records.rank*.jsonl")))
         summary = summarize(load_records(out))
         table = results_table(summary, args.dataset, args.split)
-        (out / "results.json").write_text(json.dumps({"dataset": args.dataset, "split": args.split, "preset": args.preset, **summary}, indent=2))
+        config = _stored_config(out)
+        (out / "results.json").write_text(
+            json.dumps(
+                {"dataset": args.dataset, "split": args.split, "preset": (config or {}).get("preset", args.preset),
+                 **summary, "configuration": config},
+                indent=2,
+            )
+        )
         (out / "results.md").write_text(table + "\n")
         if (out / "visuals").is_dir():
             log(f"report: {write_report(out, title=f'RefAM on {args.dataset} {args.split}')}")
@@ -641,13 +809,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures that are the input's, not the program's: answered in one line, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, NotImplementedError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         print(f"refam: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("refam: interrupted (finished records are kept; rerun the same command to resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 """``refam eval``: run RefAM over a benchmark split, resumably and sharded, and report the paper's table.
 
 Records go to ``OUT/records.rank<R>.jsonl``, one line per sentence, flushed as they are written: a
-killed run loses nothing finished, and a restarted one skips every key already there. With
+killed run loses nothing finished, and a restarted one skips every key already scored (a sentence
+skipped for an unreadable image is tried again). ``OUT/run.json`` holds the configuration the
+records were made with; a run with another one is refused (:func:`refam.run_folder.check_config`),
+and a lock per rank refuses a second process writing the same records. With
 ``torchrun`` / ``accelerate launch`` each rank takes the images ``i % world == rank`` of the sorted
 image list; rank 0 merges every rank's records into the table (``--merge-only`` does it later).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from refam.metrics import RisScores
+from refam.run_folder import check_config, claim, inside
 
 __all__ = [
     "PAPER",
@@ -34,10 +41,13 @@ __all__ = [
     "summarize_video",
     "write_report",
     "predict_ytvos",
+    "refer_run_keys",
+    "video_run_keys",
     "zip_submission",
     "video_results_table",
     "load_records",
     "results_table",
+    "run_config",
     "summarize",
 ]
 
@@ -97,17 +107,24 @@ def _open_records(out: Path, rank: int):
     return open(path, "a")  # noqa: SIM115 (the caller's with-block closes it)
 
 
+def _check_limit(limit: int | None) -> int | None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of images / videos, got {limit!r} (leave it out for all)")
+    return limit
+
+
 def _video_groups(dataset: Any, limit: int | None) -> list[tuple[str, list[Any]]]:
     """A video dataset's samples grouped by video (all of a video's expressions share its passes),
     videos sorted, the first ``limit`` kept."""
     videos: dict[str, list[Any]] = {}
     for s in dataset.samples:
         videos.setdefault(s.video, []).append(s)
-    return sorted(videos.items())[:limit]
+    return sorted(videos.items())[: _check_limit(limit)]
 
 
 def load_records(out: str | Path) -> list[dict[str, Any]]:
-    """Every rank's records, one per key (a key written twice by a resumed run counts once)."""
+    """Every rank's records, one per key: a key written twice by a resumed run counts once, and a
+    scored record wins over a skip of the same key (the image was restored and the run resumed)."""
     seen: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(out).glob("records.rank*.jsonl")):
         for line in path.read_text().splitlines():
@@ -117,8 +134,51 @@ def load_records(out: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: its sentence is redone on resume
-            seen[record["key"]] = record
+            if not isinstance(record, dict) or "key" not in record:
+                continue
+            kept = seen.get(record["key"])
+            if kept is None or "skipped" in kept or "skipped" not in record:
+                seen[record["key"]] = record
     return list(seen.values())
+
+
+def _scored_keys(out: Path) -> set[str]:
+    return {r["key"] for r in load_records(out) if "skipped" not in r}
+
+
+def _digest(mapping: Mapping[str, Any] | None) -> str | None:
+    """A short fingerprint of a captions map: a run conditioned on other captions is another run."""
+    if not mapping:
+        return None
+    return hashlib.sha1(json.dumps(dict(mapping), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_config(pipeline: Any, overrides: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """What decides a run's numbers: ``extra`` (dataset, split, caption source...), the model and
+    segmenter, and every method option as resolved for the backend."""
+    resolve = getattr(pipeline, "resolved", None)
+    if callable(resolve):
+        options: Any = dataclasses.asdict(resolve(**overrides))
+    else:  # a stand-in pipeline (tests, custom wrappers): its type and overrides are what is known
+        options = {k: repr(v) for k, v in overrides.items()}
+    backend = getattr(pipeline, "backend", None)
+    segmenter = getattr(pipeline, "segmenter", None)
+    return {
+        **extra,
+        "model": getattr(backend, "name", type(pipeline).__name__),
+        "segmenter": getattr(segmenter, "name", None if segmenter is None else type(segmenter).__name__),
+        "options": options,
+    }
+
+
+@contextmanager
+def _open_run(out: Path, shard: Shard, config: Mapping[str, Any]) -> Iterator[None]:
+    """This rank's claim on ``out``, after checking ``config`` against the records already there."""
+    out.mkdir(parents=True, exist_ok=True)
+    with claim(out, shard.rank):
+        has_results = any(out.glob("records.rank*.jsonl")) or (out / "Annotations").is_dir()
+        check_config(out, config, has_results=has_results)
+        yield
 
 
 def evaluate_refer(
@@ -133,24 +193,24 @@ def evaluate_refer(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     visuals: bool = False,
+    run_info: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate ``pipeline`` on ``dataset[split]``; returns this rank's counts (records are on disk).
 
     ``visuals``: also save a small picture per sentence (heatmap + point | prediction | ground
-    truth) in ``OUT/visuals/`` for :func:`write_report`."""
+    truth) in ``OUT/visuals/`` for :func:`write_report`. ``run_info``: what else names the run
+    (the CLI's dataset and caption source), stored in ``OUT/run.json`` with the options."""
     from refam.images import load_image
 
     shard = shard or Shard()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in load_records(out)}
-    groups = list(dataset.by_image(split).items())
-    if limit is not None:
-        groups = groups[:limit]
+    groups = list(dataset.by_image(split).items())[: _check_limit(limit)]
     mine = shard.take(groups)
     written = skipped = 0
-    with _open_records(out, shard.rank) as sink:
+    config = run_config(pipeline, overrides, **refer_run_keys(dataset, split, overlap, caption_mode), **(run_info or {}))
+    with _open_run(out, shard, config), _open_records(out, shard.rank) as sink:
+        done = _scored_keys(out)
         for n, (image_id, samples) in enumerate(mine):
             todo = [s for s in samples if s.key not in done]
             if not todo:
@@ -175,7 +235,7 @@ def evaluate_refer(
                 value = scores.add(pred, gt, point=(res.point.x, res.point.y))
                 inter, union = int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))
                 if visuals:
-                    _save_visual(out / "visuals" / f"{s.key.replace(':', '_')}.jpg", image, res, pred, gt)
+                    _save_visual(inside(out, "visuals", f"{s.key.replace(':', '_')}.jpg"), image, res, pred, gt)
                 _write(
                     sink,
                     {
@@ -307,6 +367,7 @@ def evaluate_video(
     progress: Callable[[str], None] | None = None,
     mochi: bool = False,
     captions: dict[str, str] | None = None,
+    run_info: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Referring video segmentation over a dataset (Ref-DAVIS17, MeViS): per expression J, F, J&F
@@ -316,11 +377,12 @@ def evaluate_video(
 
     shard = shard or Shard()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in load_records(out)}
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
-    with _open_records(out, shard.rank) as sink:
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
+                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    with _open_run(out, shard, config), _open_records(out, shard.rank) as sink:
+        done = _scored_keys(out)
         for run in _predicted_videos(
             pipeline, predictor, dataset, lambda _video, samples: [s for s in samples if s.key not in done],
             prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
@@ -367,6 +429,7 @@ def evaluate_ref_davis(
     progress: Callable[[str], None] | None = None,
     mochi: bool = False,
     captions: dict[str, str] | None = None,
+    run_info: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Ref-DAVIS17 as the literature scores it: per video, every expression's masks painted into one
@@ -378,11 +441,12 @@ def evaluate_ref_davis(
 
     shard = shard or Shard()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {r["video"] for r in load_records(out)}
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
-    with _open_records(out, shard.rank) as sink:
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
+                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    with _open_run(out, shard, config), _open_records(out, shard.rank) as sink:
+        done = {r["video"] for r in load_records(out) if "skipped" not in r}
         for run in _predicted_videos(
             pipeline, predictor, dataset, lambda video, samples: [] if video in done else samples,
             prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
@@ -416,6 +480,32 @@ def evaluate_ref_davis(
                 )
                 written += 1
     return {"rank": shard.rank, "written": written, "videos": len(mine)}
+
+
+def refer_run_keys(dataset: Any, split: str, overlap: str, caption_mode: str) -> dict[str, Any]:
+    """The part of a refer run's configuration known before any model loads."""
+    return {
+        "dataset": getattr(dataset, "dataset", type(dataset).__name__),
+        "split": split,
+        "overlap": overlap,
+        "caption_mode": caption_mode,
+        "captions": _digest(getattr(dataset, "captions", None)) if caption_mode == "file" else None,
+    }
+
+
+def video_run_keys(dataset: Any, captions: Mapping[str, str] | None, **protocol: Any) -> dict[str, Any]:
+    """The part of a video run's configuration known before any model loads (``protocol``: prompt
+    frame, candidates, points_from, mochi)."""
+    return {"dataset": type(dataset).__name__, "split": getattr(dataset, "split", None),
+            "captions": _digest(captions), **protocol}
+
+
+def _video_config(
+    pipeline: Any, predictor: Any, dataset: Any, overrides: Mapping[str, Any], run_info: Mapping[str, Any] | None,
+    *, captions: Mapping[str, str] | None, **protocol: Any,
+) -> dict[str, Any]:
+    extra = {**video_run_keys(dataset, captions, **protocol), "tracker": type(predictor).__name__, **(run_info or {})}
+    return run_config(pipeline, overrides, **extra)
 
 
 def mean_over_sets(per_set: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -534,6 +624,7 @@ def predict_ytvos(
     progress: Callable[[str], None] | None = None,
     mochi: bool = False,
     captions: dict[str, str] | None = None,
+    run_info: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Ref-YouTube-VOS predictions in the submission layout ``OUT/Annotations/<video>/<exp_id>/<frame>.png``
@@ -543,24 +634,31 @@ def predict_ytvos(
     shard = shard or Shard()
     out = Path(out)
     written = 0
+    source = f"{getattr(dataset, 'root', 'the dataset')}'s meta_expressions.json"
+
+    def folder(video: str, expression_id: str) -> Path:
+        return inside(out, "Annotations", video, expression_id, source=source)
 
     def pending(video: str, samples: list[Any]) -> list[Any]:
-        folder = out / "Annotations" / video
-        return [s for s in samples if len(list((folder / s.expression_id).glob("*.png"))) < len(s.frames)]
+        return [s for s in samples if len(list(folder(video, s.expression_id).glob("*.png"))) < len(s.frames)]
 
-    for run in _predicted_videos(
-        pipeline, predictor, dataset, pending,
-        prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
-        progress=progress, mochi=mochi, captions=captions, overrides=overrides,
-    ):
-        stems = [p.stem for p in run.frames.paths]
-        for s, res in zip(run.samples, run.results, strict=True):
-            target = out / "Annotations" / run.video / s.expression_id
-            target.mkdir(parents=True, exist_ok=True)
-            for t, stem in enumerate(stems):
-                if stem in s.frames:
-                    Image.fromarray(res.masks[t].astype(np.uint8) * 255).save(target / f"{stem}.png")
-            written += 1
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
+                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    with _open_run(out, shard, config):
+        for run in _predicted_videos(
+            pipeline, predictor, dataset, pending,
+            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
+            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+        ):
+            stems = [p.stem for p in run.frames.paths]
+            for s, res in zip(run.samples, run.results, strict=True):
+                target = folder(run.video, s.expression_id)
+                target.mkdir(parents=True, exist_ok=True)
+                for t, stem in enumerate(stems):
+                    if stem in s.frames:
+                        png = inside(target, f"{stem}.png", source=source)
+                        Image.fromarray(res.masks[t].astype(np.uint8) * 255).save(png)
+                written += 1
     return {"rank": shard.rank, "written": written}
 
 

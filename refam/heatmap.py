@@ -9,6 +9,7 @@ normalised and, optionally, multiplied by a positional prior from spatial words.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ __all__ = [
     "TokenMap",
     "build_heatmap",
     "parse_block_spec",
+    "MAX_BLOCK_INDEX",
     "detect_gas",
     "select_blocks",
     "hybridgl_prior",
@@ -87,6 +89,8 @@ class HeatmapOptions:
         check_choice("np_mode", self.np_mode, NP_MODES)
         check_choice("spatial_rule", self.spatial_rule, SPATIAL_RULES)
         check_choice("gas_rule", self.gas_rule, GAS_RULES)
+        if not (math.isfinite(self.gas_threshold) and self.gas_threshold > 0):
+            raise ValueError(f"gas_threshold must be a positive multiple of the mean mass (paper: 10), got {self.gas_threshold}")
 
     @property
     def chosen_score(self) -> str:
@@ -116,24 +120,44 @@ class ExpressionHeatmap:
 
 
 BLOCK_KINDS = ("double", "single", "mochi")
+# No DiT has more than a few hundred blocks (FLUX.1 57, Mochi 48): a bigger index is a typo, and
+# refusing it before a range is built keeps "0-999999999" from expanding a billion ints.
+MAX_BLOCK_INDEX = 1023
+
+
+def _block_index(text: str, part: str) -> int:
+    text = text.strip().lstrip("0") or "0"
+    # Length first: int() of a few thousand digits is itself slow (and refused by Python).
+    if len(text) > len(str(MAX_BLOCK_INDEX)) or int(text) > MAX_BLOCK_INDEX:
+        raise ValueError(
+            f"block index {text} in {part!r} is above {MAX_BLOCK_INDEX}, more blocks than any model has "
+            "(FLUX.1 57, Mochi 48); give indices from 0 to the model's last block"
+        )
+    return int(text)
+
+
+def _is_index(text: str) -> bool:
+    text = text.strip()
+    return text.isascii() and text.isdigit()
 
 
 def parse_block_spec(text: str) -> tuple[int | str, ...]:
     """``"all"`` / ``""`` -> every block; else a comma list of indices, ranges (``"0-18"``), block
-    names (``"double.3"``, ``"mochi.20"``) and kinds (``"double"``, ``"single"``, ``"mochi"``)."""
+    names (``"double.3"``, ``"mochi.20"``) and kinds (``"double"``, ``"single"``, ``"mochi"``).
+    Indices above :data:`MAX_BLOCK_INDEX` are refused."""
     out: list[int | str] = []
     for part in (text or "").replace(";", ",").split(","):
         part = part.strip()
         if not part or part.lower() == "all":
             continue
         lo, dash, hi = part.partition("-")
-        if dash and lo.strip().isdigit() and hi.strip().isdigit():
-            start, end = int(lo), int(hi)
+        if dash and _is_index(lo) and _is_index(hi):
+            start, end = _block_index(lo, part), _block_index(hi, part)
             if end < start:
                 raise ValueError(f"block range {part!r} runs backwards; write it as {end}-{start}")
             out.extend(range(start, end + 1))
-        elif part.isdigit():
-            out.append(int(part))
+        elif _is_index(part):
+            out.append(_block_index(part, part))
         elif part.split(".")[0] in BLOCK_KINDS:
             out.append(part)
         else:

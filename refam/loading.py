@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from refam.backends.diffusers_flux_model import DiffusersFlux
-from refam.weights import CHECKPOINT_SUFFIXES, count_blocks, find_weights_file, load_state_dict_file
+from refam.weights import (
+    CHECKPOINT_SUFFIXES,
+    count_blocks,
+    find_weights_file,
+    load_state_dict_file,
+    safetensors_problem,
+)
 
 __all__ = [
     "CONFIG_DIR",
@@ -31,6 +37,7 @@ __all__ = [
     "WHERE_WEIGHTS_GO",
     "load_pipeline",
     "cached_flux_model",
+    "check_diffusers_folder",
     "segmenter_search_dirs",
     "comfyui_model_dirs",
     "find_model_file",
@@ -143,6 +150,67 @@ def _is_diffusers_folder(path: Path) -> bool:
     )
 
 
+FLUX_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2")
+MOCHI_PARTS = ("transformer", "vae", "text_encoder")
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
+_DIFFUSERS_HELP = (
+    "copy the missing files from the model's release (e.g. its Hugging Face repository) or download it again"
+)
+
+
+def check_diffusers_folder(folder: str | Path, parts: Sequence[str]) -> None:
+    """Refuse a diffusers folder whose ``parts`` lack ``config.json`` or whole weight files, before
+    any of them is loaded: a missing text encoder should not cost a 24 GB transformer load first."""
+    folder = Path(folder)
+    problems = [problem for part in parts if (problem := _part_problem(folder / part))]
+    if problems:
+        raise ValueError(f"diffusers folder {folder} is incomplete: {'; '.join(problems)}; {_DIFFUSERS_HELP}")
+
+
+def _part_problem(sub: Path) -> str | None:
+    if not sub.is_dir():
+        return f"no {sub.name}/ folder"
+    if not (sub / "config.json").is_file():
+        return f"no {sub.name}/config.json"
+    weights = sorted(p for pattern in _WEIGHT_GLOBS for p in sub.glob(pattern) if p.is_file())
+    for index in sorted(sub.glob("*.index.json")):
+        problem = _index_problem(index)
+        if problem:
+            return problem
+    if not weights:
+        return f"no weights in {sub.name}/ (diffusion_pytorch_model.safetensors or model.safetensors)"
+    for weight in weights:
+        problem = safetensors_problem(weight) if weight.suffix == ".safetensors" else None
+        if problem:
+            return problem
+    return None
+
+
+def _index_problem(index: Path) -> str | None:
+    """A sharded checkpoint's index: every shard it names must be there."""
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{index} is not a readable shard index ({type(exc).__name__}: {exc})"
+    missing = sorted(name for name in shards if not (index.parent / name).is_file())
+    if missing:
+        return f"{index} names shards that are missing: {', '.join(missing[:5])}"
+    return None
+
+
+def _from_pretrained(cls: Any, repo: str, subfolder: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(repo, subfolder=...)`` with a failure that names the part and the folder."""
+    from safetensors import SafetensorError
+
+    try:
+        return cls.from_pretrained(repo, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        raise ValueError(
+            f"could not load {subfolder}/ of {repo} as {cls.__name__} ({type(exc).__name__}: {exc}); "
+            f"check that folder is a complete diffusers model part, or {_DIFFUSERS_HELP}"
+        ) from exc
+
+
 def _load_tokenizers(source: Path | str | None, root: Path | None, local_files_only: bool) -> tuple[Any, Any]:
     """T5 and CLIP tokenizers: from a diffusers folder/hub id, else the HF cache, else ComfyUI's tree."""
     from transformers import CLIPTokenizer, T5TokenizerFast
@@ -232,20 +300,25 @@ def _load_t5_file(path: Path, dtype: torch.dtype) -> Any:
     sd = {k: v for k, v in sd.items() if not k.endswith(("scale_weight", "scaled_fp8", "scale_input"))}
     if "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
-    sd.setdefault("encoder.embed_tokens.weight", sd["shared.weight"])
     base = json.loads((CONFIG_DIR / "text_encoders" / "t5-v1_1-xxl-encoder.json").read_text())
-    vocab, d_model = sd["shared.weight"].shape
-    rel = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
-    inner = sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0]
-    base.update(
-        vocab_size=vocab,
-        d_model=d_model,
-        num_layers=count_blocks(list(sd), "encoder.block."),
-        num_heads=rel.shape[1],
-        relative_attention_num_buckets=rel.shape[0],
-        d_kv=inner // rel.shape[1],
-        d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wo.weight"].shape[1],
-    )
+    try:
+        sd.setdefault("encoder.embed_tokens.weight", sd["shared.weight"])
+        vocab, d_model = sd["shared.weight"].shape
+        rel = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+        inner = sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0]
+        base.update(
+            vocab_size=vocab,
+            d_model=d_model,
+            num_layers=count_blocks(list(sd), "encoder.block."),
+            num_heads=rel.shape[1],
+            relative_attention_num_buckets=rel.shape[0],
+            d_kv=inner // rel.shape[1],
+            d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wo.weight"].shape[1],
+        )
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ValueError(
+            f"{path} is not a T5 encoder (missing or misshapen {exc}); pass a T5-XXL file such as t5xxl_fp16.safetensors"
+        ) from exc
     with torch.device("meta"):
         model = T5EncoderModel(T5Config.from_dict(base))
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
@@ -331,20 +404,16 @@ def load_flux(
         from transformers import CLIPTextModel, T5EncoderModel
 
         repo = str(source) if source.exists() else str(model)
-        opts = {"local_files_only": local_files_only}
+        if source.exists():
+            check_diffusers_folder(source, FLUX_PARTS)
+        opts = {"local_files_only": local_files_only, "torch_dtype": torch_dtype}
         say(f"loading transformer from {repo}")
-        transformer = FluxTransformer2DModel.from_pretrained(
-            repo, subfolder="transformer", torch_dtype=torch_dtype, **opts
-        )
+        transformer = _from_pretrained(FluxTransformer2DModel, repo, "transformer", **opts)
         say("loading VAE")
-        vae_model = AutoencoderKL.from_pretrained(repo, subfolder="vae", torch_dtype=torch_dtype, **opts)
+        vae_model = _from_pretrained(AutoencoderKL, repo, "vae", **opts)
         say("loading text encoders")
-        t5_model = T5EncoderModel.from_pretrained(
-            repo, subfolder="text_encoder_2", torch_dtype=torch_dtype, **opts
-        )
-        clip_model = CLIPTextModel.from_pretrained(
-            repo, subfolder="text_encoder", torch_dtype=torch_dtype, **opts
-        )
+        t5_model = _from_pretrained(T5EncoderModel, repo, "text_encoder_2", **opts)
+        clip_model = _from_pretrained(CLIPTextModel, repo, "text_encoder", **opts)
         t5_tok, clip_tok = _load_tokenizers(repo, root, local_files_only)
         name = source.name if source.exists() else str(model)
     else:
@@ -429,6 +498,19 @@ def load_pipeline(
     opts = options or RefAMOptions()
     chosen = model or os.environ.get("REFAM_FLUX_MODEL") or cached_flux_model()
     seg = None
+    if segmenter is not None:
+        # The segmenter first: it is a fraction of FLUX's size, so a wrong file, variant or
+        # truncated checkpoint is refused in seconds, before minutes of loading FLUX.
+        from refam.segment import load_segmenter
+
+        say(f"loading segmenter {segmenter}")
+        seg = load_segmenter(
+            segmenter,
+            variant=segmenter_variant,
+            device=device,
+            search_dirs=segmenter_search_dirs(comfyui_path),
+            image_size=segmenter_image_size,
+        )
     if chosen:
         backend = load_flux(
             chosen, t5=t5, clip_l=clip_l, vae=vae, comfyui_path=comfyui_path, device=device, dtype=dtype,
@@ -441,23 +523,12 @@ def load_pipeline(
         for line in WHERE_WEIGHTS_GO.splitlines():
             say(line)
         backend = load_toy(device=device)
-        if segmenter is None:
+        if seg is None:
             from refam.toy.segmenter import FloodFillSegmenter
 
             say("segmenter: the toy world's flood fill (flat-coloured regions only)")
             seg = FloodFillSegmenter()
-    if segmenter is not None:
-        from refam.segment import load_segmenter
-
-        say(f"loading segmenter {segmenter}")
-        seg = load_segmenter(
-            segmenter,
-            variant=segmenter_variant,
-            device=device,
-            search_dirs=segmenter_search_dirs(comfyui_path),
-            image_size=segmenter_image_size,
-        )
-    elif seg is None:
+    if seg is None:
         say("no segmenter given: heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
     return RefAMPipeline(backend, seg, opts)
 
@@ -485,13 +556,15 @@ def load_mochi(
             "text_encoder/, tokenizer/) nor a hub id in the Hugging Face cache"
         )
     repo = str(source) if source.exists() else str(model)
+    if source.exists():
+        check_diffusers_folder(source, MOCHI_PARTS)
     torch_dtype = parse_dtype(dtype)
     opts = {"local_files_only": local_files_only}
     say(f"loading Mochi from {repo}")
-    transformer = MochiTransformer3DModel.from_pretrained(repo, subfolder="transformer", torch_dtype=torch_dtype, **opts)
+    transformer = _from_pretrained(MochiTransformer3DModel, repo, "transformer", torch_dtype=torch_dtype, **opts)
     # The video VAE runs in float32: its decoder-side statistics are not bf16-safe and it is small.
-    vae = AutoencoderKLMochi.from_pretrained(repo, subfolder="vae", torch_dtype=torch.float32, **opts)
-    t5 = T5EncoderModel.from_pretrained(repo, subfolder="text_encoder", torch_dtype=torch_dtype, **opts)
+    vae = _from_pretrained(AutoencoderKLMochi, repo, "vae", torch_dtype=torch.float32, **opts)
+    t5 = _from_pretrained(T5EncoderModel, repo, "text_encoder", torch_dtype=torch_dtype, **opts)
     tokenizer = T5TokenizerFast.from_pretrained(repo, subfolder="tokenizer", **opts)
     return DiffusersMochi(
         transformer=transformer,

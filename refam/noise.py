@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["capture_noise", "check_sigma"]
+__all__ = ["MAX_SEED", "capture_noise", "check_seed", "check_sigma"]
+
+# The largest seed every consumer takes: torch's CPU generator, ComfyUI's INT widgets (int64).
+MAX_SEED = 2**63 - 1
 
 
 def capture_noise(latent_shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
@@ -25,3 +28,10 @@ def check_sigma(sigma: float) -> float:
     if not 0.0 < float(sigma) <= 1.0:
         raise ValueError(f"sigma must be in (0, 1] (paper: 0.75 for FLUX), got {sigma}")
     return float(sigma)
+
+
+def check_seed(seed: object) -> int:
+    """A seed the noise generator takes as given (never wrapped or truncated)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED} (2**63 - 1), got {seed!r}")
+    return seed

@@ -12,7 +12,21 @@ from typing import Any
 
 from refam.variants import DEFAULT_SCORE
 
-__all__ = ["FLUX_IMAGE", "FLUX_SCHNELL", "FROM_BACKEND", "MOCHI_VIDEO", "FromBackend", "OperatingPoint", "flux_point"]
+__all__ = ["FLUX_IMAGE", "FLUX_SCHNELL", "FROM_BACKEND", "MIN_RESOLUTION", "MOCHI_VIDEO", "check_resolution", "FromBackend", "OperatingPoint", "flux_point"]
+
+# The smallest ``resolution`` taken: 32² pixels is a 2x2 patch grid for FLUX (16 px patches) and
+# below the toy world's 48 px; smaller values are typos (0, -1) that would run at a silent minimum.
+MIN_RESOLUTION = 32
+
+
+def check_resolution(size: object) -> int | None:
+    """``resolution`` as given (``None``: the image's own size), or an error for sizes no model can use."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_RESOLUTION):
+        raise ValueError(
+            f"resolution must be at least {MIN_RESOLUTION} (the model sees about resolution² pixels), "
+            f"got {size!r}; leave it unset for the model's own"
+        )
+    return size
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ the backend knows nothing of filters, the heatmap nothing of segmenters.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,9 +18,10 @@ import torch
 from refam.attention import CapturedAttention, ImageGeometry
 from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expression
 from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
-from refam.images import MIN_SIDE, to_rgb_uint8
+from refam.images import MAX_PIXELS, MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, SpatialCue, analyze_expression
-from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
+from refam.noise import check_seed, check_sigma
+from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint, check_resolution
 from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
 from refam.variants import BRANCH_POOLED
 
@@ -87,6 +89,22 @@ class RefAMOptions:
     heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
     points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
     point_min_distance: int = 2  # patches between peaks when points > 1
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused (refam.images); None: no limit
+
+    def __post_init__(self) -> None:
+        # Checked here, where every front end (CLI, library, nodes) builds its options, so a bad
+        # value is refused before a model loads instead of silently becoming another one.
+        if not isinstance(self.sigma, FromBackend):
+            check_sigma(self.sigma)
+        check_seed(self.seed)
+        if not isinstance(self.resolution, FromBackend):
+            check_resolution(self.resolution)
+        for name in ("points", "point_min_distance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if isinstance(self.guidance, float | int) and not math.isfinite(self.guidance):
+            raise ValueError(f"guidance must be a finite number, got {self.guidance}")
 
     def at(self, point: OperatingPoint) -> RefAMOptions:
         """These options with every value left to the backend taken from ``point``."""
@@ -200,24 +218,39 @@ def prepare_expressions(
     return tokenized, cues
 
 
-def as_image_batch(images: Any) -> tuple[np.ndarray, list[str]]:
-    warnings: list[str] = []
+def _batch_items(images: Any) -> list[Any]:
+    """A batch -> its images: a list / tuple, or the first dim of a 4-D array or tensor (split
+    before any conversion, so a bfloat16 or float batch is converted one image at a time)."""
     if isinstance(images, (list, tuple)):
-        arrays = [to_rgb_uint8(im, name=f"image {i}") for i, im in enumerate(images)]
-    else:
-        arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-        arrays = (
-            [to_rgb_uint8(im, name=f"image {i}") for i, im in enumerate(arr)]
-            if arr.ndim == 4
-            else [to_rgb_uint8(arr)]
-        )
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def as_image_batch(images: Any, *, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+    """One image or a batch -> ``[B, H, W, 3]`` uint8 and warnings about the input.
+
+    An image is what :func:`refam.images.to_rgb_uint8` accepts (file path, PIL image, array or
+    tensor; its docstring states the HWC / CHW layout rule); a batch is a list / tuple of them or
+    a 4-D array / tensor ``[B, H, W, C]``. All images must share one size. ``max_pixels`` (None: no
+    limit) applies to each image. One uint8 RGB image is not copied.
+    """
+    items = _batch_items(images)
+    if not items:
+        raise ValueError("the image batch is empty: give at least one image")
+    arrays = [
+        to_rgb_uint8(im, name="image" if len(items) == 1 else f"image {i}", max_pixels=max_pixels)
+        for i, im in enumerate(items)
+    ]
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise ValueError(f"all images of a batch must have one size; got {sorted(sizes)}")
     h, w = arrays[0].shape[:2]
+    warnings: list[str] = []
     if min(h, w) < MIN_SIDE:
         warnings.append(f"image is {w}x{h} px; below {MIN_SIDE} px the heatmap is coarse")
-    return np.stack(arrays), warnings
+    return (arrays[0][None] if len(arrays) == 1 else np.stack(arrays)), warnings
 
 
 def cue_direction(cue: LanguageCues, options: HeatmapOptions) -> SpatialCue | None:
@@ -289,8 +322,9 @@ class RefAMPipeline:
         progress: ProgressFn | None = None,
     ) -> CapturedAttention:
         """The backend's captured attention for ``images`` (one pass for all ``expressions``)."""
-        batch, _ = as_image_batch(images)
-        return self._capture(batch, expressions, caption, self.resolved(options), progress)
+        opts = self.resolved(options)
+        batch, _ = as_image_batch(images, max_pixels=opts.max_pixels)
+        return self._capture(batch, expressions, caption, opts, progress)
 
     def _capture(
         self,
@@ -324,7 +358,7 @@ class RefAMPipeline:
     ) -> list[list[ExpressionResult]]:
         """Results ``[image][expression]``; one DiT pass serves every expression of the batch."""
         opts = self.resolved(**overrides)
-        batch, image_warnings = as_image_batch(images)
+        batch, image_warnings = as_image_batch(images, max_pixels=opts.max_pixels)
         tokenized, cues = self.tokenize(expressions, opts)
         captured = self._capture(batch, tokenized, caption, opts, progress)
 
@@ -332,7 +366,6 @@ class RefAMPipeline:
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
         for expr, cue, heat in zip(tokenized, cues, heatmaps, strict=True):
             spatial = cue_direction(cue, opts.heatmap)
-            full = upsample_heatmap(heat.grid, captured.geometry)
             warnings = [*image_warnings, *expr.warnings, *cue.warnings, *heat.warnings]
             for b in range(batch.shape[0]):
                 grid = heat.grid[b]
@@ -341,7 +374,8 @@ class RefAMPipeline:
                     ExpressionResult(
                         expression=expr.text,
                         image_index=b,
-                        heatmap=full[b].numpy(),
+                        # One image at a time, so each result owns just its own full-size map.
+                        heatmap=upsample_heatmap(heat.grid[b], captured.geometry).numpy(),
                         heatmap_grid=grid.numpy(),
                         point=points[0],
                         points=points,
@@ -360,7 +394,7 @@ class RefAMPipeline:
             if progress:
                 progress("segmenting")
             for b, per_image in enumerate(results):
-                self.segmenter.set_image(batch[b])
+                self.segmenter.set_image(batch[b], max_pixels=opts.max_pixels)
                 for res in per_image:
                     pred = self.segmenter.predict([(p.x, p.y) for p in res.points])
                     res.mask, res.mask_score = pred.mask, float(pred.score)

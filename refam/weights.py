@@ -6,6 +6,7 @@ Shared by the segmenters and the FLUX loader: finding a file by name in model fo
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,12 +19,14 @@ __all__ = [
     "find_weights_file",
     "load_state_dict_file",
     "load_strict",
+    "safetensors_problem",
     "strip_prefixes",
     "unwrap_state_dict",
 ]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
-_SAFETENSORS = (".safetensors", ".sft")  # .sft: Black Forest Labs' own name for safetensors files
+_SAFETENSORS = (".safetensors", ".sft")
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit; larger means not a safetensors file  # .sft: Black Forest Labs' own name for safetensors files
 
 # Wrappers seen around SAM/SAM2 weights: DataParallel/DDP, Lightning, torch.compile, repacks.
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -72,19 +75,51 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path.name}: unsupported checkpoint type {suffix!r}; expected {', '.join(CHECKPOINT_SUFFIXES)}"
         )
-    if suffix in _SAFETENSORS:
-        from safetensors.torch import load_file
-
-        raw: object = load_file(str(path), device="cpu")
-    else:
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # the unpickler raises many types; all mean "not a plain checkpoint"
-            raise ValueError(
-                f"{path} could not be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc}); "
-                "convert it to .safetensors or re-save its state_dict"
-            ) from exc
+    raw = _read_safetensors(path) if suffix in _SAFETENSORS else _read_torch_checkpoint(path)
     return strip_prefixes(unwrap_state_dict(raw, source=str(path)))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError (a bad or cut-off header/data) derives from Exception only
+        raise ValueError(
+            f"{path} could not be read as a safetensors file ({type(exc).__name__}: {exc}); it may be "
+            "truncated (an interrupted download) or not a safetensors file: download it again"
+        ) from exc
+
+
+def _read_torch_checkpoint(path: Path) -> object:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises many types; all mean "not a plain checkpoint"
+        raise ValueError(
+            f"{path} could not be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc}); "
+            "convert it to .safetensors or re-save its state_dict"
+        ) from exc
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (``None`` when it is), from its header alone:
+    the 8-byte header length, the JSON header, and the data's end against the file size."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"{path} is truncated or not a safetensors file ({size} bytes, too short for its header)"
+            if length > _MAX_HEADER:
+                return f"{path} is not a safetensors file (a {length}-byte header)"
+            header = json.loads(f.read(length))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"{path} is not a readable safetensors file ({type(exc).__name__}: {exc})"
+    if 8 + length + end > size:
+        return f"{path} is truncated ({size} bytes; its header describes {8 + length + end})"
+    return None
 
 
 def count_blocks(keys: Iterable[str], prefix: str) -> int:

@@ -168,6 +168,18 @@ def test_bad_inputs_fail_clearly(pack, objects):
 
     not_flux = comfy.model_patcher.ModelPatcher(Unet(), torch.device("cpu"), torch.device("cpu"))
     (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="a cat", magnets="", noun_phrase=False, spatial_bias=False)
+    capture = dict(vae=vae, conditioning=[], expression=expr, sigma=0.75, seed=0, blocks="all", resolution=64)
+    nan_image = _image(n=1)
+    nan_image[0, 5, 5, 0] = float("nan")
+    bad_inputs = [
+        ({"image": nan_image}, "NaN"),
+        ({"image": _image(n=1), "blocks": "0-999999999"}, "999999999"),
+        ({"image": _image(n=1), "sigma": 1.5}, "sigma must be in"),
+        ({"image": _image(n=1), "resolution": 16}, "resolution must be at least"),
+    ]
+    for change, message in bad_inputs:  # node errors with RefAM's message, before any pass runs
+        with pytest.raises(ValueError, match=message):
+            _run(pack, "RefAMCaptureAttentionFlux", model=model, **{**capture, **change})
     with pytest.raises(TypeError, match="got Conv2d"):
         _run(
             pack,

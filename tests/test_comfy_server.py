@@ -264,6 +264,44 @@ def test_referring_segmentation_api_twin_end_to_end(server):
     print(f"workflow (a) on CPU: {time.time() - started:.1f} s, mask {mask.shape[1]}x{mask.shape[0]}, area {int((mask > 0).sum())} px")
 
 
+def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
+    """A widget out of range is refused at queueing; a bad value inside a widget's range (a block
+    spec that would expand a billion indices) fails its node with RefAM's message. Neither takes
+    the server down, and neither leaves the queue stuck."""
+    api = _api_twin("refam_referring_segmentation", RefAMCaptureAttentionFlux={"resolution": 256, "sigma": 7.5})
+    refused = _post_expecting_error(f"{server['url']}/prompt", {"prompt": api, "client_id": "refam-test"})
+    assert any(n["class_type"] == "RefAMCaptureAttentionFlux" for n in refused["node_errors"].values()), refused
+    api = _api_twin("refam_referring_segmentation", RefAMCaptureAttentionFlux={"resolution": 256, "blocks": "0-999999999"})
+    queued = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": "refam-test"})
+    result = _wait(server["url"], queued["prompt_id"])
+    assert result["status"]["status_str"] == "error"
+    failed = [_execution_error(m) for m in result["status"]["messages"]]
+    failed = [f for f in failed if f is not None]
+    assert failed, result["status"]
+    # Upstream keeps [type, details] pairs; the packaged core keeps "execution_error: <message>".
+    if isinstance(failed[0], dict):
+        assert failed[0]["node_type"] == "RefAMCaptureAttentionFlux" and failed[0]["exception_type"].endswith("ValueError")
+        failed[0] = failed[0]["exception_message"]
+    assert "999999999" in failed[0] and "more blocks than any model has" in failed[0], failed
+    assert server["proc"].poll() is None and _get(f"{server['url']}/queue")["queue_running"] == []
+
+
+def _execution_error(message) -> dict | str | None:
+    if isinstance(message, (list, tuple)) and message and message[0] == "execution_error":
+        return message[1]
+    if isinstance(message, str) and message.startswith("execution_error"):
+        return message
+    return None
+
+
+def _post_expecting_error(url: str, payload: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code == 400
+    return json.loads(refused.value.read())
+
+
 def test_video_flux_frame_api_twin_end_to_end(server):
     """LoadVideo -> Pick Frame -> FLUX chain on 2 candidate frames -> SAM2 propagation -> mask video."""
     import av

@@ -76,6 +76,9 @@ def test_missing_images_are_reported_and_counted(fixture_dataset, tmp_path):
     evaluate_refer(FixedPoint(), ds, "val", tmp_path / "b")
     summary = summarize(load_records(tmp_path / "b"))
     assert summary["n"] == len(ds.samples("val")) and summary["skipped"] == 0
+    # Skips are not completion: the first run, resumed once the images are there, scores them all.
+    again = evaluate_refer(FixedPoint(), ds, "val", tmp_path / "a")
+    assert again["written"] == len(ds.samples("val")) and summarize(load_records(tmp_path / "a")) == summary
     assert 0 <= summary["mIoU"] <= 100 and "refcocog" in results_table(summary, "refcocog", "val")
 
 

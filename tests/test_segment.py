@@ -372,6 +372,13 @@ def test_detect_from_real_state_dicts(sam_model, sam2_model, sam2_v20_model):
     assert identify_model(shapes_of(sam2_v20_model.state_dict())).variant == "sam2_hiera_t"
 
 
+def test_a_variant_of_the_other_family_names_the_weights_not_the_spelling(sam_model, sam2_model):
+    with pytest.raises(ValueError, match=r"names a SAM2 model, but the weights in sam_vit_b\.pth are SAM \(vit_b\)"):
+        identify_model(shapes_of(sam_model.state_dict()), filename="sam_vit_b.pth", variant="sam2.1_hiera_large")
+    with pytest.raises(ValueError, match=r"names a SAM model, but the weights are SAM2 \(sam2.1_hiera_t\).*leave the variant out"):
+        identify_model(shapes_of(sam2_model.state_dict()), variant="vit_h")
+
+
 @pytest.mark.parametrize(
     "filename, expected",
     [

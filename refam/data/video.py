@@ -22,11 +22,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from refam.data import safe_component
 
 __all__ = ["ANNOTATOR_SETS", "MevisDataset", "RefDavisDataset", "RefYoutubeVosDataset", "VideoSample"]
 
@@ -67,15 +70,16 @@ class RefDavisDataset:
             raise ValueError(f"annotator set must be one of {ANNOTATOR_SETS}, got {annotator!r}")
         self.root = Path(root)
         self.split = split
-        videos = _need(self.root / "ImageSets" / "2017" / f"{split}.txt", DAVIS_HELP).read_text().split()
+        videos = _read_text(_need(self.root / "ImageSets" / "2017" / f"{split}.txt", DAVIS_HELP)).split()
         text = _need(self.root / "davis_text_annotations" / f"Davis17_{annotator}.txt", DAVIS_HELP)
         self.samples: list[VideoSample] = []
         counts: dict[tuple[str, int], int] = {}
-        for line in text.read_text().splitlines():
-            parts = shlex.split(line.strip()) if line.strip() else []
+        for number, line in enumerate(_read_text(text).splitlines(), start=1):
+            parts = _davis_fields(line, text, number)
             if len(parts) < 3 or parts[0] not in videos:
                 continue
-            video, obj = parts[0], int(parts[1])
+            video = safe_component(parts[0], f"video name (line {number})", text)
+            obj = _davis_object(parts[1], text, number)
             n = counts[(video, obj)] = counts.get((video, obj), 0) + 1
             frames = tuple(p.stem for p in sorted(self.frame_dir(video).glob("*.jpg")))
             self.samples.append(
@@ -102,18 +106,42 @@ class RefDavisDataset:
         return {t: np.isin(labels, sample.targets) for t, labels in self.labels(sample.video, sample.frames).items()}
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"cannot read {path} as UTF-8 text ({type(exc).__name__}: {exc}); {DAVIS_HELP}"
+        ) from exc
+
+
+def _davis_fields(line: str, path: Path, number: int) -> list[str]:
+    try:
+        return shlex.split(line.strip()) if line.strip() else []
+    except ValueError as exc:  # an unbalanced quote
+        raise ValueError(
+            f"line {number} of {path} is not <video> <object id> \"<expression>\" ({exc}); fix its quotes"
+        ) from exc
+
+
+def _davis_object(field: str, path: Path, number: int) -> int:
+    try:
+        return int(field)
+    except ValueError:
+        raise ValueError(
+            f"line {number} of {path}: object id {field!r} is not a number; "
+            'each line is <video> <object id> "<expression>"'
+        ) from None
+
+
 class MevisDataset:
     """MeViS (one split): expressions may name several objects; their masks are unioned."""
 
     def __init__(self, root: str | Path, split: str = "valid_u") -> None:
         self.root = Path(root) / split
-        meta = json.loads(_need(self.root / "meta_expressions.json", MEVIS_HELP).read_text())["videos"]
+        meta_path = _need(self.root / "meta_expressions.json", MEVIS_HELP)
         self.mask_dict: dict[str, list[Any]] | None = None
-        self.samples = [
-            VideoSample(video, eid, e["exp"].lower(), tuple(int(a) for a in e["anno_id"]), tuple(v["frames"]))
-            for video, v in sorted(meta.items())
-            for eid, e in sorted(v["expressions"].items(), key=lambda kv: _natural(kv[0]))
-        ]
+        self.samples = _meta_samples(meta_path, MEVIS_HELP, _anno_ids)
 
     def frame_dir(self, video: str) -> Path:
         return _need(self.root / "JPEGImages" / video, MEVIS_HELP)
@@ -123,13 +151,22 @@ class MevisDataset:
         from pycocotools import mask as mask_utils
 
         if self.mask_dict is None:
-            self.mask_dict = json.loads(_need(self.root / "mask_dict.json", MEVIS_HELP).read_text())
+            self.mask_dict = _read_json(_need(self.root / "mask_dict.json", MEVIS_HELP), MEVIS_HELP)
         size = _frame_size(self.frame_dir(sample.video))
+        tracks = {}
+        for anno in sample.targets:
+            track = self.mask_dict.get(str(anno))
+            if not isinstance(track, list) or len(track) < len(sample.frames):
+                raise ValueError(
+                    f"{self.root / 'mask_dict.json'} has no mask track of {len(sample.frames)} frames for annotation "
+                    f"{anno} (expression {sample.key}); the annotation files do not belong together"
+                )
+            tracks[anno] = track
         out = {}
         for t in range(len(sample.frames)):
             m = np.zeros(size, dtype=bool)
             for anno in sample.targets:
-                rle = self.mask_dict[str(anno)][t]
+                rle = tracks[anno][t]
                 if rle is not None:
                     m |= mask_utils.decode(rle).astype(bool)
             out[t] = m
@@ -144,6 +181,62 @@ def _frame_size(folder: Path) -> tuple[int, int]:
         raise FileNotFoundError(f"no frames (*.jpg) in {folder}")
     with Image.open(first) as im:
         return im.height, im.width
+
+
+_META_ENTRY = '"frames": [frame names] and "expressions": {id: {"exp": text, ...}}'
+
+
+def _read_json(path: Path, help_text: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); {help_text}") from exc
+
+
+def _anno_ids(expression: dict[str, Any]) -> tuple[int, ...]:
+    ids = expression["anno_id"]
+    if not isinstance(ids, list):
+        raise TypeError(f"anno_id is {ids!r}, not a list")
+    return tuple(int(a) for a in ids)
+
+
+def _meta_samples(
+    path: Path, help_text: str, targets: Callable[[dict[str, Any]], tuple[int, ...]]
+) -> list[VideoSample]:
+    """Every expression of a ``meta_expressions.json`` (MeViS / Ref-YouTube-VOS), videos sorted by
+    name and expressions by number. Names become output paths, so each must be one path component."""
+    meta = _read_json(path, help_text)
+    videos = meta.get("videos") if isinstance(meta, dict) else None
+    if not isinstance(videos, dict):
+        raise ValueError(f"{path} has no \"videos\" object; {help_text}")
+    samples = []
+    for video, entry in sorted(videos.items()):
+        safe_component(video, "video name", path)
+        try:
+            frames, expressions = _parse_video(entry, targets)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(
+                f"{path}: video {video!r} has a malformed entry ({detail}); each video needs "
+                f"{_META_ENTRY}; {help_text}"
+            ) from exc
+        for frame in frames:
+            safe_component(frame, f"frame name of video {video!r}", path)
+        for eid, text, named in expressions:
+            safe_component(eid, f"expression id of video {video!r}", path)
+            samples.append(VideoSample(video, eid, text, named, frames))
+    return samples
+
+
+def _parse_video(
+    entry: Any, targets: Callable[[dict[str, Any]], tuple[int, ...]]
+) -> tuple[tuple[str, ...], list[tuple[str, str, tuple[int, ...]]]]:
+    """(frames, [(expression id, lower-cased text, targets)]) of one video's meta entry."""
+    frames = entry["frames"]
+    if not isinstance(frames, list):
+        raise TypeError(f"frames is a {type(frames).__name__}, not a list")
+    ordered = sorted(entry["expressions"].items(), key=lambda kv: _natural(kv[0]))
+    return tuple(frames), [(eid, e["exp"].lower(), targets(e)) for eid, e in ordered]
 
 
 def _natural(key: str) -> tuple[int, str]:
@@ -164,12 +257,7 @@ class RefYoutubeVosDataset:
         self.root = Path(root)
         self.split = split
         meta_path = _need(self.root / "meta_expressions" / split / "meta_expressions.json", YTVOS_HELP)
-        meta = json.loads(meta_path.read_text())["videos"]
-        self.samples = [
-            VideoSample(video, eid, e["exp"].lower(), (), tuple(v["frames"]))
-            for video, v in sorted(meta.items())
-            for eid, e in sorted(v["expressions"].items(), key=lambda kv: _natural(kv[0]))
-        ]
+        self.samples = _meta_samples(meta_path, YTVOS_HELP, lambda _e: ())
 
     def frame_dir(self, video: str) -> Path:
         return _need(self.root / self.split / "JPEGImages" / video, YTVOS_HELP)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from refam.images import to_rgb_uint8
+from refam.images import MAX_PIXELS, to_rgb_uint8
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -203,13 +203,13 @@ class Segmenter(abc.ABC):
         self._forget_image()
         self._image_hw = None
 
-    def set_image(self, image: np.ndarray) -> None:
+    def set_image(self, image: np.ndarray, *, max_pixels: int | None = MAX_PIXELS) -> None:
         """Embed an image for the following :meth:`predict` calls.
 
         ``HxWx3`` uint8 RGB; also ``HxW`` gray, ``HxWx1``, ``HxWx4`` RGBA, uint16, bool and
-        float in 0..1 (see :func:`to_rgb_uint8`).
+        float in 0..1 (see :func:`to_rgb_uint8`, which also states ``max_pixels``).
         """
-        rgb = to_rgb_uint8(image)
+        rgb = to_rgb_uint8(image, max_pixels=max_pixels)
         self.reset_image()
         with self._inference():
             self._encode(rgb)

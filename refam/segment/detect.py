@@ -188,6 +188,14 @@ def parse_variant(variant: str, family: str | None, version: str | None = None) 
     raise ValueError(f"unknown {family or 'SAM/SAM2'} variant {variant!r}; known: {known}")
 
 
+def _family_named_by(variant: str) -> str | None:
+    """The family a variant name alone implies (``vit_h``: SAM, ``hiera_l``: SAM2); None for bare sizes."""
+    try:
+        return parse_variant(variant, None)[0]
+    except ValueError:
+        return None
+
+
 def identify_model(
     shapes: Shapes,
     *,
@@ -219,6 +227,15 @@ def identify_model(
         )
 
     weights_variant, seen = detect_variant(shapes, fam)
+    named_family = _family_named_by(variant) if variant is not None else None
+    if named_family is not None and named_family != fam:
+        # Say which model the weights are, not that the name is misspelt: the name is a real one.
+        found = f" ({weights_variant})" if weights_variant else ""
+        raise ValueError(
+            f"variant={variant!r} names a {named_family.upper()} model, but the weights{where} are {fam.upper()}{found}; "
+            "leave the variant out (it is read from the weights) or name a "
+            f"{'SAM variant: ' + ', '.join(SAM_VARIANTS) if fam == 'sam' else 'SAM2 variant, e.g. sam2.1_hiera_large'}"
+        )
     if variant is not None:
         # A bare SAM2 size takes its version from the weights, even when the size is non-standard.
         version = _sam2_version(shapes) if fam == "sam2" else None

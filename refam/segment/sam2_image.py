@@ -70,7 +70,9 @@ class Sam2Segmenter(Segmenter):
         return int(self._predictor.model.image_size)
 
     def _encode(self, image: np.ndarray) -> None:
-        self._predictor.set_image(image)
+        # sam2's transform copies the array into a tensor anyway; a read-only one (a decoded file is
+        # not copied on the way in) would make torch warn on every call.
+        self._predictor.set_image(image if image.flags.writeable else np.array(image))
 
     def _decode(
         self, points: np.ndarray, labels: np.ndarray, multimask: bool

@@ -34,6 +34,7 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
+_EXIF_ORIENTATION = 0x0112
 FrameCallback = Callable[[int, int], None]  # (frames done, frames to do); may raise to cancel
 
 
@@ -80,16 +81,14 @@ class FolderFrames:
     """Image files of a folder in name order (the DAVIS layout: ``00000.jpg``, ``00001.jpg`` ...)."""
 
     def __init__(self, folder: str | Path) -> None:
-        from PIL import Image
-
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"frame folder not found: {self.folder}")
         self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
             raise ValueError(f"no frames ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.folder}")
-        with Image.open(self.paths[0]) as im:
-            self._size = (im.height, im.width)
+        # Decoded in full, not just its header: a truncated first frame should fail here, by name.
+        self._size = _read_frame(self.paths[0]).shape[:2]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -99,13 +98,45 @@ class FolderFrames:
         return self._size
 
     def frame(self, index: int) -> np.ndarray:
-        from refam.images import load_image
-
-        image = load_image(self.paths[index])
-        if image.shape[:2] != self._size:
-            raise ValueError(f"{self.paths[index].name} is {image.shape[1]}x{image.shape[0]}, the clip is "
-                             f"{self._size[1]}x{self._size[0]}: all frames must have one size")
+        image = _read_frame(self.paths[index])
+        self._check_size(self.paths[index], image.shape[:2])
         return image
+
+    def verify(self) -> None:
+        """Every frame readable and of the clip's size, from the file headers alone: a bad frame
+        late in a clip is refused before any model pass instead of after minutes of work."""
+        for path in self.paths[1:]:
+            self._check_size(path, _header_size(path))
+
+    def _check_size(self, path: Path, size: tuple[int, ...]) -> None:
+        if tuple(size) != self._size:
+            raise ValueError(f"{path} is {size[1]}x{size[0]}, the clip is {self._size[1]}x{self._size[0]}: "
+                             "all frames must have one size; resize or remove that frame")
+
+
+def _read_frame(path: Path) -> np.ndarray:
+    from refam.images import load_image
+
+    try:
+        return load_image(path)
+    except OSError as exc:  # PIL's "image file is truncated", unreadable files
+        raise ValueError(
+            f"frame {path} cannot be decoded ({exc}); replace or remove the damaged file"
+        ) from exc
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(H, W) as :func:`refam.images.load_image` will return it (EXIF rotation included)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            height, width = im.height, im.width
+            # EXIF orientations 5-8 turn the picture by 90 degrees: load_image swaps the sides.
+            turned = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise ValueError(f"frame {path} cannot be read ({exc}); replace or remove the damaged file") from exc
+    return (width, height) if turned else (height, width)
 
 
 def open_frames(source: str | Path, scratch: str | Path | None = None) -> FrameSource:
@@ -117,20 +148,38 @@ def open_frames(source: str | Path, scratch: str | Path | None = None) -> FrameS
         raise ValueError(f"{path} is neither a folder of frames nor a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
-    try:
-        import av
-    except ImportError as exc:
-        raise ImportError(missing_package("reading video files", "av")) from exc
-    from PIL import Image
-
     if scratch is None:
         raise ValueError("decoding a video needs a scratch folder for its frames")
     out = Path(scratch)
     out.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            Image.fromarray(frame.to_ndarray(format="rgb24")).save(out / f"{i:05d}.png")
+    if _decode_video(path, out) == 0:
+        raise ValueError(f"video {path} decoded to zero frames; check the file plays, or pass a folder of frames")
     return FolderFrames(out)
+
+
+def _decode_video(path: Path, out: Path) -> int:
+    """Write the first video stream of ``path`` as ``out/00000.png``...; the number of frames."""
+    try:
+        import av
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot decode {path}: {missing_package('reading video files', 'av')}; or pass a folder of frames"
+        ) from exc
+    from PIL import Image
+
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"video {path} has no video stream (audio only?); give a file with video")
+            for count, frame in enumerate(container.decode(video=0), start=1):
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(out / f"{count - 1:05d}.png")
+    except av.FFmpegError as exc:  # every PyAV failure (bad data, truncation, unknown codec) derives from it
+        raise ValueError(
+            f"video {path} cannot be decoded ({exc}); it may be damaged or in an unsupported format — "
+            "convert it (e.g. to H.264 .mp4) or pass a folder of frames"
+        ) from exc
+    return count
 
 
 @dataclass(frozen=True)

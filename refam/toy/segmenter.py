@@ -6,6 +6,8 @@ is the clicked object (or the background). It stands in for SAM where SAM weight
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -13,6 +15,54 @@ from scipy import ndimage
 from refam.segment.base import Segmenter
 
 __all__ = ["FloodFillSegmenter"]
+
+# Rows labelled at once. Labelling a whole 48-megapixel image would need 192 MB of int32 labels
+# plus full-size boolean scratch; bands keep the scratch to a few MB whatever the image size.
+_BAND_ROWS = 256
+
+
+def _band_labels(image: np.ndarray, colour: np.ndarray, rows: slice) -> np.ndarray:
+    """4-connected components of ``colour`` within a band of rows (0 = another colour)."""
+    labels, _ = ndimage.label(np.all(image[rows] == colour, axis=-1))
+    return labels
+
+
+def _bands(height: int) -> Iterator[slice]:
+    for top in range(0, height, _BAND_ROWS):
+        yield slice(top, min(top + _BAND_ROWS, height))
+
+
+def _component(image: np.ndarray, row: int, col: int, out: np.ndarray) -> None:
+    """Add to ``out`` (set True) the 4-connected region of ``image[row, col]``'s colour through that pixel.
+
+    Bands are labelled on their own; where the last row of one band touches the first row of the
+    next, their labels are one region. A walk over that (small) graph from the clicked label
+    gives each band's labels of the region, and a second pass paints them.
+    """
+    colour = image[row, col].copy()
+    bands = list(_bands(image.shape[0]))
+    links: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    start, above = None, None
+    for i, rows in enumerate(bands):
+        labels = _band_labels(image, colour, rows)
+        if rows.start <= row < rows.stop:
+            start = (i, int(labels[row - rows.start, col]))
+        if above is not None:
+            touching = (above > 0) & (labels[0] > 0)
+            for a, b in set(zip(above[touching].tolist(), labels[0][touching].tolist(), strict=True)):
+                links.setdefault((i - 1, a), set()).add((i, b))
+                links.setdefault((i, b), set()).add((i - 1, a))
+        above = labels[-1].copy()
+    region, todo = {start}, [start]
+    while todo:
+        for nxt in links.get(todo.pop(), ()):
+            if nxt not in region:
+                region.add(nxt)
+                todo.append(nxt)
+    for i, rows in enumerate(bands):
+        keep = [label for band, label in region if band == i]
+        if keep:
+            out[rows] |= np.isin(_band_labels(image, colour, rows), keep)
 
 
 class FloodFillSegmenter(Segmenter):
@@ -47,8 +97,10 @@ class FloodFillSegmenter(Segmenter):
         mask = np.zeros(image.shape[:2], dtype=bool)
         for (x, y), label in zip(points, labels, strict=False):
             row, col = min(int(y), image.shape[0] - 1), min(int(x), image.shape[1] - 1)
-            same = np.all(image == image[row, col], axis=-1)
-            regions, _ = ndimage.label(same)
-            region = regions == regions[row, col]
-            mask = mask | region if label == 1 else mask & ~region
+            if label == 1:
+                _component(image, row, col, mask)
+                continue
+            region = np.zeros_like(mask)
+            _component(image, row, col, region)
+            np.greater(mask, region, out=mask)  # mask & ~region, without a full-size temporary
         return mask[None], np.ones(1, dtype=np.float32)

@@ -110,7 +110,8 @@ def train(args: argparse.Namespace) -> None:
     ckpt = out / "checkpoint.pt"
     step, log = 0, []
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        # Only state dicts, ints, floats and the log's dicts: nothing that needs weights_only=False.
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
         transformer.load_state_dict(state["transformer"])
         t5.load_state_dict(state["t5"])
         opt.load_state_dict(state["opt"])
