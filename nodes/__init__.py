@@ -56,7 +56,8 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     NodeSpec(
         "RefAMPoint",
         "RefAM Point",
-        "The heatmap's argmax (or top-k peaks) in image pixels.",
+        "Where to prompt the segmenter: the heatmap's argmax (the paper), a point inside its target region, "
+        "several points, negative points and a box; also in the format of ComfyUI's SAM3 Detect.",
         chain.POINT_INPUTS,
         chain.POINT_OUTPUTS,
         chain.point,

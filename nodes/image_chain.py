@@ -16,13 +16,22 @@ from refam.noise import MAX_SEED
 from refam.operating_point import FLUX_IMAGE, check_resolution
 from refam.pipeline import (
     as_image_batch,
-    choose_points,
     expression_heatmaps,
     normalize_expressions,
     prepare_expressions,
 )
 from refam.points import points_to_json, upsample_heatmap
-from refam.variants import BRANCH_POOLED, DEFAULT_SCORE, GAS_RULES, NP_MODES, SCORES, SPATIAL_RULES
+from refam.prompts import choose_prompt
+from refam.variants import (
+    BRANCH_POOLED,
+    DEFAULT_POINT_STRATEGY,
+    DEFAULT_SCORE,
+    GAS_RULES,
+    NP_MODES,
+    POINT_STRATEGIES,
+    SCORES,
+    SPATIAL_RULES,
+)
 from refam.visualize import colorize, heatmap_overlay, tile
 
 from . import payloads as P
@@ -175,24 +184,60 @@ def heatmap(attention: P.Attention, image, blocks: str, skip_fraction: float, sp
     return full.float(), to_comfy_image(overlays), payload
 
 
-def point(heatmaps: P.Heatmaps, mode: str, count: int, min_distance: int) -> tuple:
-    n = 1 if mode == "argmax" else count
-    points = [choose_points(g, heatmaps.geometry, n, min_distance) for g in heatmaps.grids]
+def point(
+    heatmaps: P.Heatmaps, mode: str, count: int, min_distance: int, negative_points: int = 0, box: bool = False
+) -> tuple:
+    # "top_k" is the node's older name for separated argmax peaks; the other modes are strategies.
+    strategy, n = ("argmax", count) if mode == "top_k" else (mode, count if mode == "spread" else 1)
+    prompts = [
+        choose_prompt(g, heatmaps.geometry, strategy=strategy, count=n, min_distance=min_distance,
+                      negatives=negative_points, box=box)
+        for g in heatmaps.grids
+    ]
     typed = P.Points(
-        points=points,
+        points=[list(p.points) for p in prompts],
         texts=heatmaps.texts,
         n_images=heatmaps.n_images,
         image_size=heatmaps.geometry.original_size,
+        prompts=prompts,
     )
-    return points_json(typed), typed
+    positive, negative = sam3_coords(typed)
+    return points_json(typed), typed, positive, negative, sam3_boxes(typed)
+
+
+def sam3_coords(points: P.Points) -> tuple[str, str]:
+    """Positive and negative points as ComfyUI core's SAM3 Detect reads them: JSON lists of
+    ``{"x": int, "y": int}`` in image pixels (every entry of the batch, in batch order)."""
+    lists: tuple[list[dict[str, int]], list[dict[str, int]]] = ([], [])
+    for i, entry in enumerate(points.points):
+        for p, label in zip(entry, points.labels(i), strict=True):
+            lists[0 if label == 1 else 1].append({"x": int(p.x), "y": int(p.y)})
+    return json.dumps(lists[0]), json.dumps(lists[1])
+
+
+def sam3_boxes(points: P.Points) -> list[list[dict[str, int]]]:
+    """Per image, the boxes of its entries as ComfyUI's BOUNDING_BOX type holds them
+    (``{"x", "y", "width", "height"}`` in pixels; SAM3 Detect reads a list per frame)."""
+    n_expr = len(points.texts)
+    per_image: list[list[dict[str, int]]] = [[] for _ in range(points.n_images)]
+    for i in range(len(points.points)):
+        box = points.box(i)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            per_image[i // n_expr].append(
+                {"x": int(x0), "y": int(y0), "width": max(1, round(x1 - x0)), "height": max(1, round(y1 - y0))}
+            )
+    return per_image
 
 
 def points_json(points: P.Points) -> str:
-    """kijai-style ``[{"x":..,"y":..}]`` (all entries, in batch order; extra keys say whose point)."""
+    """kijai-style ``[{"x":..,"y":..}]`` of the positive points (all entries, in batch order; extra
+    keys say whose point)."""
     n_expr = len(points.texts)
     rows = []
     for i, entry in enumerate(points.points):
-        for p in points_to_json(entry):
+        positive = [p for p, label in zip(entry, points.labels(i), strict=True) if label == 1]
+        for p in points_to_json(positive):
             rows.append({**p, "image": i // n_expr, "expression": i % n_expr})
     return json.dumps(rows)
 
@@ -328,9 +373,18 @@ HEATMAP_INPUTS = (
 )
 POINT_INPUTS = (
     Param("heatmaps", P.HEATMAP, "Heatmaps (RefAM Heatmap)."),
-    Param("mode", "COMBO", "argmax: the paper's single point; top_k: several separated peaks.", default="argmax", options=("argmax", "top_k")),
-    Param("count", "INT", "Points per entry in top_k mode.", default=3, min=1, max=16),
+    Param(
+        "mode", "COMBO",
+        "Where the point goes. argmax: the paper's (the best patch's centre, often on the object's edge); "
+        "upsampled_argmax: the best pixel of the smooth heatmap; interior: the deepest point of the heatmap's "
+        "high region holding its maximum; centroid: that region's centroid, else interior; spread: count points "
+        "inside that region; top_k: count separated argmax peaks.",
+        default=DEFAULT_POINT_STRATEGY, options=(*POINT_STRATEGIES, "top_k"),
+    ),
+    Param("count", "INT", "Points per entry with spread and top_k.", default=3, min=1, max=16),
     Param("min_distance", "INT", "Minimum distance between top_k peaks, in latent patches.", default=2, min=1, max=64),
+    Param("negative_points", "INT", "Negative points from the heatmap's other high regions (0: none, the paper).", default=0, min=0, max=16),
+    Param("box", "BOOLEAN", "Also give the segmenter the target region's bounding box.", default=False),
 )
 TOKEN_MAP_INPUTS = (
     Param("attention", P.ATTENTION, "Captured attention; the Filter Tokens settings decide which maps are kept."),
@@ -348,6 +402,9 @@ HEATMAP_OUTPUTS = (
 POINT_OUTPUTS = (
     Result("points_json", "STRING", 'Points as JSON [{"x":..,"y":..}] in image pixels (kijai-compatible).'),
     Result("points", P.POINTS, "Typed points for RefAM Segment."),
+    Result("positive_coords", "STRING", 'Positive points as JSON [{"x": int, "y": int}] (ComfyUI SAM3 Detect\'s positive_coords).'),
+    Result("negative_coords", "STRING", "Negative points, same format (SAM3 Detect's negative_coords)."),
+    Result("bboxes", "BOUNDING_BOX", "The target regions' boxes per image (SAM3 Detect's bboxes); empty unless box is on."),
 )
 TOKEN_MAP_OUTPUTS = (
     Result("token_maps", "IMAGE", "One tile per token with its role and whether it was kept or flagged as GAS."),

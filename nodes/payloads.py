@@ -12,6 +12,7 @@ from refam.expression import TokenizedExpression
 from refam.heatmap import HeatmapOptions
 from refam.language import LanguageCues
 from refam.points import Point
+from refam.prompts import Prompt
 
 EXPRESSION = "REFAM_EXPRESSION"
 ATTENTION = "REFAM_ATTENTION"
@@ -62,12 +63,20 @@ class Heatmaps:
 
 @dataclass
 class Points:
-    """Positive points per (image, expression), in :data:`BATCH_ORDER`, in original-image pixels."""
+    """Prompt points per (image, expression), in :data:`BATCH_ORDER`, in original-image pixels:
+    the positive ones first, then any negative ones (``labels`` 1 / 0), with an optional box."""
 
     points: list[list[Point]]
     texts: list[str]
     n_images: int
     image_size: tuple[int, int]  # (H, W)
+    prompts: list[Prompt] | None = None  # the full prompts (labels, box, heatmap regions), same order
+
+    def labels(self, i: int) -> list[int]:
+        return list(self.prompts[i].labels) if self.prompts else [1] * len(self.points[i])
+
+    def box(self, i: int) -> tuple[float, float, float, float] | None:
+        return self.prompts[i].box if self.prompts else None
 
 FRAMES = "REFAM_FRAMES"
 

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from refam.mask_choice import choose_mask
 from refam.operating_point import FLUX_IMAGE
 from refam.points import point_dict
+from refam.variants import DEFAULT_MASK_CHOICE, MASK_CHOICES, check_choice
 from refam.visualize import draw_points, mask_overlay
 
 from . import payloads as P
@@ -120,32 +122,42 @@ def load_sam2(checkpoint: str, device: str, dtype: str) -> tuple:
     return _load(checkpoint, "sam2", device, dtype)
 
 
-def _masks(segmenter: LoadedSegmenter, batch: np.ndarray, points: list[list[tuple[float, float]]], n_expr: int):
+def _masks(segmenter: LoadedSegmenter, batch: np.ndarray, points: P.Points, mask_choice: str):
     from refam.backends.comfy_runtime import throw_if_interrupted
 
+    n_expr = len(points.texts)
+    if mask_choice != "sam_score" and points.prompts is None:
+        raise ValueError(f"mask_choice {mask_choice!r} needs the heatmap regions: connect RefAM Point's points output")
     masks, overlays = [], []
     with segmenter.running() as seg:
         for b in range(batch.shape[0]):
             throw_if_interrupted()
             seg.set_image(batch[b])
             for e in range(n_expr):
-                entry = points[b * n_expr + e]
-                mask = seg.predict(entry).mask
+                i = b * n_expr + e
+                entry, labels = points.points[i], points.labels(i)
+                prediction = seg.predict([(p.x, p.y) for p in entry], labels, box=points.box(i))
+                mask = (
+                    prediction.mask
+                    if points.prompts is None
+                    else choose_mask(prediction, points.prompts[i].regions, mask_choice).mask
+                )
                 masks.append(torch.from_numpy(np.asarray(mask, dtype=np.float32)))
-                overlays.append(draw_points(mask_overlay(batch[b], mask), entry))
+                shown = [(p.x, p.y) for p, label in zip(entry, labels, strict=True) if label == 1]
+                overlays.append(draw_points(mask_overlay(batch[b], mask), shown))
         seg.reset_image()
     return torch.stack(masks), to_comfy_image(overlays)
 
 
-def segment(segmenter: LoadedSegmenter, image, points: P.Points) -> tuple:
+def segment(segmenter: LoadedSegmenter, image, points: P.Points, mask_choice: str = DEFAULT_MASK_CHOICE) -> tuple:
     batch = image_batch(image)
     if batch.shape[0] != points.n_images or tuple(batch.shape[1:3]) != tuple(points.image_size):
         raise ValueError(
             f"image batch is {batch.shape[0]} x {batch.shape[1]}x{batch.shape[2]} but the points were found on "
             f"{points.n_images} x {points.image_size[0]}x{points.image_size[1]}: connect the same IMAGE"
         )
-    coords = [[(p.x, p.y) for p in entry] for entry in points.points]
-    return _masks(segmenter, batch, coords, len(points.texts))
+    check_choice("mask_choice", mask_choice, MASK_CHOICES)
+    return _masks(segmenter, batch, points, mask_choice)
 
 
 def segment_all_in_one(
@@ -190,7 +202,7 @@ def segment_all_in_one(
     points = [
         {**point_dict(p), "image": r.image_index, "expression": i % len(texts)}
         for i, r in enumerate(entries)
-        for p in r.points
+        for p in r.positives()
     ]
     return masks, heat, json.dumps(points)
 
@@ -216,6 +228,12 @@ SEGMENT_INPUTS = (
     Param("segmenter", P.SEGMENTER, "RefAM Load SAM / Load SAM2."),
     Param("image", "IMAGE", "The same image batch the points were found on."),
     Param("points", P.POINTS, "Points from RefAM Point."),
+    Param(
+        "mask_choice", "COMBO",
+        "Which of the segmenter's candidate masks: sam_score (the paper's: its own best) or agreement "
+        "(the best IoU with the heatmap's target region).",
+        default=DEFAULT_MASK_CHOICE, options=MASK_CHOICES,
+    ),
 )
 SEGMENT_OUTPUTS = (
     Result("mask", "MASK", f"One mask per (image, expression) at the image's size. {P.BATCH_ORDER}."),

@@ -69,8 +69,14 @@ def propagate_masks(
     with segmenter.tracking() as tracker:
         for e in range(n_expr):
             evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices) if f in ranked}
-            per_frame = {f: points.points[c * n_expr + e] for c, f in enumerate(indices) if f in ranked}
-            prompts = choose_prompts(evidence, per_frame, points_from)
+            entry = {f: c * n_expr + e for c, f in enumerate(indices) if f in ranked}
+            prompts = choose_prompts(
+                evidence,
+                {f: points.points[i] for f, i in entry.items()},
+                points_from,
+                labels={f: points.labels(i) for f, i in entry.items()},
+                boxes={f: points.box(i) for f, i in entry.items()},
+            )
 
             def on_frame(done: int, total: int, e: int = e) -> None:
                 throw_if_interrupted()

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from refam.operating_point import FLUX_IMAGE, MOCHI_VIDEO
-from refam.variants import BRANCH_POOLED, GAS_RULES, NP_MODES, SCORES, SPATIAL_RULES
+from refam.variants import (
+    BRANCH_POOLED,
+    DEFAULT_MASK_CHOICE,
+    DEFAULT_POINT_STRATEGY,
+    GAS_RULES,
+    MASK_CHOICES,
+    NP_MODES,
+    POINT_STRATEGIES,
+    SCORES,
+    SPATIAL_RULES,
+)
 
 __all__ = ["main"]
 
@@ -121,6 +131,40 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--points", type=int, default=1, help="positive points per expression given to the segmenter"
     )
+    g.add_argument(
+        "--point-strategy",
+        choices=POINT_STRATEGIES,
+        default=None,
+        help=f"where the positive point goes (default {DEFAULT_POINT_STRATEGY}; spread with --points > 1): "
+        "argmax (the paper's: the best "
+        "patch's centre), upsampled_argmax (best pixel of the smooth heatmap), interior (deepest point of the "
+        "heatmap's high region holding the maximum), centroid (that region's centroid, else interior), spread "
+        "(--points points inside that region)",
+    )
+    g.add_argument(
+        "--negative-points",
+        type=int,
+        default=0,
+        help="negative points, one per other high region of the heatmap, strongest first (default 0, the paper's)",
+    )
+    g.add_argument(
+        "--box",
+        action="store_true",
+        help="also prompt the segmenter with the bounding box of the heatmap's target region (the paper: points only)",
+    )
+    g.add_argument(
+        "--mask-choice",
+        choices=MASK_CHOICES,
+        default=DEFAULT_MASK_CHOICE,
+        help=f"which multimask candidate is the mask (default {DEFAULT_MASK_CHOICE}): sam_score (the paper's: the "
+        "segmenter's best predicted IoU) or agreement (best IoU with the heatmap's target region)",
+    )
+    g.add_argument(
+        "--heatmap-mask",
+        action="store_true",
+        help="the mask is the heatmap's target region upsampled to the image; the segmenter is not used "
+        "(the paper segments with SAM)",
+    )
     for flag, what in (
         ("stop-filter", "drop stop-word maps"),
         ("magnet-filter", "drop magnet maps"),
@@ -195,6 +239,11 @@ def _options_from_args(args: argparse.Namespace):
         seed=args.seed,
         branch_pooled=args.branch_pooled,
         points=args.points,
+        point_strategy=args.point_strategy or ("spread" if args.points > 1 else DEFAULT_POINT_STRATEGY),
+        negative_points=args.negative_points,
+        box_prompt=args.box,
+        mask_choice=args.mask_choice,
+        heatmap_mask=args.heatmap_mask,
         drop_stop_words=not args.no_stop_filter,
         drop_magnets=not args.no_magnet_filter,
         drop_eos=not args.no_eos_filter,
@@ -316,6 +365,12 @@ def _ran_with(pipe: Any) -> dict[str, Any]:
         "guidance": opts.guidance,
         "seed": opts.seed,
         "magnets": list(opts.magnets),
+        "points": opts.points,
+        "point_strategy": opts.point_strategy,
+        "negative_points": opts.negative_points,
+        "box_prompt": opts.box_prompt,
+        "mask_choice": opts.mask_choice,
+        "heatmap_mask": opts.heatmap_mask,
     }
 
 
@@ -355,7 +410,8 @@ def _write_outputs(out: Path, image: Any, results: list[Any], meta: dict[str, An
         summary.setdefault("files", []).extend(
             f"{stem}_{kind}.png" for kind in ("heatmap", "heatmap_gray", "mask", "mask_overlay")[: 2 if res.mask is None else 4]
         )
-        points = [(p.x, p.y) for p in res.points]
+        # Positive points only: a negative one drawn the same way would read as a click on the object.
+        points = [(p.x, p.y) for p in res.positives()]
         # Drawn a band of rows at a time: a full-size float copy of a 48 MP image is 0.5 GB.
         heatmap_overlay_image(image, res.heatmap, points).save(out / f"{stem}_heatmap.png")
         Image.fromarray(gray_uint8(res.heatmap)).save(out / f"{stem}_heatmap_gray.png")
@@ -791,7 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-caption", action="store_true", help="condition on the empty prompt")
     ev.add_argument("--overlap", default="union", choices=("union", "exactly_one"), help="GT from overlapping polygons")
-    ev.add_argument("--preset", default="full", help="ablation preset: full, no-am, no-np, no-sb, no-am-np-sb, am-only")
+    ev.add_argument(
+        "--preset", default="full",
+        help="full (the library's defaults), paper (also the paper's argmax prompt: Table 2 as published), "
+        "or an ablation: no-am, no-np, no-sb, no-am-np-sb, am-only",
+    )
     ev.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     ev.add_argument("--merge-only", action="store_true", help="merge the ranks' records and print the table")
     ev.add_argument("--visuals", action="store_true", help="save a picture per sentence and write report.html")
@@ -810,7 +870,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Failures that are the input's, not the program's: answered in one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, NotImplementedError)
+# ImportError: the pack's own missing-package errors say what to install (refam.install_hints).
+USER_ERRORS = (
+    ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, NotImplementedError, ImportError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

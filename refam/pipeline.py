@@ -20,15 +20,24 @@ from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expr
 from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
 from refam.images import MAX_PIXELS, MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, SpatialCue, analyze_expression
+from refam.mask_choice import choose_mask
 from refam.noise import check_seed, check_sigma
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint, check_resolution
-from refam.points import Point, argmax_point, peak_points, points_to_json, upsample_heatmap
-from refam.variants import BRANCH_POOLED
+from refam.points import Point, points_to_json, upsample_heatmap
+from refam.prompts import Prompt, check_point_strategy, choose_prompt
+from refam.variants import (
+    BRANCH_POOLED,
+    DEFAULT_MASK_CHOICE,
+    DEFAULT_POINT_STRATEGY,
+    MASK_CHOICES,
+    check_choice,
+)
 
 __all__ = [
     "AttentionBackend",
     "as_image_batch",
     "choose_points",
+    "prompt_for",
     "cue_direction",
     "expression_heatmaps",
     "segment",
@@ -88,7 +97,12 @@ class RefAMOptions:
     branch_pooled: str = BRANCH_POOLED[0]  # the pooled vector modulating the branch (refam.variants)
     heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
     points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
-    point_min_distance: int = 2  # patches between peaks when points > 1
+    point_min_distance: int = 2  # patches between peaks when points > 1 (point_strategy "argmax")
+    point_strategy: str = DEFAULT_POINT_STRATEGY  # where the positive points go (refam.variants)
+    negative_points: int = 0  # negative points, one per other high region of the heatmap
+    box_prompt: bool = False  # also prompt with the target region's bounding box
+    mask_choice: str = DEFAULT_MASK_CHOICE  # which multimask candidate is the mask (refam.variants)
+    heatmap_mask: bool = False  # the mask is the heatmap's target region, not the segmenter's
     max_pixels: int | None = MAX_PIXELS  # larger images are refused (refam.images); None: no limit
 
     def __post_init__(self) -> None:
@@ -105,6 +119,13 @@ class RefAMOptions:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         if isinstance(self.guidance, float | int) and not math.isfinite(self.guidance):
             raise ValueError(f"guidance must be a finite number, got {self.guidance}")
+        check_point_strategy(self.point_strategy, self.points)
+        check_choice("mask_choice", self.mask_choice, MASK_CHOICES)
+        if isinstance(self.negative_points, bool) or not isinstance(self.negative_points, int) or self.negative_points < 0:
+            raise ValueError(f"negative_points must be a whole number >= 0 (0: none), got {self.negative_points!r}")
+        for name in ("box_prompt", "heatmap_mask"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def at(self, point: OperatingPoint) -> RefAMOptions:
         """These options with every value left to the backend taken from ``point``."""
@@ -143,10 +164,10 @@ class ExpressionResult:
     image_index: int
     heatmap: np.ndarray  # [H, W] float32 in [0, 1], original image size
     heatmap_grid: np.ndarray  # [h, w] on the latent grid
-    point: Point
-    points: list[Point]
-    mask: np.ndarray | None  # [H, W] bool, None without a segmenter
-    mask_score: float | None
+    point: Point  # the first positive point
+    points: list[Point]  # every prompt point: the positive ones, then the negative ones
+    mask: np.ndarray | None  # [H, W] bool, None without a segmenter (unless heatmap_mask)
+    mask_score: float | None  # the segmenter's predicted IoU of the chosen candidate
     token_maps: list[TokenMap]
     gas_tokens: list[str]
     noun_phrase: str | None
@@ -154,6 +175,16 @@ class ExpressionResult:
     blocks: list[str]
     warnings: list[str]
     parser: str | None = None  # the spaCy pipeline that read the expression
+    labels: list[int] = field(default_factory=list)  # per point: 1 positive, 0 negative
+    box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1) given to the segmenter
+    mask_agreement: float | None = None  # IoU of the chosen candidate with the heatmap's target region
+    mask_index: int | None = None  # which of the segmenter's candidates is the mask
+
+    def positives(self) -> list[Point]:
+        """The positive prompt points (all of them when no labels were recorded)."""
+        if not self.labels:
+            return list(self.points)
+        return [p for p, label in zip(self.points, self.labels, strict=True) if label == 1]
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no arrays)."""
@@ -162,8 +193,12 @@ class ExpressionResult:
             "image_index": self.image_index,
             "point": {"x": self.point.x, "y": self.point.y, "score": self.point.score},
             "points": points_to_json(self.points),
+            "labels": list(self.labels),
+            "box": [round(v, 2) for v in self.box] if self.box is not None else None,
             "mask_area": int(self.mask.sum()) if self.mask is not None else None,
             "mask_score": self.mask_score,
+            "mask_agreement": self.mask_agreement,
+            "mask_index": self.mask_index,
             "noun_phrase": self.noun_phrase,
             "spatial": (
                 {"horizontal": self.spatial.horizontal, "vertical": self.spatial.vertical, "rule": self.spatial.rule}
@@ -278,11 +313,29 @@ def expression_heatmaps(
     ]
 
 
-def choose_points(grid: torch.Tensor, geometry: ImageGeometry, count: int = 1, min_distance: int = 2) -> list[Point]:
-    """The segmenter's positive points for one heatmap grid: the argmax, or ``count`` separated peaks."""
-    if count > 1:
-        return peak_points(grid, geometry, count, min_distance)
-    return [argmax_point(grid, geometry)]
+def choose_points(
+    grid: torch.Tensor,
+    geometry: ImageGeometry,
+    count: int = 1,
+    min_distance: int = 2,
+    strategy: str = DEFAULT_POINT_STRATEGY,
+) -> list[Point]:
+    """The segmenter's positive points for one heatmap grid by ``strategy`` (refam.prompts): with
+    ``argmax`` the argmax, or ``count`` separated peaks."""
+    return list(choose_prompt(grid, geometry, strategy=strategy, count=count, min_distance=min_distance).points)
+
+
+def prompt_for(grid: torch.Tensor, geometry: ImageGeometry, opts: RefAMOptions) -> Prompt:
+    """The segmenter's prompt for one heatmap grid as ``opts`` ask for it."""
+    return choose_prompt(
+        grid,
+        geometry,
+        strategy=opts.point_strategy,
+        count=opts.points,
+        min_distance=opts.point_min_distance,
+        negatives=opts.negative_points,
+        box=opts.box_prompt,
+    )
 
 
 class RefAMPipeline:
@@ -364,12 +417,14 @@ class RefAMPipeline:
 
         heatmaps = expression_heatmaps(captured, cues, opts.heatmap)
         results: list[list[ExpressionResult]] = [[] for _ in range(batch.shape[0])]
+        prompts: list[list[Prompt]] = [[] for _ in range(batch.shape[0])]
         for expr, cue, heat in zip(tokenized, cues, heatmaps, strict=True):
             spatial = cue_direction(cue, opts.heatmap)
             warnings = [*image_warnings, *expr.warnings, *cue.warnings, *heat.warnings]
             for b in range(batch.shape[0]):
                 grid = heat.grid[b]
-                points = choose_points(grid, captured.geometry, opts.points, opts.point_min_distance)
+                prompt = prompt_for(grid, captured.geometry, opts)
+                prompts[b].append(prompt)
                 results[b].append(
                     ExpressionResult(
                         expression=expr.text,
@@ -377,9 +432,11 @@ class RefAMPipeline:
                         # One image at a time, so each result owns just its own full-size map.
                         heatmap=upsample_heatmap(heat.grid[b], captured.geometry).numpy(),
                         heatmap_grid=grid.numpy(),
-                        point=points[0],
-                        points=points,
-                        mask=None,
+                        point=prompt.points[0],
+                        points=list(prompt.points),
+                        labels=list(prompt.labels),
+                        box=prompt.box,
+                        mask=prompt.regions.mask() if opts.heatmap_mask else None,
                         mask_score=None,
                         token_maps=heat.token_maps[b],
                         gas_tokens=heat.gas_tokens[b],
@@ -390,14 +447,16 @@ class RefAMPipeline:
                         warnings=list(warnings),
                     )
                 )
-        if self.segmenter is not None:
+        if self.segmenter is not None and not opts.heatmap_mask:
             if progress:
                 progress("segmenting")
             for b, per_image in enumerate(results):
                 self.segmenter.set_image(batch[b], max_pixels=opts.max_pixels)
-                for res in per_image:
-                    pred = self.segmenter.predict([(p.x, p.y) for p in res.points])
-                    res.mask, res.mask_score = pred.mask, float(pred.score)
+                for res, prompt in zip(per_image, prompts[b], strict=True):
+                    pred = self.segmenter.predict(prompt.xy(), list(prompt.labels), box=prompt.box)
+                    chosen = choose_mask(pred, prompt.regions, opts.mask_choice)
+                    res.mask, res.mask_score, res.mask_agreement = chosen.mask, chosen.score, chosen.agreement
+                    res.mask_index = chosen.index
         return results
 
     def segment(

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 __all__ = [
     "BRANCH_POOLED",
+    "DEFAULT_MASK_CHOICE",
+    "DEFAULT_POINT_STRATEGY",
     "DEFAULT_SCORE",
     "GAS_RULES",
+    "MASK_CHOICES",
     "NP_MODES",
+    "POINT_STRATEGIES",
     "SCORES",
     "SPATIAL_RULES",
     "check_choice",
@@ -67,3 +71,30 @@ SPATIAL_RULES: tuple[str, ...] = ("hybridgl", "absolute")
 #: (with the magnets) and its maps stand for the expression, as HybridGL encodes it separately
 #: (Appendix C: "The noun phrases are then encoded with the text encoder").
 NP_MODES: tuple[str, ...] = ("mask", "encode")
+
+
+#: Where the segmenter's positive point(s) go on the heatmap (:mod:`refam.prompts`). ``argmax``: the
+#: centre of the grid's best patch, the paper's ("identify the argmax location, and apply SAM",
+#: Fig. 2). ``upsampled_argmax``: the best pixel of the bilinearly upsampled heatmap. ``interior``: the deepest point (distance to
+#: the edge) of the target region, the connected high part of the heatmap holding its maximum — on a
+#: coarse grid the maximum often sits on the object's edge, where a click selects the background.
+#: ``centroid``: the target region's centroid when it lies well inside the region (in its core, at
+#: least half as deep as the deepest point), else ``interior``.
+#: ``spread``: ``points`` positive points inside the region, the interior point first.
+#: DEFAULT_POINT_STRATEGY is the one place the default lives (options, command line, nodes).
+POINT_STRATEGIES: tuple[str, ...] = ("argmax", "upsampled_argmax", "interior", "centroid", "spread")
+# Not the paper's argmax ("identify the argmax location", Fig. 2): on 300 validation scenes per kind
+# (`refam bench toy --prompts`, VALIDATION_SEED) the argmax misses unique-colour targets by less than
+# a patch 4-9 % of the time and loses 3 points of PA off the native size (90.0 -> 87.0); ``interior``
+# keeps 94.7 / 94.3 / 94.0 at 48x48 / 72x100 / 130x90, lifts relational PA 21 -> 28 and is at most
+# 2 points lower on any kind (the model card's table). The paper's prompt stays one option away
+# (``--preset paper``, ``point_strategy="argmax"``).
+DEFAULT_POINT_STRATEGY = "interior"
+
+
+#: Which of the segmenter's multimask candidates is the mask (:mod:`refam.mask_choice`).
+#: ``sam_score``: the one the segmenter rates best (its predicted IoU), SAM's own pick, which the
+#: paper keeps (it says only that SAM turns the point into the mask, Fig. 2);
+#: ``agreement``: the one that overlaps the heatmap's target region best.
+MASK_CHOICES: tuple[str, ...] = ("sam_score", "agreement")
+DEFAULT_MASK_CHOICE = MASK_CHOICES[0]

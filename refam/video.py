@@ -70,7 +70,15 @@ class VideoResult:
         return {
             "expression": self.expression,
             "prompt_frame": self.prompt_frame,
-            "prompts": [{"frame": p.frame, "points": [list(xy) for xy in p.points]} for p in self.prompts],
+            "prompts": [
+                {
+                    "frame": p.frame,
+                    "points": [list(xy) for xy in p.points],
+                    "labels": list(p.labels) if p.labels is not None else [1] * len(p.points),
+                    "box": list(p.box) if p.box is not None else None,
+                }
+                for p in self.prompts
+            ],
             "evidence": {str(k): round(v, 4) for k, v in self.evidence.items()},
             "mask_area_per_frame": [int(m.sum()) for m in self.masks],
             "warnings": self.warnings,
@@ -110,13 +118,21 @@ def segment_video(
         if progress:
             progress(f"heatmaps on frames {group}")
         images = np.stack([frames.frame(i) for i in group])
-        for index, results in zip(group, heat_only.segment_batch(images, texts, caption, **overrides), strict=True):
+        # heatmap_mask off: SAM2 makes the masks here, the frames' heatmap masks would go unused
+        found = heat_only.segment_batch(images, texts, caption, **{**overrides, "heatmap_mask": False})
+        for index, results in zip(group, found, strict=True):
             per_frame[index] = results
 
     out = []
     for e, text in enumerate(texts):
         evidence = {i: frame_evidence(per_frame[i][e].heatmap_grid) for i in chosen}
-        prompts = choose_prompts(evidence, {i: per_frame[i][e].points for i in chosen}, points_from)
+        prompts = choose_prompts(
+            evidence,
+            {i: per_frame[i][e].points for i in chosen},
+            points_from,
+            labels={i: per_frame[i][e].labels for i in chosen},
+            boxes={i: per_frame[i][e].box for i in chosen},
+        )
         best = max(chosen, key=lambda i: (evidence[i], -i))
         if progress:
             progress(f"propagating {text!r} from frame {best}")
@@ -140,13 +156,27 @@ def segment_video(
 
 
 def choose_prompts(
-    evidence: dict[int, float], points: dict[int, Sequence[Point]], points_from: int = 1
+    evidence: dict[int, float],
+    points: dict[int, Sequence[Point]],
+    points_from: int = 1,
+    *,
+    labels: dict[int, Sequence[int]] | None = None,
+    boxes: dict[int, tuple[float, float, float, float] | None] | None = None,
 ) -> list[VideoPrompt]:
-    """SAM2 prompts from the ``points_from`` most evident candidate frames (ties: the earlier frame)."""
+    """SAM2 prompts from the ``points_from`` most evident candidate frames (ties: the earlier frame);
+    per frame its points, their ``labels`` (default: all positive) and its box (default: none)."""
     if points_from < 1:
         raise ValueError(f"points_from must be >= 1, got {points_from}")
     ranked = sorted(evidence, key=lambda i: (-evidence[i], i))
-    return [VideoPrompt(i, tuple(_xy(p) for p in points[i])) for i in sorted(ranked[:points_from])]
+    return [
+        VideoPrompt(
+            i,
+            tuple(_xy(p) for p in points[i]),
+            tuple(int(v) for v in labels[i]) if labels and labels.get(i) else None,
+            (boxes or {}).get(i),
+        )
+        for i in sorted(ranked[:points_from])
+    ]
 
 
 def _xy(point: Point) -> tuple[float, float]:
@@ -193,7 +223,7 @@ def segment_video_mochi(
     the one whose heatmap is most peaked (``points_from`` > 1 adds the next most evident ones).
     """
     from refam.backends.mochi_layout import latent_frame_of, representative_frames
-    from refam.pipeline import choose_points, expression_heatmaps
+    from refam.pipeline import expression_heatmaps, prompt_for
     from refam.points import upsample_heatmap
 
     if points_from < 1:
@@ -222,8 +252,14 @@ def segment_video_mochi(
     out = []
     for heat, expr in zip(expression_heatmaps(captured, cues, opts.heatmap), tokenized, strict=True):
         evidence = {f: frame_evidence(heat.grid[c]) for f, c in candidates.items()}
-        points = {f: choose_points(heat.grid[c], captured.geometry, opts.points) for f, c in candidates.items()}
-        prompts = choose_prompts(evidence, points, points_from)
+        found = {f: prompt_for(heat.grid[c], captured.geometry, opts) for f, c in candidates.items()}
+        prompts = choose_prompts(
+            evidence,
+            {f: p.points for f, p in found.items()},
+            points_from,
+            labels={f: p.labels for f, p in found.items()},
+            boxes={f: p.box for f, p in found.items()},
+        )
         best = max(candidates, key=lambda f: (evidence[f], -f))
         masks = np.zeros((len(frames), *frames.size), dtype=bool)
         for index, mask, _score in propagate(

@@ -112,7 +112,7 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
     assert heat.shape == (4, 77, 123) and heat.dtype == torch.float32
     assert float(heat.min()) >= 0.0 and float(heat.max()) <= 1.0
     assert overlay.shape == (4, 77, 123, 3)
-    points_json, points = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=3, min_distance=2)
+    points_json, points, *_sam3 = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=3, min_distance=2)
     rows = json.loads(points_json)
     assert [(r["image"], r["expression"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(0 <= r["x"] < 123 and 0 <= r["y"] < 77 for r in rows)
@@ -122,6 +122,22 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
     mask, preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=points)
     assert mask.shape == (4, 77, 123) and preview.shape == (4, 77, 123, 3)
     assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+    # An interior point, a negative point and a box, in ComfyUI SAM3 Detect's formats; the Segment
+    # node gives all of them to SAM2 and picks the candidate that agrees with the heatmap.
+    _json, prompted, positive, negative, boxes = _run(
+        pack, "RefAMPoint", heatmaps=heatmaps, mode="interior", negative_points=1, box=True
+    )
+    positive, negative = json.loads(positive), json.loads(negative)
+    assert len(positive) == 4 and all(set(p) == {"x", "y"} and all(isinstance(v, int) for v in p.values()) for p in positive)
+    assert len(negative) <= 4 and all(isinstance(p["x"], int) for p in negative)
+    assert len(boxes) == 2 and all(len(per_image) == 2 for per_image in boxes)
+    for i, p in enumerate(positive):
+        box = boxes[i // 2][i % 2]
+        assert set(box) == {"x", "y", "width", "height"} and box["width"] >= 1 and box["height"] >= 1
+        assert box["x"] <= p["x"] <= box["x"] + box["width"] and box["y"] <= p["y"] <= box["y"] + box["height"]
+        assert prompted.prompts[i].regions.mask()[p["y"], p["x"]]  # inside the heatmap's target region
+    chosen, _preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=prompted, mask_choice="agreement")
+    assert chosen.shape == (4, 77, 123)
     grid, report = _run(pack, "RefAMTokenMaps", attention=att, image_index=1)
     assert grid.ndim == 4 and grid.shape[-1] == 3
     assert "role=magnet" in report and "the red square on the left" in report
@@ -226,7 +242,7 @@ def test_mochi_video_chain(pack, sam2_folder):
     )
     heat, _overlay, heatmaps = _run(pack, "RefAMHeatmap", attention=att, image=shown, blocks="all", skip_fraction=0.0, spatial_bias=True)
     assert heat.shape == (3, 48, 64)
-    _json, points = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=1, min_distance=1)
+    _json, points, *_sam3 = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="interior", box=True)
     (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
     mask, preview, report = _run(
         pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,

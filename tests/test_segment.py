@@ -130,6 +130,35 @@ def test_points_give_full_resolution_masks(request, cats, which):
     _check_prediction(seg.predict((640.0, 480.0)), (480, 640), 3)
 
 
+def test_box_and_negative_points_reach_sam_and_sam2(cats, sam_seg, sam2_seg, monkeypatch):
+    """RefAM's box and negative points arrive at each library's predictor in its own convention
+    (SAM: resized to the model input with apply_boxes_torch; SAM2: pixels, normalised inside)."""
+    box = (100.0, 150.0, 300.0, 400.0)
+    seen = {}
+    for seg, method in ((sam_seg, "predict_torch"), (sam2_seg, "predict")):
+        if seg.image_hw != (480, 640):
+            seg.set_image(cats)
+        predictor = seg._predictor
+        original = getattr(predictor, method)
+
+        def spy(*args, _original=original, _family=seg.family, **kwargs):
+            seen.setdefault(_family, kwargs)  # the first call: the one with the box
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(predictor, method, spy)
+        pred = seg.predict([(180.0, 220.0), (470.0, 100.0)], labels=[1, 0], box=box)
+        _check_prediction(pred, (480, 640), 3)
+        assert pred.index == int(np.argmax(pred.scores))
+        plain = seg.predict([(180.0, 220.0), (470.0, 100.0)], labels=[1, 0])
+        assert not np.array_equal(pred.masks, plain.masks)  # the box changed the answer
+    scale = SAM_SMALL / 640  # SAM resizes the long side to its input size
+    assert seen["sam"]["boxes"].cpu().numpy() == pytest.approx(np.array([box]) * scale)
+    assert np.asarray(seen["sam2"]["box"]) == pytest.approx(np.array(box))
+    assert np.asarray(seen["sam2"]["point_labels"]).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="not a box inside the 640x480 image"):
+        sam2_seg.predict([(180.0, 220.0)], box=(0, 0, 700, 10))
+
+
 def test_names(sam_seg, sam2_seg):
     assert sam_seg.name == "sam_vit_b" and sam_seg.family == "sam" and sam_seg.image_size == SAM_SMALL
     assert sam2_seg.name == "sam2.1_hiera_t" and sam2_seg.family == "sam2" and sam2_seg.image_size == SMALL

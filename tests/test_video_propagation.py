@@ -105,6 +105,21 @@ def test_one_frame_clip_and_comfy_image_batch(predictor):
     assert masks.shape == (1, 72, 96)
 
 
+def test_a_box_and_negative_points_reach_the_tracker(predictor, monkeypatch):
+    seen = []
+    original = predictor.add_new_points_or_box
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "add_new_points_or_box", spy)
+    prompt = VideoPrompt(0, ((17.0, 32.0), (80.0, 60.0)), (1, 0), box=(5.0, 20.0, 30.0, 45.0))
+    masks = propagate_all(predictor, ArrayFrames(_moving_square(2)), [prompt])
+    assert masks.shape == (2, 72, 96)
+    assert seen[0]["box"].tolist() == [5.0, 20.0, 30.0, 45.0] and seen[0]["labels"].tolist() == [1, 0]
+
+
 def test_bad_clips_fail_clearly(predictor):
     with pytest.raises(ValueError, match="one size"):
         ArrayFrames([np.zeros((10, 12, 3), np.uint8), np.zeros((12, 10, 3), np.uint8)])

@@ -8,7 +8,7 @@ package when it is missing.
     pred = seg.segment(image, [(x, y)])      # pred.mask: [H, W] bool at the image's resolution
 """
 
-from refam.segment.base import MaskPrediction, Segmenter, check_points, resolve_dtype, to_rgb_uint8
+from refam.segment.base import MaskPrediction, Segmenter, check_box, check_points, resolve_dtype, to_rgb_uint8
 from refam.segment.checkpoints import find_checkpoint, load_sam2_video, load_segmenter
 from refam.segment.detect import ModelSpec, identify_model, parse_filename, parse_variant, shapes_of
 from refam.segment.sam import SamSegmenter, build_sam_module
@@ -33,6 +33,7 @@ __all__ = [
     "Segmenter",
     "build_sam2_module",
     "build_sam_module",
+    "check_box",
     "check_points",
     "find_checkpoint",
     "identify_model",

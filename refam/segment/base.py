@@ -26,6 +26,7 @@ __all__ = [
     "LOW_PRECISION_DTYPES",
     "MaskPrediction",
     "Segmenter",
+    "check_box",
     "check_points",
     "resolve_dtype",
     "to_rgb_uint8",
@@ -49,14 +50,15 @@ _DTYPE_NAMES = {
 class MaskPrediction:
     """Masks for one prompt, all at the full resolution of the image given to ``set_image``.
 
-    ``mask``/``score`` are the candidate the model rates best (argmax of ``scores``);
-    ``masks``/``scores`` hold every candidate (3 with ``multimask=True``, else 1).
+    ``mask``/``score`` are the candidate the model rates best (``index``, the argmax of
+    ``scores``); ``masks``/``scores`` hold every candidate (3 with ``multimask=True``, else 1).
     """
 
     mask: np.ndarray  # [H, W] bool
     score: float
     masks: np.ndarray  # [K, H, W] bool
     scores: np.ndarray  # [K] float32, the model's predicted IoU
+    index: int = 0  # which candidate ``mask`` is
 
 
 def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str) -> torch.dtype:
@@ -121,6 +123,26 @@ def check_points(
     return pts.astype(np.float32), lbl
 
 
+def check_box(box: Sequence[float] | np.ndarray | None, image_hw: tuple[int, int]) -> np.ndarray | None:
+    """A validated box ``[4]`` float32 ``(x0, y0, x1, y1)`` in pixels, or None."""
+    if box is None:
+        return None
+    try:
+        arr = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) in pixels, got {box!r}") from exc
+    if arr.shape != (4,) or not np.isfinite(arr).all():
+        raise ValueError(f"box must be 4 finite numbers (x0, y0, x1, y1) in pixels, got {box!r}")
+    height, width = image_hw
+    x0, y0, x1, y1 = arr.tolist()
+    if not (0.0 <= x0 < x1 <= width and 0.0 <= y0 < y1 <= height):
+        raise ValueError(
+            f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not a box inside the {width}x{height} image; "
+            f"give x0 < x1 <= {width} and y0 < y1 <= {height}, all >= 0"
+        )
+    return arr.astype(np.float32)
+
+
 class Segmenter(abc.ABC):
     """A promptable segmenter: embed an image once, then turn point prompts into masks.
 
@@ -148,9 +170,9 @@ class Segmenter(abc.ABC):
 
     @abc.abstractmethod
     def _decode(
-        self, points: np.ndarray, labels: np.ndarray, multimask: bool
+        self, points: np.ndarray, labels: np.ndarray, multimask: bool, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(masks [K, H, W], scores [K])`` for validated points on the embedded image."""
+        """``(masks [K, H, W], scores [K])`` for validated points (and box) on the embedded image."""
 
     @abc.abstractmethod
     def _forget_image(self) -> None:
@@ -220,18 +242,21 @@ class Segmenter(abc.ABC):
         points_xy: Sequence[tuple[float, float]] | np.ndarray,
         labels: Sequence[int] | None = None,
         multimask: bool = True,
+        box: Sequence[float] | np.ndarray | None = None,
     ) -> MaskPrediction:
         """Masks for point prompts on the image given to :meth:`set_image`.
 
         ``points_xy`` are ``(x, y)`` pixel coordinates, ``labels`` 1 = positive, 0 = negative
-        (default: all positive). ``multimask=True`` asks for 3 candidates, which suits one
-        ambiguous click; the best-scoring one is ``.mask``.
+        (default: all positive). ``box`` (optional) is ``(x0, y0, x1, y1)`` in pixels around the
+        object. ``multimask=True`` asks for 3 candidates, which suits one ambiguous click; the
+        best-scoring one is ``.mask``.
         """
         if self._image_hw is None:
             raise RuntimeError(f"{self.name}: call set_image(image) before predict(points)")
         points, lbl = check_points(points_xy, labels, self._image_hw)
+        checked_box = check_box(box, self._image_hw)
         with self._inference():
-            masks, scores = self._decode(points, lbl, multimask)
+            masks, scores = self._decode(points, lbl, multimask, checked_box)
         masks = np.asarray(masks) > 0.5 if masks.dtype != np.bool_ else np.asarray(masks)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         if masks.ndim != 3 or masks.shape[1:] != self._image_hw or masks.shape[0] != scores.shape[0]:
@@ -240,7 +265,7 @@ class Segmenter(abc.ABC):
                 f"for a {self._image_hw} image"
             )
         best = int(np.argmax(scores))
-        return MaskPrediction(mask=masks[best], score=float(scores[best]), masks=masks, scores=scores)
+        return MaskPrediction(mask=masks[best], score=float(scores[best]), masks=masks, scores=scores, index=best)
 
     def segment(
         self,
@@ -248,10 +273,11 @@ class Segmenter(abc.ABC):
         points_xy: Sequence[tuple[float, float]] | np.ndarray,
         labels: Sequence[int] | None = None,
         multimask: bool = True,
+        box: Sequence[float] | np.ndarray | None = None,
     ) -> MaskPrediction:
         """:meth:`set_image` then :meth:`predict`."""
         self.set_image(image)
-        return self.predict(points_xy, labels, multimask=multimask)
+        return self.predict(points_xy, labels, multimask=multimask, box=box)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device}, dtype={self.dtype})"

@@ -136,16 +136,22 @@ class SamSegmenter(Segmenter):
         self._predictor.set_image(image, image_format="RGB")
 
     def _decode(
-        self, points: np.ndarray, labels: np.ndarray, multimask: bool
+        self, points: np.ndarray, labels: np.ndarray, multimask: bool, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         # predict_torch rather than predict: SamPredictor.predict calls .numpy() on the scores,
         # which fails for the bf16 tensors autocast produces.
         predictor = self._predictor
         coords = predictor.transform.apply_coords(points, predictor.original_size)
         device = predictor.device
+        boxes = None
+        if box is not None:
+            boxes = predictor.transform.apply_boxes_torch(
+                torch.as_tensor(box, dtype=torch.float32, device=device)[None], predictor.original_size
+            )
         masks, scores, _ = predictor.predict_torch(
             torch.as_tensor(coords, dtype=torch.float32, device=device)[None],
             torch.as_tensor(labels, dtype=torch.int32, device=device)[None],
+            boxes=boxes,
             multimask_output=multimask,
         )
         return masks[0].cpu().numpy(), scores[0].float().cpu().numpy()

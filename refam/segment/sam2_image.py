@@ -75,10 +75,10 @@ class Sam2Segmenter(Segmenter):
         self._predictor.set_image(image if image.flags.writeable else np.array(image))
 
     def _decode(
-        self, points: np.ndarray, labels: np.ndarray, multimask: bool
+        self, points: np.ndarray, labels: np.ndarray, multimask: bool, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         masks, scores, _ = self._predictor.predict(
-            point_coords=points, point_labels=labels, multimask_output=multimask
+            point_coords=points, point_labels=labels, box=box, multimask_output=multimask
         )
         return masks, scores
 

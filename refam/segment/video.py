@@ -184,11 +184,13 @@ def _decode_video(path: Path, out: Path) -> int:
 
 @dataclass(frozen=True)
 class VideoPrompt:
-    """Points on one frame, in that frame's pixels; label 1 = on the object, 0 = background."""
+    """Points on one frame, in that frame's pixels; label 1 = on the object, 0 = background; an
+    optional box ``(x0, y0, x1, y1)`` around the object, in the same pixels."""
 
     frame: int
     points: tuple[tuple[float, float], ...]
     labels: tuple[int, ...] | None = None
+    box: tuple[float, float, float, float] | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         pts = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
@@ -295,7 +297,10 @@ def propagate(
         state = _new_state(predictor, frames, device)
         for p in prompts:
             pts, labels = p.arrays()
-            predictor.add_new_points_or_box(state, frame_idx=p.frame, obj_id=1, points=pts, labels=labels)
+            predictor.add_new_points_or_box(
+                state, frame_idx=p.frame, obj_id=1, points=pts, labels=labels,
+                box=None if p.box is None else np.asarray(p.box, dtype=np.float32),
+            )  # fmt: skip
         passes = []
         if forward:
             passes.append((prompted[0], False))

@@ -1,7 +1,9 @@
 """``refam bench toy``: the toy model on held-out scenes, with baselines and an ablation table.
 
 Point accuracy (point inside the named object's mask) and mIoU (flood-fill masks) per expression
-kind, on scenes drawn from EVAL_SEED, which training never uses.
+kind, on scenes drawn from EVAL_SEED, which training never uses. ``--prompts``: every point
+strategy and mask choice at the native size and two non-square sizes, on the validation scenes
+(VALIDATION_SEED, which neither training nor the tests draw from) — where the default is chosen.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from refam.toy import scenes
 from refam.toy.evaluate import baselines, evaluate
 from refam.toy.model import load_toy
 from refam.toy.segmenter import FloodFillSegmenter
-from refam.variants import SCORES
+from refam.variants import POINT_STRATEGIES, SCORES
 
 KINDS = scenes.ALL_KINDS
 
@@ -44,6 +46,54 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
         (f"first {first} blocks", {"blocks": tuple(range(first))}),
         ("skip first 60%", {"skip_fraction": 0.6}),
     ]
+
+
+# The native size and two non-square ones: off the native grid a coarse argmax lands on edges.
+PROMPT_SIZES = ((48, 48), (72, 100), (130, 90))
+
+
+def prompt_rows() -> list[tuple[str, dict[str, Any]]]:
+    """(name, overrides): each point strategy with SAM's own mask choice, then the extra prompts."""
+    return [
+        *[(strategy, {"point_strategy": strategy}) for strategy in POINT_STRATEGIES],
+        ("interior + agreement", {"point_strategy": "interior", "mask_choice": "agreement"}),
+        ("interior + box", {"point_strategy": "interior", "box_prompt": True}),
+        ("interior + 1 negative", {"point_strategy": "interior", "negative_points": 1}),
+    ]
+
+
+def run_prompts(args: argparse.Namespace) -> dict[str, Any]:
+    from refam.toy.release import VALIDATION_SEED
+
+    pipe = RefAMPipeline(load_toy(args.weights), FloodFillSegmenter(), RefAMOptions())
+    examples = scenes.make_eval_set(VALIDATION_SEED, args.n, kinds=KINDS)
+    caption = None if args.empty_caption else "scene"
+    table = []
+    for size in PROMPT_SIZES:
+        for name, overrides in prompt_rows():
+            start = time.perf_counter()
+            res = evaluate(pipe, examples, size=size, caption=caption, **overrides)
+            table.append({"size": list(size), "setting": name, "overrides": overrides, "results": res,
+                          "seconds": round(time.perf_counter() - start, 1)})
+            print(f"{f'{size[0]}x{size[1]}':<9}" + _row(name, res) + _near(res), flush=True)
+    return {"model": pipe.backend.name, "n_per_kind": args.n, "seed": VALIDATION_SEED, "table": table}
+
+
+def _near(res: dict[str, dict[str, float]]) -> str:
+    return "   near-miss " + " ".join(f"{res[k]['near_miss'] * 100:4.1f}" for k in KINDS if k in res)
+
+
+def print_prompt_report(report: dict[str, Any]) -> None:
+    print(f"\nPrompt strategies — {report['model']}; {report['n_per_kind']} validation scenes per kind "
+          f"(seed {report['seed']}); PA / mIoU / near-miss (off the target by < 1 patch), %")
+    print(f"{'size':<9}{'setting':<24}" + "".join(f"{k[:14]:>22}" for k in KINDS))
+    for row in report["table"]:
+        cells = "".join(
+            f"{r['pa'] * 100:8.1f}{r['miou'] * 100:7.1f}{r['near_miss'] * 100:7.1f}"
+            for k in KINDS if (r := row["results"].get(k))
+        )
+        size = f"{row['size'][0]}x{row['size'][1]}"
+        print(f"{size:<9}{row['setting']:<24}{cells}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,10 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--empty-caption", action="store_true", help="condition on the empty prompt, not the scene caption"
     )
+    p.add_argument(
+        "--prompts", action="store_true", help="point strategies and mask choices at three sizes (validation scenes)"
+    )
     p.add_argument("--json", default=None, help="write the report here too")
     args = p.parse_args(argv)
-    report = run(args)
-    print_report(report)
+    if args.prompts:
+        report = run_prompts(args)
+        print_prompt_report(report)
+    else:
+        report = run(args)
+        print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

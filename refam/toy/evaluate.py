@@ -11,7 +11,7 @@ import numpy as np
 from refam.metrics import RisScores, point_in_mask
 from refam.toy import scenes
 
-__all__ = ["baselines", "evaluate"]
+__all__ = ["baselines", "evaluate", "near_miss"]
 
 
 def evaluate(
@@ -26,6 +26,7 @@ def evaluate(
     has a segmenter, and the count. ``caption="scene"`` conditions on each scene's own caption,
     ``None`` / ``""`` on the empty prompt."""
     per_kind: dict[str, RisScores] = defaultdict(RisScores)
+    near: dict[str, int] = defaultdict(int)
     height, width = size
     for i, ex in enumerate(examples):
         image = scenes.render(ex.scene, height, width)
@@ -34,11 +35,30 @@ def evaluate(
         res = pipe.segment(image, ex.referral.text, text, **overrides)[0]
         pred = res.mask if res.mask is not None else np.zeros_like(target)
         per_kind[ex.referral.kind].add(pred, target, point=(res.point.x, res.point.y))
+        near[ex.referral.kind] += near_miss((res.point.x, res.point.y), target, res.heatmap_grid.shape)
     out = {}
     for kind, sc in per_kind.items():
         d = sc.as_dict()
-        out[kind] = {"pa": d["point_accuracy"], "miou": d["mIoU"], "oiou": d["oIoU"], "n": d["count"]}
+        out[kind] = {"pa": d["point_accuracy"], "miou": d["mIoU"], "oiou": d["oIoU"], "n": d["count"],
+                     "near_miss": near[kind] / d["count"]}
     return out
+
+
+def near_miss(point: tuple[float, float], target: np.ndarray, grid: tuple[int, ...]) -> bool:
+    """The point is off the target, but by less than one latent patch: the heatmap found the object
+    and the prompt missed it (an edge point), not a wrong object."""
+    from scipy import ndimage
+
+    if point_in_mask(point, target) or not target.any():
+        return False
+    height, width = target.shape
+    row = min(max(int(point[1]), 0), height - 1)
+    col = min(max(int(point[0]), 0), width - 1)
+    patch = (height / grid[0], width / grid[1])
+    # Distance to the nearest target pixel, in patches along each axis (patches need not be square).
+    _, (rows, cols) = ndimage.distance_transform_edt(~target, return_indices=True)
+    dy, dx = abs(rows[row, col] - row) / patch[0], abs(cols[row, col] - col) / patch[1]
+    return bool(max(dy, dx) < 1.0)
 
 
 def baselines(

@@ -91,7 +91,7 @@ class FloodFillSegmenter(Segmenter):
         self._image = None
 
     def _decode(
-        self, points: np.ndarray, labels: np.ndarray, multimask: bool
+        self, points: np.ndarray, labels: np.ndarray, multimask: bool, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         image = self._image
         mask = np.zeros(image.shape[:2], dtype=bool)
@@ -103,4 +103,18 @@ class FloodFillSegmenter(Segmenter):
             region = np.zeros_like(mask)
             _component(image, row, col, region)
             np.greater(mask, region, out=mask)  # mask & ~region, without a full-size temporary
+        if box is not None:
+            _keep_inside(mask, box)
         return mask[None], np.ones(1, dtype=np.float32)
+
+
+def _keep_inside(mask: np.ndarray, box: np.ndarray) -> None:
+    """Clear the pixels of ``mask`` whose centre lies outside ``box`` (x0, y0, x1, y1), in place."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    # pixel (i, j) has its centre at (j + 0.5, i + 0.5): inside when x0 <= j + 0.5 <= x1
+    top, bottom = max(0, int(np.ceil(y0 - 0.5))), int(np.floor(y1 - 0.5)) + 1
+    left, right = max(0, int(np.ceil(x0 - 0.5))), int(np.floor(x1 - 0.5)) + 1
+    mask[:top] = False
+    mask[max(bottom, 0) :] = False
+    mask[:, :left] = False
+    mask[:, max(right, 0) :] = False
