@@ -389,14 +389,13 @@ def evaluate_video(
     out = Path(out)
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
-    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
-                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    protocol = _protocol(prompt_frame, candidates, points_from, mochi, captions)
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, **protocol)
     with _open_run(out, shard, config), _open_records(out, shard.rank) as sink:
         done = _scored_keys(out)
         for run in _predicted_videos(
             pipeline, predictor, dataset, lambda _video, samples: [s for s in samples if s.key not in done],
-            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
-            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+            shard=shard, limit=limit, progress=progress, overrides=overrides, **protocol,
         ):
             for s, res in zip(run.samples, run.results, strict=True):
                 gts = {t: _fit(m, run.frames.size) for t, m in dataset.masks(s).items()}
@@ -453,14 +452,13 @@ def evaluate_ref_davis(
     out = Path(out)
     mine = shard.take(_video_groups(dataset, limit))
     written = 0
-    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
-                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    protocol = _protocol(prompt_frame, candidates, points_from, mochi, captions)
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, **protocol)
     with _open_run(out, shard, config), _open_records(out, shard.rank) as sink:
         done = {r["video"] for r in load_records(out) if "skipped" not in r}
         for run in _predicted_videos(
             pipeline, predictor, dataset, lambda video, samples: [] if video in done else samples,
-            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
-            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+            shard=shard, limit=limit, progress=progress, overrides=overrides, **protocol,
         ):
             gt = {t: _fit(m, run.frames.size) for t, m in dataset.labels(run.video, run.samples[0].frames).items()}
             scored = sorted(gt)
@@ -508,6 +506,14 @@ def video_run_keys(dataset: Any, captions: Mapping[str, str] | None, **protocol:
     frame, candidates, points_from, mochi)."""
     return {"dataset": type(dataset).__name__, "split": getattr(dataset, "split", None),
             "captions": _digest(captions), **protocol}
+
+
+def _protocol(
+    prompt_frame: str | int, candidates: int, points_from: int, mochi: bool, captions: dict[str, str] | None
+) -> dict[str, Any]:
+    """How a video evaluation prompts and conditions: what both its passes and its run.json take."""
+    return {"prompt_frame": prompt_frame, "candidates": candidates, "points_from": points_from, "mochi": mochi,
+            "captions": captions}
 
 
 def _video_config(
@@ -652,13 +658,12 @@ def predict_ytvos(
     def pending(video: str, samples: list[Any]) -> list[Any]:
         return [s for s in samples if len(list(folder(video, s.expression_id).glob("*.png"))) < len(s.frames)]
 
-    config = _video_config(pipeline, predictor, dataset, overrides, run_info, prompt_frame=prompt_frame,
-                           candidates=candidates, points_from=points_from, mochi=mochi, captions=captions)
+    protocol = _protocol(prompt_frame, candidates, points_from, mochi, captions)
+    config = _video_config(pipeline, predictor, dataset, overrides, run_info, **protocol)
     with _open_run(out, shard, config):
         for run in _predicted_videos(
             pipeline, predictor, dataset, pending,
-            prompt_frame=prompt_frame, candidates=candidates, points_from=points_from, shard=shard, limit=limit,
-            progress=progress, mochi=mochi, captions=captions, overrides=overrides,
+            shard=shard, limit=limit, progress=progress, overrides=overrides, **protocol,
         ):
             stems = [p.stem for p in run.frames.paths]
             for s, res in zip(run.samples, run.results, strict=True):
