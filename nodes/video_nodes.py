@@ -7,7 +7,7 @@ import torch
 
 from refam.noise import MAX_SEED
 from refam.operating_point import MOCHI_VIDEO, check_resolution
-from refam.segment.video import ArrayFrames, propagate
+from refam.segment.sam2_video import ArrayFrames, propagate
 from refam.variants import check_choice
 from refam.video import candidate_frames, choose_prompts, frame_evidence
 from refam.visualize import mask_overlay

@@ -299,7 +299,7 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
 
 def _video_child(args: argparse.Namespace) -> dict[str, Any]:
     from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
-    from refam.segment.video import VideoPrompt, propagate
+    from refam.segment.sam2_video import VideoPrompt, propagate
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)

@@ -503,7 +503,7 @@ def cmd_segment_video(args: argparse.Namespace) -> int:
     from refam.pipeline import normalize_expressions
     from refam.run_folder import prepare_out
     from refam.segment import load_sam2_video
-    from refam.segment.video import open_frames
+    from refam.segment.sam2_video import open_frames
     from refam.video import segment_video, segment_video_mochi
 
     log = StageLog(args.quiet)
@@ -592,7 +592,7 @@ VIDEO_DATASETS = ("ref-davis17", "mevis", "ref-youtube-vos")
 
 def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
     from refam.data.captions import load_captions
-    from refam.data.video import ANNOTATOR_SETS, MevisDataset, RefDavisDataset, RefYoutubeVosDataset
+    from refam.data.video_datasets import ANNOTATOR_SETS, MevisDataset, RefDavisDataset, RefYoutubeVosDataset
     from refam.eval import (
         Shard,
         davis_results_table,

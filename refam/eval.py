@@ -347,7 +347,7 @@ def _predicted_videos(
 ) -> Iterator[_VideoPass]:
     """This rank's videos whose ``pending(video, samples)`` expressions are not done yet, each
     predicted once (all its expressions share the passes), conditioned on its caption if given."""
-    from refam.segment.video import FolderFrames
+    from refam.segment.sam2_video import FolderFrames
 
     for video, samples in shard.take(_video_groups(dataset, limit)):
         todo = pending(video, samples)

@@ -18,7 +18,7 @@ import torch
 
 from refam.pipeline import RefAMPipeline, normalize_expressions
 from refam.points import Point
-from refam.segment.video import FrameCallback, FrameSource, VideoPrompt, propagate
+from refam.segment.sam2_video import FrameCallback, FrameSource, VideoPrompt, propagate
 
 __all__ = ["VideoResult", "candidate_frames", "choose_prompts", "frame_evidence", "frame_heatmaps", "segment_video", "segment_video_mochi"]
 

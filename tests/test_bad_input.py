@@ -149,7 +149,7 @@ def test_names_from_data_stay_inside_the_folder(name):
 
 def test_traversal_ids_write_nothing_outside_out(tmp_path):
     """A dataset (any object with samples) whose ids climb out of --out is refused before any pass."""
-    from refam.data.video import VideoSample
+    from refam.data.video_datasets import VideoSample
 
     class Hostile:
         root = tmp_path / "data"

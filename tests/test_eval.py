@@ -195,7 +195,7 @@ def tracker():
 def test_ref_davis_layout_and_unsupervised_protocol(tmp_path, toy_pipeline, tracker):
     """Ref-DAVIS17 as the literature scores it: one record per ground-truth object of each video,
     predicted objects matched to it by davis2017's unsupervised task on the annotated frames."""
-    from refam.data.video import RefDavisDataset
+    from refam.data.video_datasets import RefDavisDataset
     from refam.eval import davis_results_table, evaluate_ref_davis, summarize_video
 
     ds = RefDavisDataset(_davis_layout(tmp_path / "davis"), "annot1", "val")
@@ -253,7 +253,7 @@ def test_mevis_layout(tmp_path):
 
     from pycocotools import mask as mask_utils
 
-    from refam.data.video import MevisDataset
+    from refam.data.video_datasets import MevisDataset
 
     root = tmp_path / "mevis"
     clip = shared_path("video_clips", "bike")
@@ -284,7 +284,7 @@ def test_ref_youtube_vos_submission_layout(tmp_path, toy_pipeline, tracker):
     import shutil
     import zipfile
 
-    from refam.data.video import RefYoutubeVosDataset
+    from refam.data.video_datasets import RefYoutubeVosDataset
     from refam.eval import predict_ytvos, zip_submission
 
     root = tmp_path / "ytvos"
@@ -324,7 +324,7 @@ def test_captions_from_coco_or_a_map(tmp_path):
 
 
 def test_video_evaluation_conditions_on_each_videos_caption(tmp_path, toy_pipeline, tracker):
-    from refam.data.video import RefDavisDataset
+    from refam.data.video_datasets import RefDavisDataset
     from refam.eval import evaluate_ref_davis
 
     ds = RefDavisDataset(_davis_layout(tmp_path / "davis"), "annot1", "val")

@@ -230,7 +230,7 @@ def _ytvos(root, videos):
     ],
 )
 def test_ytvos_ids_that_leave_the_output_folder_are_refused(tmp_path, videos, field):
-    from refam.data.video import RefYoutubeVosDataset
+    from refam.data.video_datasets import RefYoutubeVosDataset
 
     meta = _ytvos(tmp_path, videos)
     with pytest.raises(ValueError, match="would leave the output folder; refusing") as info:
@@ -239,7 +239,7 @@ def test_ytvos_ids_that_leave_the_output_folder_are_refused(tmp_path, videos, fi
 
 
 def test_mevis_traversal_and_malformed_meta(tmp_path):
-    from refam.data.video import MevisDataset
+    from refam.data.video_datasets import MevisDataset
 
     meta = tmp_path / "valid_u" / "meta_expressions.json"
     meta.parent.mkdir()
@@ -262,7 +262,7 @@ def test_mevis_traversal_and_malformed_meta(tmp_path):
 
 
 def test_davis_text_annotation_with_a_traversal_video_name(tmp_path):
-    from refam.data.video import RefDavisDataset
+    from refam.data.video_datasets import RefDavisDataset
 
     (tmp_path / "ImageSets" / "2017").mkdir(parents=True)
     (tmp_path / "ImageSets" / "2017" / "val.txt").write_text("../judo\njudo\n")
@@ -292,7 +292,7 @@ def test_safe_component_accepts(value):
 
 
 def test_video_without_pyav_says_pip_install_av(tmp_path, monkeypatch):
-    from refam.segment.video import open_frames
+    from refam.segment.sam2_video import open_frames
 
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\0" * 64)
@@ -332,7 +332,7 @@ def _random_bytes(path):
 
 
 def test_a_good_tiny_video_decodes(tmp_path):
-    from refam.segment.video import open_frames
+    from refam.segment.sam2_video import open_frames
 
     frames = open_frames(_write_video(tmp_path / "clip.mp4"), tmp_path / "scratch")
     assert len(frames) == 3 and frames.size == (24, 32)
@@ -349,7 +349,7 @@ def test_a_good_tiny_video_decodes(tmp_path):
 )
 def test_undecodable_videos(tmp_path, make, says):
     pytest.importorskip("av")
-    from refam.segment.video import open_frames
+    from refam.segment.sam2_video import open_frames
 
     video = make(tmp_path / "clip")
     with pytest.raises(ValueError, match=says) as info:
@@ -359,7 +359,7 @@ def test_undecodable_videos(tmp_path, make, says):
 
 @pytest.mark.parametrize("keep", [50, 3000])
 def test_truncated_first_frame_names_the_file(tmp_path, keep):
-    from refam.segment.video import FolderFrames
+    from refam.segment.sam2_video import FolderFrames
 
     first = sorted(shared_path("video_clips", "bike", "frames").glob("*.jpg"))[0]
     (tmp_path / first.name).write_bytes(first.read_bytes()[:keep])
@@ -371,7 +371,7 @@ def test_truncated_first_frame_names_the_file(tmp_path, keep):
 def test_verify_reads_every_frames_size_from_its_header(tmp_path):
     from PIL import Image
 
-    from refam.segment.video import FolderFrames
+    from refam.segment.sam2_video import FolderFrames
 
     Image.new("RGB", (32, 48)).save(tmp_path / "00000.jpg")
     turned = Image.new("RGB", (48, 32))  # stored sideways, upright by its EXIF orientation (6)

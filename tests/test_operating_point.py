@@ -60,7 +60,7 @@ class _Stop(Exception):
     [({}, (0.01, 480)), ({"sigma": 0.75}, (0.75, 480)), ({"resolution": 1024}, (0.01, 1024))],
 )
 def test_segment_video_mochi_from_python_runs_at_mochis_point(t5_tokenizer, overrides, expected):
-    from refam.segment.video import ArrayFrames
+    from refam.segment.sam2_video import ArrayFrames
     from refam.video import segment_video_mochi
 
     backend = _RecordingBackend(MOCHI_VIDEO, t5_tokenizer)

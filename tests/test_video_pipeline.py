@@ -11,7 +11,7 @@ from PIL import Image
 
 from refam.attention import ImageGeometry
 from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
-from refam.segment.video import ArrayFrames
+from refam.segment.sam2_video import ArrayFrames
 from refam.toy import scenes
 from refam.video import candidate_frames, frame_evidence, segment_video
 

@@ -1,6 +1,6 @@
 """Turn the browser check's screenshots into the workflows' template-browser thumbnails.
 
-``tests/test_comfy_server.py::test_ui_workflows_load_in_the_browser`` saves each workflow as the
+``tests/nodes/test_comfy_server.py::test_ui_workflows_load_in_the_browser`` saves each workflow as the
 frontend opens it (fit to a 1600x900 window, cut to its groups) in ``test-artifacts/``; this
 writes ``example_workflows/<name>.jpg`` from them. Run: ``python tools/workflow_thumbnails.py [ARTIFACTS]``.
 """

@@ -101,7 +101,7 @@ def load_sam2_video(
     search_dirs: Sequence[str | Path] = (),
     image_size: int | None = None,
 ) -> Any:
-    """A SAM2 / SAM2.1 checkpoint as ``sam2``'s ``SAM2VideoPredictor`` (for :mod:`refam.segment.video`).
+    """A SAM2 / SAM2.1 checkpoint as ``sam2``'s ``SAM2VideoPredictor`` (for :mod:`refam.segment.sam2_video`).
 
     The same files as :func:`load_segmenter` (weights shared by image and video use); SAM (v1)
     checkpoints cannot track and are refused by name.

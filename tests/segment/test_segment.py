@@ -107,7 +107,7 @@ def test_lazy_imports_and_a_foreign_global_hydra(tmp_path):
         "assert refam.segment.Sam2Segmenter.from_model(model).name == 'sam2.1_hiera_t'\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cwd = Path(__file__).resolve().parents[1]
+    cwd = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, cwd=cwd, env=env)
 
 

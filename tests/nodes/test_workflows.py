@@ -1,7 +1,7 @@
 """Shipped workflows vs the pack's node declarations (no ComfyUI needed).
 
 Core ComfyUI nodes are checked against ``tests/data/comfy_core_nodes.json``, a snapshot of
-ComfyUI's /object_info that ``test_comfy_server.py`` compares with a live server.
+ComfyUI's /object_info that ``tests/nodes/test_comfy_server.py`` compares with a live server.
 """
 
 from __future__ import annotations

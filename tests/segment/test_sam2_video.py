@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import shared_path
 from refam.metrics import jf_scores
 from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
-from refam.segment.video import (
+from refam.segment.sam2_video import (
     ArrayFrames,
     FolderFrames,
     VideoPrompt,
@@ -82,7 +82,7 @@ def test_memory_holds_only_the_window(predictor):
     n = memory_window(predictor) * 2 + 10
     frames = ArrayFrames(_moving_square(n))
     window = memory_window(predictor)
-    import refam.segment.video as video
+    import refam.segment.sam2_video as video
 
     kept = []
     original = video._forget_far_frames
