@@ -65,7 +65,7 @@ def comfy_node(spec: NodeSpec) -> type[io.ComfyNode]:
             description=spec.description,
             inputs=[_input(p) for p in spec.inputs],
             outputs=[_output(r, {p.name for p in spec.inputs}) for r in spec.outputs],
-            is_output_node=spec.output_node or spec.preview is not None,
+            is_output_node=spec.preview is not None,
         )
 
     def execute(cls, **kwargs) -> io.NodeOutput:

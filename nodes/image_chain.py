@@ -10,10 +10,11 @@ import json
 import numpy as np
 import torch
 
+from refam.architectures.flux import FLUX_IMAGE
 from refam.expression import DEFAULT_MAGNETS
 from refam.heatmap import BlockSelection, HeatmapOptions, parse_block_spec
 from refam.noise import MAX_SEED
-from refam.operating_point import FLUX_IMAGE, check_resolution
+from refam.operating_point import check_resolution
 from refam.pipeline import (
     as_image_batch,
     expression_heatmaps,
@@ -65,7 +66,7 @@ def parse_magnets(text: str) -> tuple[str, ...]:
 
 # -- run functions -----------------------------------------------------------------------------------
 def caption_conditioning(clip, caption: str, guidance: float) -> tuple:
-    from refam.backends.comfy_flux import encode_caption
+    from refam.backends.comfy_text import encode_caption
 
     return (encode_caption(clip, caption, guidance),)
 
@@ -80,7 +81,7 @@ def referring_expression(
     np_mode: str,
     spatial_rule: str,
 ) -> tuple:
-    from refam.backends.comfy_flux import encode_expressions, t5_tokenizer
+    from refam.backends.comfy_text import encode_expressions, t5_tokenizer
 
     texts = normalize_expressions(split_lines(expressions) or [""])
     options = HeatmapOptions(

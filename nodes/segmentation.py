@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from refam.architectures.flux import FLUX_IMAGE
 from refam.mask_choice import choose_mask
-from refam.operating_point import FLUX_IMAGE
 from refam.points import point_dict
 from refam.variants import DEFAULT_MASK_CHOICE, MASK_CHOICES, check_choice
 from refam.visualize import draw_points, mask_overlay
@@ -178,7 +178,8 @@ def segment_all_in_one(
 ) -> tuple:
     from refam.backends.comfy_flux import ComfyFlux, flux_diffusion_model
     from refam.backends.comfy_runtime import block_progress
-    from refam.pipeline import RefAMOptions, RefAMPipeline, normalize_expressions
+    from refam.options import RefAMOptions
+    from refam.pipeline import RefAMPipeline, normalize_expressions
 
     from .image_chain import parse_magnets
 

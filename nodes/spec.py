@@ -7,13 +7,11 @@ them directly to check the shipped workflows against the pack without a ComfyUI 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 CATEGORY = "RefAM"
 
-# ComfyUI socket types that carry data between nodes (never a widget).
-SOCKET_KINDS = {"IMAGE", "MASK", "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT"}
 WIDGET_KINDS = {"STRING", "INT", "FLOAT", "BOOLEAN", "COMBO"}
 
 
@@ -69,8 +67,6 @@ class NodeSpec:
     outputs: tuple[Result, ...]
     run: Callable[..., tuple]
     preview: str | None = None
-    output_node: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.inputs]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from refam.architectures.mochi import MOCHI_VIDEO
 from refam.noise import MAX_SEED
-from refam.operating_point import MOCHI_VIDEO, check_resolution
-from refam.segment.sam2_video import ArrayFrames, propagate
+from refam.operating_point import check_resolution
+from refam.segment.sam2_video import ArrayFrames
 from refam.variants import check_choice
-from refam.video import candidate_frames, choose_prompts, frame_evidence
+from refam.video import FrameFinding, candidate_frames, frame_evidence, prompt_and_track
 from refam.visualize import mask_overlay
 
 from . import payloads as P
@@ -68,27 +69,23 @@ def propagate_masks(
     ranked = indices if prompt_frame == "best" else [min(indices)]
     with segmenter.tracking() as tracker:
         for e in range(n_expr):
-            evidence = {f: frame_evidence(heatmaps.grids[c * n_expr + e]) for c, f in enumerate(indices) if f in ranked}
             entry = {f: c * n_expr + e for c, f in enumerate(indices) if f in ranked}
-            prompts = choose_prompts(
-                evidence,
-                {f: points.points[i] for f, i in entry.items()},
-                points_from,
-                labels={f: points.labels(i) for f, i in entry.items()},
-                boxes={f: points.box(i) for f, i in entry.items()},
-            )
+            findings = {
+                f: FrameFinding(frame_evidence(heatmaps.grids[i]), points.points[i], points.labels(i), points.box(i))
+                for f, i in entry.items()
+            }
 
             def on_frame(done: int, total: int, e: int = e) -> None:
                 throw_if_interrupted()
                 bar(e * len(clip) + done, n_expr * len(clip))
 
-            for t, mask, _score in propagate(
-                tracker, clip, prompts, forward=forward, backward=backward, on_frame=on_frame
-            ):
-                masks[t, e] = torch.from_numpy(mask)
+            result = prompt_and_track(
+                tracker, clip, points.texts[e], findings, points_from, forward=forward, backward=backward, on_frame=on_frame
+            )
+            masks[:, e] = torch.from_numpy(result.masks)
             report.append(
-                f"{points.texts[e]!r}: prompts on frames {[p.frame for p in prompts]}; evidence "
-                + ", ".join(f"{f}:{v:.3f}" for f, v in sorted(evidence.items()))
+                f"{points.texts[e]!r}: prompts on frames {[p.frame for p in result.prompts]}; evidence "
+                + ", ".join(f"{f}:{v:.3f}" for f, v in sorted(result.evidence.items()))
             )
     batch = masks.reshape(-1, *clip.size)
     preview = [mask_overlay(clip.frame(t), masks[t, 0].numpy().astype(bool)) for t in range(len(clip))]
@@ -140,9 +137,9 @@ PROPAGATE_OUTPUTS = (
 def capture_attention_mochi(
     model, vae, frames, conditioning, expression: P.Expressions, sigma: float, seed: int, blocks: str, resolution: int
 ) -> tuple:
+    from refam.architectures.mochi import representative_frames
     from refam.backends.comfy_mochi import capture_mochi, mochi_diffusion_model
     from refam.backends.comfy_runtime import block_progress
-    from refam.backends.mochi_layout import representative_frames
     from refam.heatmap import parse_block_spec
 
     batch = image_batch(frames)

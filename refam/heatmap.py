@@ -213,23 +213,8 @@ _DROPPED_BY = {
 }
 
 
-def _role_keep(expression: TokenizedExpression, options: HeatmapOptions) -> torch.Tensor:
-    roles = expression.roles[: expression.valid_length]
-    return torch.tensor(
-        [not getattr(options, _DROPPED_BY[r], False) if r in _DROPPED_BY else True for r in roles]
-    )
-
-
-def _noun_phrase_keep(expression: TokenizedExpression, words: Sequence[int] | None) -> torch.Tensor | None:
-    if words is None:
-        return None
-    chosen = set(words)
-    return torch.tensor(
-        [
-            t.role is not TokenRole.CONTENT or t.word_index in chosen
-            for t in expression.tokens[: expression.valid_length]
-        ]
-    )
+def _drop_roles(options: HeatmapOptions) -> frozenset[TokenRole]:
+    return frozenset(role for role, switch in _DROPPED_BY.items() if getattr(options, switch))
 
 
 def spatial_prior(horizontal: str | None, vertical: str | None, h: int, w: int) -> torch.Tensor:
@@ -306,15 +291,15 @@ def build_heatmap(
 
     # Always detected and reported; removed only with remove_gas.
     gas = detect_gas(captured.expression_text_mass(index, blocks), options.gas_threshold, options.gas_rule)
-    keep_roles = _role_keep(expression, options)
-    np_keep = _noun_phrase_keep(expression, noun_phrase_words) if options.noun_phrase else None
-    keep = keep_roles.expand(batch, -1).clone()
-    if np_keep is not None:
-        narrowed = keep & np_keep
-        if narrowed.any(dim=1).all():
-            keep = narrowed
+    valid, drop = expression.valid_length, _drop_roles(options)
+    keep_mask = expression.keep_mask(drop)[:valid]
+    if options.noun_phrase and noun_phrase_words is not None:
+        narrowed = expression.keep_mask(drop, words=noun_phrase_words)[:valid]
+        if any(narrowed):
+            keep_mask = narrowed
         else:
             warnings.append("noun-phrase filter would keep no token; it was not applied")
+    keep = torch.tensor(keep_mask).expand(batch, -1).clone()
     if options.remove_gas:
         without_gas = keep & ~gas
         emptied = ~without_gas.any(dim=1)

@@ -4,7 +4,8 @@ RefAM reuses HybridGL's preprocessing (Liu & Li, CVPR 2025; paper Appendix C):
 
 - **Noun phrase (NP).** Parse the expression with spaCy and keep the noun chunk that holds the
   dependency ROOT; if the ROOT is in no chunk, the chunk of the ROOT's first child; otherwise the
-  whole expression. The heatmap then averages only tokens of that phrase.
+  whole expression. The heatmap then averages only the content words of that phrase
+  (:meth:`refam.expression.TokenizedExpression.keep_mask`).
 - **Spatial bias (SB).** Direction words ("left", "top right", "middle", ...) become a positional
   prior multiplied into the heatmap (see :mod:`refam.heatmap`).
 
@@ -21,7 +22,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from refam.expression import Word, _check_expression, split_words, words_overlapping
+from refam.expression.words import Word, check_expression, split_words, words_overlapping
 from refam.install_hints import install_hint
 from refam.variants import SPATIAL_RULES, check_choice
 
@@ -310,7 +311,7 @@ def _hybridgl_cue(
 
 def detect_spatial(expression: str) -> SpatialCue | None:
     """Spatial cue of ``expression`` from keywords alone (works without spaCy); None if there is none."""
-    return _spatial_from_words(split_words(_check_expression(expression)))[0]
+    return _spatial_from_words(split_words(check_expression(expression)))[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def analyze_expression(
     :func:`head_noun_phrase_span`). ``spatial_rule``: :data:`refam.variants.SPATIAL_RULES`.
     Missing spaCy or model -> NP None plus a warning; never an exception.
     """
-    text = _check_expression(expression)
+    text = check_expression(expression)
     if sentence not in ("first", "last"):
         raise ValueError(f"sentence must be 'first' or 'last', got {sentence!r}")
     check_choice("spatial_rule", spatial_rule, SPATIAL_RULES)

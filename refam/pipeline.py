@@ -7,45 +7,34 @@ the backend knows nothing of filters, the heatmap nothing of segmenters.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from refam.attention import CapturedAttention, ImageGeometry
-from refam.expression import DEFAULT_MAGNETS, TokenizedExpression, tokenize_expression
-from refam.heatmap import BlockSelection, ExpressionHeatmap, HeatmapOptions, TokenMap, build_heatmap
+from refam.expression import TokenizedExpression, tokenize_expression
+from refam.heatmap import ExpressionHeatmap, HeatmapOptions, build_heatmap
 from refam.images import MAX_PIXELS, MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, SpatialCue, analyze_expression
 from refam.mask_choice import choose_mask
-from refam.noise import check_seed, check_sigma
-from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint, check_resolution
-from refam.points import Point, points_to_json, upsample_heatmap
-from refam.prompts import Prompt, check_point_strategy, choose_prompt
-from refam.variants import (
-    BRANCH_POOLED,
-    DEFAULT_MASK_CHOICE,
-    DEFAULT_POINT_STRATEGY,
-    MASK_CHOICES,
-    check_choice,
-)
+from refam.operating_point import OperatingPoint
+from refam.options import RefAMOptions
+from refam.points import upsample_heatmap
+from refam.prompts import Prompt, choose_prompt
+from refam.results import ExpressionResult
 
 __all__ = [
     "AttentionBackend",
+    "RefAMPipeline",
     "as_image_batch",
-    "choose_points",
-    "prompt_for",
     "cue_direction",
     "expression_heatmaps",
-    "segment",
-    "ExpressionResult",
-    "RefAMOptions",
-    "RefAMPipeline",
     "normalize_expressions",
     "prepare_expressions",
+    "prompt_for",
 ]
 
 ProgressFn = Callable[[str], None]
@@ -77,143 +66,6 @@ class AttentionBackend(Protocol):
         progress: ProgressFn | None,
         branch_pooled: str,
     ) -> CapturedAttention: ...
-
-
-@dataclass(frozen=True)
-class RefAMOptions:
-    """Every knob of the method; the defaults are the paper's.
-
-    ``sigma``, ``guidance`` and ``resolution`` left at :data:`FROM_BACKEND` come from the
-    backend's operating point (:mod:`refam.operating_point`: FLUX σ 0.75 at 1024², Mochi σ 0.01 at
-    480p, the toy its validated σ); :meth:`at` fills them in.
-    """
-
-    magnets: tuple[str, ...] = DEFAULT_MAGNETS
-    sigma: float | FromBackend = FROM_BACKEND
-    seed: int = 0
-    guidance: float | None | FromBackend = FROM_BACKEND  # ignored by models without guidance
-    resolution: int | None | FromBackend = FROM_BACKEND  # model sees ~resolution² pixels; None: the image's size
-    capture_blocks: tuple[int, ...] | None = None  # None = all blocks
-    branch_pooled: str = BRANCH_POOLED[0]  # the pooled vector modulating the branch (refam.variants)
-    heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
-    points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
-    point_min_distance: int = 2  # patches between peaks when points > 1 (point_strategy "argmax")
-    point_strategy: str = DEFAULT_POINT_STRATEGY  # where the positive points go (refam.variants)
-    negative_points: int = 0  # negative points, one per other high region of the heatmap
-    box_prompt: bool = False  # also prompt with the target region's bounding box
-    mask_choice: str = DEFAULT_MASK_CHOICE  # which multimask candidate is the mask (refam.variants)
-    heatmap_mask: bool = False  # the mask is the heatmap's target region, not the segmenter's
-    max_pixels: int | None = MAX_PIXELS  # larger images are refused (refam.images); None: no limit
-
-    def __post_init__(self) -> None:
-        # Checked here, where every front end (CLI, library, nodes) builds its options, so a bad
-        # value is refused before a model loads instead of silently becoming another one.
-        if not isinstance(self.sigma, FromBackend):
-            check_sigma(self.sigma)
-        check_seed(self.seed)
-        if not isinstance(self.resolution, FromBackend):
-            check_resolution(self.resolution)
-        for name in ("points", "point_min_distance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        if isinstance(self.guidance, float | int) and not math.isfinite(self.guidance):
-            raise ValueError(f"guidance must be a finite number, got {self.guidance}")
-        check_point_strategy(self.point_strategy, self.points)
-        check_choice("mask_choice", self.mask_choice, MASK_CHOICES)
-        if isinstance(self.negative_points, bool) or not isinstance(self.negative_points, int) or self.negative_points < 0:
-            raise ValueError(f"negative_points must be a whole number >= 0 (0: none), got {self.negative_points!r}")
-        for name in ("box_prompt", "heatmap_mask"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    def at(self, point: OperatingPoint) -> RefAMOptions:
-        """These options with every value left to the backend taken from ``point``."""
-        filled = point.fill(sigma=self.sigma, guidance=self.guidance, resolution=self.resolution)
-        heatmap = dataclasses.replace(self.heatmap, **point.fill(score=self.heatmap.score))
-        return dataclasses.replace(self, heatmap=heatmap, **filled)
-
-    def replace(self, **changes: Any) -> RefAMOptions:
-        """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
-        heat: dict[str, Any] = {}
-        # ``blocks`` / ``skip_fraction`` come flat (indices, fraction) and become a BlockSelection;
-        # this runs before the generic heatmap fields, one of which is also called ``blocks``.
-        if "skip_fraction" in changes or "blocks" in changes:
-            blocks = changes.pop("blocks", ())
-            heat["blocks"] = (
-                blocks
-                if isinstance(blocks, BlockSelection)
-                else BlockSelection(
-                    indices=tuple(blocks or ()), skip_fraction=changes.pop("skip_fraction", 0.0)
-                )
-            )
-        heat_fields = {f.name for f in dataclasses.fields(HeatmapOptions)}
-        heat.update({k: changes.pop(k) for k in list(changes) if k in heat_fields})
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"unknown RefAM option(s): {', '.join(sorted(unknown))}")
-        out = dataclasses.replace(self, **changes)
-        return dataclasses.replace(out, heatmap=dataclasses.replace(out.heatmap, **heat)) if heat else out
-
-
-@dataclass
-class ExpressionResult:
-    """One expression on one image."""
-
-    expression: str
-    image_index: int
-    heatmap: np.ndarray  # [H, W] float32 in [0, 1], original image size
-    heatmap_grid: np.ndarray  # [h, w] on the latent grid
-    point: Point  # the first positive point
-    points: list[Point]  # every prompt point: the positive ones, then the negative ones
-    mask: np.ndarray | None  # [H, W] bool, None without a segmenter (unless heatmap_mask)
-    mask_score: float | None  # the segmenter's predicted IoU of the chosen candidate
-    token_maps: list[TokenMap]
-    gas_tokens: list[str]
-    noun_phrase: str | None
-    spatial: SpatialCue | None
-    blocks: list[str]
-    warnings: list[str]
-    parser: str | None = None  # the spaCy pipeline that read the expression
-    labels: list[int] = field(default_factory=list)  # per point: 1 positive, 0 negative
-    box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1) given to the segmenter
-    mask_agreement: float | None = None  # IoU of the chosen candidate with the heatmap's target region
-    mask_index: int | None = None  # which of the segmenter's candidates is the mask
-
-    def positives(self) -> list[Point]:
-        """The positive prompt points (all of them when no labels were recorded)."""
-        if not self.labels:
-            return list(self.points)
-        return [p for p, label in zip(self.points, self.labels, strict=True) if label == 1]
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready description (no arrays)."""
-        return {
-            "expression": self.expression,
-            "image_index": self.image_index,
-            "point": {"x": self.point.x, "y": self.point.y, "score": self.point.score},
-            "points": points_to_json(self.points),
-            "labels": list(self.labels),
-            "box": [round(v, 2) for v in self.box] if self.box is not None else None,
-            "mask_area": int(self.mask.sum()) if self.mask is not None else None,
-            "mask_score": self.mask_score,
-            "mask_agreement": self.mask_agreement,
-            "mask_index": self.mask_index,
-            "noun_phrase": self.noun_phrase,
-            "spatial": (
-                {"horizontal": self.spatial.horizontal, "vertical": self.spatial.vertical, "rule": self.spatial.rule}
-                if self.spatial
-                else None
-            ),
-            "parser": self.parser,
-            "gas_tokens": self.gas_tokens,
-            "tokens": [
-                {"piece": t.piece, "role": t.role.value, "kept": t.kept, "gas": t.gas}
-                for t in self.token_maps
-            ],
-            "blocks": self.blocks,
-            "warnings": self.warnings,
-        }
 
 
 def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
@@ -313,18 +165,6 @@ def expression_heatmaps(
     ]
 
 
-def choose_points(
-    grid: torch.Tensor,
-    geometry: ImageGeometry,
-    count: int = 1,
-    min_distance: int = 2,
-    strategy: str = DEFAULT_POINT_STRATEGY,
-) -> list[Point]:
-    """The segmenter's positive points for one heatmap grid by ``strategy`` (refam.prompts): with
-    ``argmax`` the argmax, or ``count`` separated peaks."""
-    return list(choose_prompt(grid, geometry, strategy=strategy, count=count, min_distance=min_distance).points)
-
-
 def prompt_for(grid: torch.Tensor, geometry: ImageGeometry, opts: RefAMOptions) -> Prompt:
     """The segmenter's prompt for one heatmap grid as ``opts`` ask for it."""
     return choose_prompt(
@@ -347,6 +187,46 @@ class RefAMPipeline:
         self.backend = backend
         self.segmenter = segmenter
         self.options = options or RefAMOptions()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        *,
+        architecture: str | None = None,
+        segmenter: str | Path | None = None,
+        segmenter_variant: str | None = None,
+        segmenter_image_size: int | None = None,
+        t5: str | Path | None = None,
+        clip_l: str | Path | None = None,
+        vae: str | Path | None = None,
+        comfyui_path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = torch.float32,
+        offload: bool = False,
+        options: RefAMOptions | None = None,
+        progress: ProgressFn | None = None,
+    ) -> RefAMPipeline:
+        """A ready pipeline from files, offline.
+
+        ``model`` is a diffusers folder, a hub id in the Hugging Face cache or a FLUX transformer
+        single file (``t5`` / ``clip_l`` / ``vae`` then default to ComfyUI's usual names under
+        ``comfyui_path`` or ``COMFYUI_PATH``); without it ``REFAM_FLUX_MODEL``, then a cached
+        FLUX.1, else the embedded toy model (announced through ``progress``, with where real
+        weights go; it brings its own flood-fill segmenter and operating point).
+        ``architecture`` is ``"flux"``, ``"mochi"`` or None (FLUX, unless the folder's
+        ``transformer/config.json`` names Mochi's transformer). ``segmenter`` is a SAM / SAM2
+        checkpoint (a path or a file name in ComfyUI's ``models/sam2`` / ``models/sams``); it is
+        loaded first, so a wrong one is refused before the diffusion model's long load.
+        """
+        from refam.assembly import load_parts
+
+        backend, seg = load_parts(
+            model, architecture=architecture, segmenter=segmenter, segmenter_variant=segmenter_variant,
+            segmenter_image_size=segmenter_image_size, t5=t5, clip_l=clip_l, vae=vae, comfyui_path=comfyui_path,
+            device=device, dtype=dtype, offload=offload, progress=progress,
+        )  # fmt: skip
+        return cls(backend, seg, options or RefAMOptions())
 
     def resolved(self, options: RefAMOptions | None = None, **overrides: Any) -> RefAMOptions:
         """``options`` (default: the pipeline's) with ``overrides``, unset values from the backend."""
@@ -470,31 +350,3 @@ class RefAMPipeline:
     ) -> list[ExpressionResult]:
         """Per expression: heatmap, point, mask, per-token maps, GAS tokens, warnings."""
         return self.segment_batch([image], expressions, caption, progress=progress, **overrides)[0]
-
-
-_default_pipeline: RefAMPipeline | None = None
-
-
-def segment(
-    image: Any,
-    expressions: str | Sequence[str],
-    caption: str = "",
-    *,
-    pipeline: RefAMPipeline | None = None,
-    **options: Any,
-) -> list[ExpressionResult]:
-    """Per expression: heatmap, point, mask, per-token maps, GAS tokens and warnings.
-
-    Without ``pipeline`` a default one is loaded once (FLUX.1 from ``REFAM_FLUX_MODEL`` or the
-    Hugging Face cache, else the embedded toy model; see :func:`refam.loading.load_pipeline`).
-    """
-    global _default_pipeline
-    if pipeline is None:
-        if _default_pipeline is None:
-            import torch
-
-            from refam.loading import load_pipeline
-
-            _default_pipeline = load_pipeline(device="cuda" if torch.cuda.is_available() else "cpu")
-        pipeline = _default_pipeline
-    return pipeline.segment(image, expressions, caption, **options)

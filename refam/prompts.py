@@ -24,6 +24,7 @@ __all__ = [
     "CORE_DEPTH_FRACTION",
     "Prompt",
     "check_point_strategy",
+    "choose_points",
     "choose_prompt",
     "negative_points",
     "positive_points",
@@ -177,3 +178,15 @@ def choose_prompt(
         box=regions.box() if box else None,
         regions=regions,
     )
+
+
+def choose_points(
+    grid: torch.Tensor,
+    geometry: ImageGeometry,
+    count: int = 1,
+    min_distance: int = 2,
+    strategy: str = DEFAULT_POINT_STRATEGY,
+) -> list[Point]:
+    """The segmenter's positive points for one heatmap grid by ``strategy``: with ``argmax`` the
+    argmax, or ``count`` separated peaks."""
+    return list(choose_prompt(grid, geometry, strategy=strategy, count=count, min_distance=min_distance).points)

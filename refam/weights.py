@@ -25,8 +25,8 @@ __all__ = [
 ]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
-_SAFETENSORS = (".safetensors", ".sft")
-_MAX_HEADER = 100_000_000  # the safetensors library's own limit; larger means not a safetensors file  # .sft: Black Forest Labs' own name for safetensors files
+_SAFETENSORS = (".safetensors", ".sft")  # .sft: Black Forest Labs' own name for safetensors files
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit; larger means not a safetensors file
 
 # Wrappers seen around SAM/SAM2 weights: DataParallel/DDP, Lightning, torch.compile, repacks.
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -53,8 +53,16 @@ def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torc
     raise ValueError(f"{source} holds no state dict of tensors (top level: {keys})")
 
 
-def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove a wrapper prefix (``module.``, ``model.``...) that every key carries."""
+def strip_prefixes(
+    state_dict: Mapping[str, torch.Tensor], part_prefixes: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Remove the wrapper prefixes (``module.``, ``model.``...) that every key carries; then, for a
+    part stored inside a combined checkpoint, the first of ``part_prefixes`` that any key carries,
+    from the keys that carry it.
+
+    A wrapper wraps every key, so a prefix only some keys carry is a real name and stays. A part
+    prefix (``model.diffusion_model.`` of a ComfyUI checkpoint that also holds the VAE and text
+    encoders) marks the wanted keys only; the rest are left for the part's loader to ignore."""
     sd = dict(state_dict)
     changed = True
     while changed and sd:
@@ -63,6 +71,9 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 changed = True
+    for prefix in part_prefixes:
+        if any(k.startswith(prefix) for k in sd):
+            return {k.removeprefix(prefix): v for k, v in sd.items()}
     return sd
 
 

@@ -25,11 +25,13 @@ def no_model_loads(monkeypatch):
     """Any model load fails the test: the bad input must be refused before it."""
     import refam.loading
     import refam.segment
+    from refam.pipeline import RefAMPipeline
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("a model was loaded before the bad input was refused")
 
-    for name in ("load_pipeline", "load_flux", "load_mochi"):
+    monkeypatch.setattr(RefAMPipeline, "from_pretrained", refuse)
+    for name in ("load_flux", "load_mochi"):
         monkeypatch.setattr(refam.loading, name, refuse)
     for name in ("load_segmenter", "load_sam2_video"):
         monkeypatch.setattr(refam.segment, name, refuse)
@@ -194,12 +196,12 @@ def test_resuming_with_another_configuration_is_refused(toy_refer, tmp_path, cap
     assert main(_eval_args(toy_refer, out, "--limit", "2")) == 0
     assert capsys.readouterr().out == table
     # Another preset is known before the model loads: refused without loading it.
-    import refam.loading
+    from refam.pipeline import RefAMPipeline
 
-    real = refam.loading.load_pipeline
-    monkeypatch.setattr(refam.loading, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    real = RefAMPipeline.__dict__["from_pretrained"]
+    monkeypatch.setattr(RefAMPipeline, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
     _fails(_eval_args(toy_refer, out, "--preset", "no-am"), capsys, "another configuration", "preset: full -> no-am")
-    monkeypatch.setattr(refam.loading, "load_pipeline", real)
+    monkeypatch.setattr(RefAMPipeline, "from_pretrained", real)
     # Another σ is only known once the model has resolved its options: refused before any pass.
     before = (out / "records.rank0.jsonl").read_text()
     _fails(_eval_args(toy_refer, out, "--sigma", "0.9"), capsys, "another configuration", "sigma")

@@ -105,7 +105,7 @@ def test_softmax_is_over_all_tokens_before_filtering(t5_tokenizer):
     expr = tokenize_expression("cat", t5_tokenizer)
     geometry = ImageGeometry((16, 32), (16, 32), (1, 2))
     k = _content_index(expr, "cat")
-    m = expr.token_indices(TokenRole.MAGNET)[0]
+    m = expr.roles.index(TokenRole.MAGNET)
 
     def plant(logits, _i):
         logits[0, 0, m] = 6.0  # patch 0 belongs to a magnet, patch 1 to nobody in particular
@@ -185,6 +185,32 @@ def test_noun_phrase_filter_keeps_only_head_phrase(t5_tokenizer):
     assert any("noun-phrase" in w for w in only_stop.warnings)
 
 
+def test_heatmap_keeps_the_tokens_keep_mask_keeps(t5_tokenizer):
+    """One keep rule: the heatmap's kept tokens are TokenizedExpression.keep_mask's, role switches
+    and noun-phrase filter together; the filter narrows content words only."""
+    expr = tokenize_expression("the dog next to the bench", t5_tokenizer)
+    geometry = ImageGeometry((32, 32), (32, 32), (2, 2))
+    cap = _captured(expr, geometry, lambda logits, _i: None)
+    words_dog = [0, 1]
+    for switches in ({}, {"drop_stop_words": False}, {"drop_magnets": False, "drop_eos": False}):
+        options = HeatmapOptions(**switches)
+        drop = {
+            role
+            for role, on in (
+                (TokenRole.STOP, options.drop_stop_words),
+                (TokenRole.MAGNET, options.drop_magnets),
+                (TokenRole.EOS, options.drop_eos),
+            )
+            if on
+        }
+        heat = build_heatmap(cap, 0, options, noun_phrase_words=words_dog)
+        kept = [m.kept for m in heat.token_maps[0]]
+        assert kept == expr.keep_mask(drop, words=words_dog)[: expr.valid_length]
+        assert [t.word for t, k in zip(expr.tokens, kept, strict=False) if k and t.role is TokenRole.CONTENT] == ["dog"]
+    with_magnets = build_heatmap(cap, 0, HeatmapOptions(drop_magnets=False), noun_phrase_words=words_dog)
+    assert {m.role for m in with_magnets.token_maps[0] if m.kept} == {TokenRole.CONTENT, TokenRole.MAGNET}
+
+
 def test_spatial_prior_shapes():
     left = spatial_prior("left", None, 2, 4)
     assert torch.all(left[:, :-1] > left[:, 1:]) and torch.allclose(left[0], left[1])
@@ -248,7 +274,7 @@ def test_peak_points_top_k():
 
 def test_options_replace_takes_flat_block_selection():
     """--blocks / skip_fraction given flat reach the heatmap (they were once silently dropped)."""
-    from refam.pipeline import RefAMOptions
+    from refam.options import RefAMOptions
 
     opts = RefAMOptions().replace(blocks=(0, "single.2"), sigma=0.5, noun_phrase=False)
     assert opts.heatmap.blocks == BlockSelection(indices=(0, "single.2")) and opts.sigma == 0.5

@@ -178,7 +178,7 @@ def _diffusers_stub(root):
 def test_diffusers_folder_without_weights_fails_before_loading(tmp_path, monkeypatch):
     import diffusers
 
-    from refam.loading import load_pipeline
+    from refam.pipeline import RefAMPipeline
 
     def no_loading(*_args, **_kwargs):
         raise AssertionError("tried to load weights before checking the folder")
@@ -186,7 +186,7 @@ def test_diffusers_folder_without_weights_fails_before_loading(tmp_path, monkeyp
     monkeypatch.setattr(diffusers.FluxTransformer2DModel, "from_pretrained", no_loading)
     folder = _diffusers_stub(tmp_path / "flux")
     with pytest.raises(ValueError, match="is incomplete") as info:
-        load_pipeline(folder)
+        RefAMPipeline.from_pretrained(folder)
     message = str(info.value)
     assert str(folder) in message and "no weights in transformer/" in message
     assert all(f"no {part}/ folder" in message for part in ("vae", "text_encoder", "text_encoder_2"))

@@ -356,7 +356,7 @@ def test_huge_block_ranges_are_refused_before_expanding():
 
 
 def test_bench_memory_size_is_checked():
-    from refam.bench import _parse_size
+    from refam.bench.memory import parse_size as _parse_size
 
     assert _parse_size("8000x6000") == (8000, 6000)
     for bad in ("8000", "0x10", "axb", "99999x99999"):

@@ -10,7 +10,7 @@ import pytest
 
 import refam.language as language
 from conftest import REPO_ROOT, shared_path
-from refam.expression import split_words, tokenize_expression
+from refam.expression import TokenRole, split_words, tokenize_expression
 from refam.language import (
     LanguageCues,
     SpatialCue,
@@ -177,12 +177,14 @@ def test_noun_phrase_words_index_split_words_and_tokens(nlp, t5_tokenizer) -> No
         # The same indices select the phrase's tokens in the tokenized expression.
         te = tokenize_expression(expression, t5_tokenizer)
         assert te.words[: te.expression_word_count] == words
-        picked = {
-            t.word for t, keep in zip(te.tokens, te.keep_mask(drop_roles=(), words=idx), strict=True) if keep
-        }
+        # The noun-phrase filter narrows the content words (the one keep rule, which the heatmap
+        # applies); every other role is left to the role switches, all off here.
+        kept = list(zip(te.tokens, te.keep_mask(drop_roles=(), words=idx), strict=True))
+        picked = {t.word for t, keep in kept if keep and t.role is TokenRole.CONTENT}
         # (T5's one piece "1.2" carries the first of its three words, so "." and "2" have no token.)
-        carried = {t.word_index for t in te.tokens}
+        carried = {t.word_index for t in te.tokens if t.role is TokenRole.CONTENT}
         assert picked == {words[i].text for i in idx if i in carried}
+        assert all(t.role is TokenRole.CONTENT and t.word_index not in idx for t, keep in kept if not keep)
         if cues.spatial is not None:
             assert all(0 <= i < len(words) for i in cues.spatial.words)
 

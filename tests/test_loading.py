@@ -12,13 +12,9 @@ from safetensors.torch import save_file
 
 from bfl_layout import to_bfl
 from conftest import REPO_ROOT
-from refam.loading import (
-    _load_clip_file,
-    _load_single_file_transformer,
-    _load_t5_file,
-    find_model_file,
-    load_flux,
-)
+from refam.loading import load_flux
+from refam.single_files import load_clip_file, load_t5_file, load_transformer_file
+from refam.weights import find_weights_file
 from tiny_models import tiny_clip, tiny_t5
 
 
@@ -32,14 +28,14 @@ def test_bfl_single_file_transformer_loads_exactly(tmp_path):
     ComfyUI's checkpoint prefix, loads into diffusers with identical weights and outputs."""
     from diffusers import FluxTransformer2DModel
 
-    from refam.bench import build_model
+    from refam.bench.flux import build_model
 
     ref = build_model(24, 1, 1, torch.bfloat16, torch.device("cpu"))
     bfl = {f"model.diffusion_model.{k}": v for k, v in to_bfl(ref.state_dict(), 1, 1).items()}
     path = tmp_path / "flux1-dev-tiny-depth.safetensors"
     save_file(bfl, str(path))
     del bfl
-    model = _load_single_file_transformer(path, torch.bfloat16)
+    model = load_transformer_file(path, torch.bfloat16)
     assert isinstance(model, FluxTransformer2DModel) and _no_meta(model)
     assert (
         model.config.num_layers == 1 and model.config.num_single_layers == 1 and model.config.guidance_embeds
@@ -57,7 +53,7 @@ def test_t5_and_clip_single_files_load_with_inferred_configs(tmp_path, t5_tokeni
         if "embed_tokens" not in k
     }
     save_file(sd, str(tmp_path / "t5.safetensors"))  # ComfyUI-style prefix; the tied table stored once
-    loaded = _load_t5_file(tmp_path / "t5.safetensors", torch.float32)
+    loaded = load_t5_file(tmp_path / "t5.safetensors", torch.float32)
     ids = t5_tokenizer(["a cat on the left"], return_tensors="pt").input_ids
     assert _no_meta(loaded)
     torch.testing.assert_close(loaded(ids)[0], t5(ids)[0])
@@ -66,7 +62,7 @@ def test_t5_and_clip_single_files_load_with_inferred_configs(tmp_path, t5_tokeni
     # transformers 4 / ComfyUI naming ("text_model." prefix), whatever the installed version uses
     sd = {f"text_model.{k.removeprefix('text_model.')}": v.contiguous() for k, v in clip.state_dict().items()}
     save_file(sd, str(tmp_path / "clip_l.safetensors"))
-    loaded = _load_clip_file(tmp_path / "clip_l.safetensors", torch.float32)
+    loaded = load_clip_file(tmp_path / "clip_l.safetensors", torch.float32)
     ids = clip_tokenizer(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
     assert _no_meta(loaded)
     torch.testing.assert_close(loaded(ids).pooler_output, clip(ids).pooler_output)
@@ -75,9 +71,9 @@ def test_t5_and_clip_single_files_load_with_inferred_configs(tmp_path, t5_tokeni
 def test_wrong_files_are_named(tmp_path):
     save_file({"foo.weight": torch.zeros(2)}, str(tmp_path / "not_flux.safetensors"))
     with pytest.raises(ValueError, match="does not look like a FLUX transformer"):
-        _load_single_file_transformer(tmp_path / "not_flux.safetensors", torch.float32)
+        load_transformer_file(tmp_path / "not_flux.safetensors", torch.float32)
     with pytest.raises(FileNotFoundError, match="Searched"):
-        find_model_file("flux1-dev.safetensors", [tmp_path / "models" / "unet"], "FLUX transformer")
+        find_weights_file("flux1-dev.safetensors", [tmp_path / "models" / "unet"], "FLUX transformer")
     with pytest.raises(FileNotFoundError, match="T5"):
         # a transformer file with no text encoders anywhere: the error lists where it looked
         (tmp_path / "diffusion_models").mkdir()

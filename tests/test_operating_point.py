@@ -8,8 +8,11 @@ import inspect
 import numpy as np
 import pytest
 
-from refam.operating_point import FLUX_IMAGE, FROM_BACKEND, MOCHI_VIDEO, OperatingPoint
-from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.architectures.flux import FLUX_IMAGE
+from refam.architectures.mochi import MOCHI_VIDEO
+from refam.operating_point import FROM_BACKEND, OperatingPoint
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 
 
 def test_the_papers_operating_points():
@@ -61,12 +64,13 @@ class _Stop(Exception):
 )
 def test_segment_video_mochi_from_python_runs_at_mochis_point(t5_tokenizer, overrides, expected):
     from refam.segment.sam2_video import ArrayFrames
-    from refam.video import segment_video_mochi
+    from refam.video import segment_video
 
     backend = _RecordingBackend(MOCHI_VIDEO, t5_tokenizer)
+    backend.modality = "video"  # a clip backend: one pass over the whole clip
     frames = ArrayFrames(np.zeros((7, 32, 48, 3), dtype=np.uint8))
     with pytest.raises(_Stop):
-        segment_video_mochi(RefAMPipeline(backend), None, frames, "the dog", **overrides)
+        segment_video(RefAMPipeline(backend), None, frames, "the dog", **overrides)
     call = backend.calls[0]
     assert (call["sigma"], call["resolution"]) == expected
 
@@ -85,9 +89,10 @@ def test_the_image_pipeline_passes_the_backends_point(t5_tokenizer):
 
 
 def _cli_options(argv: list[str]) -> RefAMOptions:
-    from refam.cli import _options_from_args, build_parser
+    from refam.cli import build_parser
+    from refam.cli.arguments import options_from_args
 
-    return _options_from_args(build_parser().parse_args(["segment", "x.png", "a cat", *argv]))
+    return options_from_args(build_parser().parse_args(["segment", "x.png", "a cat", *argv]))
 
 
 def test_cli_leaves_unset_values_to_the_backend_and_keeps_given_ones():
@@ -97,12 +102,10 @@ def test_cli_leaves_unset_values_to_the_backend_and_keeps_given_ones():
 
 
 def test_toy_runs_at_its_own_sigma_unless_one_is_given():
-    from refam.loading import load_pipeline
-
-    toy = load_pipeline(None)
+    toy = RefAMPipeline.from_pretrained(None)
     own = toy.backend.operating_point.sigma
     assert toy.resolved().sigma == own
-    assert load_pipeline(None, options=RefAMOptions(sigma=0.75)).resolved().sigma == 0.75
+    assert RefAMPipeline.from_pretrained(None, options=RefAMOptions(sigma=0.75)).resolved().sigma == 0.75
 
 
 def test_nodes_and_backends_read_the_same_declaration():
@@ -125,9 +128,8 @@ def test_nodes_and_backends_read_the_same_declaration():
 def test_expressions_are_padded_as_bfl_pads_each_flux(t5_tokenizer, clip_tokenizer):
     """FLUX's T5 runs without a mask, so the padding after an expression shapes its tokens: FLUX.1-dev
     (guidance-distilled) pads to 512, schnell to 256, as BFL's reference does; the toy to its own 32."""
-    from refam.backends.diffusers_flux_model import DiffusersFlux
-    from refam.loading import load_pipeline
-    from refam.operating_point import FLUX_SCHNELL
+    from refam.architectures.flux import FLUX_SCHNELL
+    from refam.backends.diffusers_flux import DiffusersFlux
     from tiny_models import tiny_flux_backend, tiny_flux_transformer
 
     schnell = tiny_flux_backend(t5_tokenizer, clip_tokenizer)
@@ -143,4 +145,4 @@ def test_expressions_are_padded_as_bfl_pads_each_flux(t5_tokenizer, clip_tokeniz
     assert (schnell.operating_point, schnell.text_pad_length) == (FLUX_SCHNELL, 256)
     tokens, _cues = RefAMPipeline(schnell).tokenize("the cat on the left")
     assert len(tokens[0].ids) == 256
-    assert load_pipeline(None).backend.text_pad_length == 32
+    assert RefAMPipeline.from_pretrained(None).backend.text_pad_length == 32

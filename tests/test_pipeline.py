@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from refam.images import load_image, to_rgb_uint8
-from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 from tiny_models import tiny_flux_backend
 
 
@@ -128,3 +129,34 @@ def test_image_formats(pipe, cats, tmp_path):
         pipe.segment_batch([cats, cats[:100]], "a cat")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_image(tmp_path / "missing.png")
+
+
+def _transformer_folder(root, class_name):
+    (root / "transformer").mkdir(parents=True)
+    (root / "transformer" / "config.json").write_text(f'{{"_class_name": "{class_name}"}}')
+    return root
+
+
+def test_from_pretrained_picks_the_architecture_from_the_folder(tmp_path, monkeypatch):
+    import refam.loading
+    from refam.assembly import detect_architecture
+
+    mochi = _transformer_folder(tmp_path / "mochi", "MochiTransformer3DModel")
+    flux = _transformer_folder(tmp_path / "flux", "FluxTransformer2DModel")
+    assert detect_architecture(mochi) == "mochi"
+    assert detect_architecture(flux) == "flux"
+    assert detect_architecture(tmp_path / "flux1-dev.safetensors") == "flux"  # single files are FLUX's
+    calls = []
+    monkeypatch.setattr(refam.loading, "load_mochi", lambda model, **kw: calls.append(("mochi", model)) or "m")
+    monkeypatch.setattr(refam.loading, "load_flux", lambda model, **kw: calls.append(("flux", model)) or "f")
+    assert RefAMPipeline.from_pretrained(mochi).backend == "m"
+    assert RefAMPipeline.from_pretrained(flux).backend == "f"
+    assert RefAMPipeline.from_pretrained(flux, architecture="mochi").backend == "m"  # explicit wins
+    assert calls == [("mochi", mochi), ("flux", flux), ("mochi", flux)]
+
+
+def test_from_pretrained_refuses_unknown_or_modelless_architectures():
+    with pytest.raises(ValueError, match="architecture must be one of flux, mochi"):
+        RefAMPipeline.from_pretrained("x", architecture="sd3")
+    with pytest.raises(ValueError, match="needs model="):
+        RefAMPipeline.from_pretrained(None, architecture="mochi")

@@ -14,9 +14,10 @@ from scipy import ndimage
 from conftest import REPO_ROOT
 from refam.attention import ImageGeometry
 from refam.mask_choice import choose_mask
-from refam.pipeline import RefAMOptions, RefAMPipeline, choose_points
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 from refam.points import Point, argmax_point, peak_points, upsample_heatmap
-from refam.prompts import CORE_DEPTH_FRACTION, check_point_strategy, choose_prompt
+from refam.prompts import CORE_DEPTH_FRACTION, check_point_strategy, choose_points, choose_prompt
 from refam.regions import RASTER_SIDE, REGION_FRACTION, find_regions, region_threshold, sample_heatmap
 from refam.segment.base import MaskPrediction
 from refam.toy.segmenter import FloodFillSegmenter
@@ -323,9 +324,7 @@ def test_video_prompts_carry_labels_and_boxes():
 
 @pytest.fixture(scope="module")
 def toy():
-    from refam.loading import load_pipeline
-
-    return load_pipeline(None)
+    return RefAMPipeline.from_pretrained(None)
 
 
 @pytest.fixture(scope="module")

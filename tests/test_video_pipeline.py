@@ -10,17 +10,19 @@ import torch
 from PIL import Image
 
 from refam.attention import ImageGeometry
+from refam.points import Point
 from refam.segment import SAM2_VIDEO_MODEL_OVERRIDES, build_sam2_module
 from refam.segment.sam2_video import ArrayFrames
 from refam.toy import scenes
-from refam.video import candidate_frames, frame_evidence, segment_video
+from refam.video import FrameFinding, candidate_frames, frame_evidence, prompt_and_track, segment_video
 
 H, W, T = 96, 96, 8  # square, as the toy model was trained
 
 
 @pytest.fixture(scope="module")
 def toy_pipe():
-    from refam.pipeline import RefAMOptions, RefAMPipeline
+    from refam.options import RefAMOptions
+    from refam.pipeline import RefAMPipeline
     from refam.toy.model import load_toy
 
     backend = load_toy()
@@ -80,6 +82,20 @@ def test_points_from_several_frames(toy_pipe, tracker):
         toy_pipe, tracker, ArrayFrames(frames), "the red circle", prompt_frame="best", candidates=4, points_from=2
     )
     assert len(result.prompts) == 2 and len({p.frame for p in result.prompts}) == 2
+
+
+def test_found_points_alone_prompt_and_track(tracker):
+    """What the Propagate node hands over (points and evidence per frame, no heatmap): the most
+    evident frame prompts, the masks cover the clip."""
+    frames, targets = _clip()
+    ys, xs = np.nonzero(targets[5])
+    on_circle = Point(float(xs.mean()), float(ys.mean()), 1.0, 0, 0)
+    findings = {0: FrameFinding(0.2, [on_circle]), 5: FrameFinding(0.9, [on_circle], labels=[1])}
+    result = prompt_and_track(tracker, ArrayFrames(frames), "the red circle", findings)
+    assert result.prompt_frame == 5 and [p.frame for p in result.prompts] == [5] and result.heatmap is None
+    assert result.evidence == {0: 0.2, 5: 0.9} and result.masks.shape == (T, H, W) and result.masks.dtype == bool
+    with pytest.raises(ValueError, match="no candidate frame"):
+        prompt_and_track(tracker, ArrayFrames(frames), "the red circle", {})
 
 
 def test_points_never_leave_the_frame():

@@ -95,7 +95,7 @@ def tiny_clip(vocab_size: int = 49408, hidden: int = 32, heads: int = 4, seed: i
 
 def tiny_flux_backend(t5_tokenizer, clip_tokenizer, seed: int = 0, **kwargs):
     """A whole tiny FLUX (transformer, VAE, T5, CLIP) as a RefAM backend, in memory."""
-    from refam.backends.diffusers_flux_model import DiffusersFlux
+    from refam.backends.diffusers_flux import DiffusersFlux
 
     return DiffusersFlux(
         transformer=tiny_flux_transformer(seed),

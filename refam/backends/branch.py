@@ -8,7 +8,7 @@ the selected blocks, progress and the early stop after the last one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ class BranchRunner:
     layout: ExpressionLayout
     stop_after_last: bool = False
     progress: BlockProgress | None = None
+    meter: Any = None  # a refam.backends.branch_cost.BranchMeter: the branch's own time and bytes
     records: list[BlockCapture] = field(default_factory=list)
     expr: torch.Tensor | None = None
     rows: torch.Tensor | None = None
@@ -74,9 +75,26 @@ class BranchRunner:
 
     @torch.no_grad()
     def run(
+        self,
+        index: int,
+        image: Callable[[], ImageAttention],
+        vec: torch.Tensor,
+        embed: Callable[[int], torch.Tensor],
+    ) -> None:
+        """One block of the branch. ``image()`` reads the block's image attention tensors (called
+        here, so that a meter charges the reading to the branch); ``embed(batch)`` maps the text
+        encoder's embeddings into the text stream."""
+        with self.meter.measure() if self.meter is not None else nullcontext():
+            self._run(index, image(), vec, embed)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.last + 1)
+        if self.stop_after_last and index == self.last:
+            raise CaptureComplete
+
+    def _run(
         self, index: int, image: ImageAttention, vec: torch.Tensor, embed: Callable[[int], torch.Tensor]
     ) -> None:
-        """One block of the branch; ``embed(batch)`` maps the T5 embeddings into the text stream."""
         if self.rows is not None:
             rows = self.rows.to(vec.device)
             image = image.rows(rows)
@@ -94,8 +112,3 @@ class BranchRunner:
                     text_mass=out.text_mass.to("cpu", torch.float32),
                 )
             )
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.last + 1)
-        if self.stop_after_last and index == self.last:
-            raise CaptureComplete

@@ -1,24 +1,46 @@
-"""What every ComfyUI capture shares: the one-step pass, positive-row selection and reading the
-attention call's q/k/v (the branch itself runs in :class:`refam.backends.branch.BranchRunner`).
+"""The expression branch on the user's own ComfyUI MODEL, for every architecture module.
 
-The model-specific parts (which patch keys, where the image tokens sit, which adapter) live in
-``comfy_flux`` and ``comfy_mochi``.
+Nothing global is touched. The capture lives on a **clone** of the ModelPatcher
+(:meth:`ComfyCapture.patched_model`):
+
+* a ``dit`` replace patch per joint block runs the block (chaining any patch already on that
+  key), then one block of the expression branch (:class:`refam.backends.branch.BranchRunner`);
+* the image queries/keys/values of the block's real attention call are read through
+  ``transformer_options["optimized_attention_override"]`` (ComfyUI >= 0.3.59), chaining any
+  override already there and calling what ComfyUI would have called;
+* a wrapper at the architecture's pass point resets the per-pass state and learns the token layout.
+
+The pass itself is ComfyUI's: ``CFGGuider`` with cfg 1 (only the positive conditioning runs)
+and a one-step sampler at ``σ``, so model loading, lowvram offloading, conditioning processing
+and other packs' wrappers behave exactly as in a normal sampling run. What differs between
+DiTs (patch keys, where the image tokens sit, the adapters) comes from :mod:`refam.architectures`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from refam.attention import CaptureComplete
+from refam.architectures import Architecture, ComfyBlock, comfy_architecture
+from refam.attention import (
+    BlockCapture,
+    CaptureComplete,
+    ExpressionLayout,
+    ImageAttention,
+    resolve_capture_blocks,
+)
+from refam.backends.branch import BranchRunner
 from refam.images import to_model_pixels
 from refam.noise import capture_noise
+from refam.variants import BRANCH_POOLED, check_choice
 
 __all__ = [
+    "ComfyCapture",
     "PATCH_KEY",
     "attention_reader",
     "comfy_pixels",
@@ -26,7 +48,10 @@ __all__ = [
     "positive_rows",
     "preferred_attention",
     "run_patched_pass",
+    "supports_attention_override",
 ]
+
+BlockProgress = Callable[[int, int], None]
 
 
 # The key RefAM's wrappers are registered under on a MODEL clone.
@@ -123,3 +148,118 @@ def attention_reader(
         return func(*args, **kwargs)
 
     return override
+
+
+def supports_attention_override() -> bool:
+    """ComfyUI >= 0.3.59 routes every attention call through ``optimized_attention_override``."""
+    import comfy.ldm.modules.attention as attention
+
+    return hasattr(attention, "wrap_attn")
+
+
+@dataclass
+class ComfyCapture:
+    """The expression branch as patches on a clone of a ComfyUI MODEL of any architecture module.
+
+    ``expression_embeds [1, L, D]`` are the text encoder's outputs (see
+    :func:`refam.backends.comfy_text.encode_expressions`); the architecture maps them into the
+    text stream as the model does for the caption. ``architecture`` None: found from the MODEL
+    (of ``modality`` when given).
+    """
+
+    model: Any
+    expression_embeds: torch.Tensor
+    layout: ExpressionLayout
+    architecture: Architecture | None = None
+    modality: str | None = None
+    blocks: Iterable[int | str] | None = None
+    stop_after_last: bool = False
+    progress: BlockProgress | None = None
+    branch_pooled: str = BRANCH_POOLED[0]
+    meter: Any = None
+    records: list[BlockCapture] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        found, self.diffusion_model = comfy_architecture(self.model, self.modality)
+        self.architecture = self.architecture or found
+        check_choice("branch_pooled", self.branch_pooled, BRANCH_POOLED)
+        if not supports_attention_override():
+            raise RuntimeError("RefAM needs ComfyUI >= 0.3.59 (optimized_attention_override); update ComfyUI")
+        self.joint_blocks = self.architecture.comfy_blocks(self.diffusion_model)
+        self.names = [b.name for b in self.joint_blocks]
+        self.selected = resolve_capture_blocks(self.blocks, len(self.names), self.names)
+        if self.expression_embeds.shape[1] != self.layout.total:
+            raise ValueError(
+                f"expression embeddings hold {self.expression_embeds.shape[1]} tokens, layout expects {self.layout.total}"
+            )
+        self.runner = BranchRunner(
+            [self.architecture.comfy_adapter(b.name, b.module) for b in self.joint_blocks],
+            self.names,
+            set(self.selected),
+            self.layout,
+            stop_after_last=self.stop_after_last,
+            progress=self.progress,
+            meter=self.meter,
+            records=self.records,
+        )
+        self._preferred = [preferred_attention(b.module) for b in self.joint_blocks]
+        self._pass: Any = None
+        self._attention: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def patched_model(self) -> Any:
+        """A clone of the MODEL carrying the capture; the original's options are left untouched."""
+        from comfy.patcher_extension import WrappersMP
+
+        clone = self.model.clone()
+        replace = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        for index, block in enumerate(self.joint_blocks[: self.runner.last + 1]):
+            patch = self._block_patch(index, block, replace.get(block.patch_key))
+            clone.set_model_patch_replace(patch, "dit", *block.patch_key)
+        clone.add_wrapper_with_key(getattr(WrappersMP, self.architecture.comfy_wrapper), PATCH_KEY, self._on_pass)
+        return clone
+
+    def release(self) -> None:
+        self._pass, self._attention = None, None
+        self.runner.release()
+
+    def _on_pass(self, executor, *args, **kwargs):
+        self._pass, options, batch = self.architecture.comfy_start_pass(
+            self.diffusion_model, args, kwargs, self.branch_pooled
+        )
+        self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), batch))
+        return executor(*args, **kwargs)
+
+    def _block_patch(self, index: int, block: ComfyBlock, previous: Callable | None):
+        arch = self.architecture
+
+        def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+            # Only references here: the slicing runs in the branch, where a meter charges it.
+            self._attention = (q, k, v)
+
+        def patch(args: dict, extra: dict) -> dict:
+            import comfy.model_management
+
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            options = dict(args.get("transformer_options") or {})
+            options["optimized_attention_override"] = attention_reader(
+                options.get("optimized_attention_override"), keep, self._preferred[index]
+            )
+            call_args = {**args, "transformer_options": options}
+            out = previous(call_args, extra) if previous is not None else extra["original_block"](call_args)
+            seen, self._attention = self._attention, None
+            if seen is None:
+                raise RuntimeError(f"{block.name}: no attention call was seen")
+            state = self._pass
+            like = arch.comfy_text_like(block, args)
+
+            def embed(batch: int) -> torch.Tensor:
+                embeds = self.expression_embeds.to(device=like.device, dtype=like.dtype)
+                return arch.comfy_embed(self.diffusion_model, embeds.expand(batch, -1, -1))
+
+            def image() -> ImageAttention:
+                return arch.comfy_image_attention(block, *seen, args, state)
+
+            self.runner.run(index, image, arch.comfy_conditioning(args, state), embed)
+            return out
+
+        return patch

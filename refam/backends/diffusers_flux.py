@@ -1,287 +1,274 @@
-"""RefAM capture on a diffusers ``FluxTransformer2DModel``.
+"""A FLUX model on diffusers as a RefAM attention backend: the image path and one capture pass.
 
-The model is never modified: the capture lives in forward hooks that the context manager
-installs and always removes, also when the forward raises. Image queries/keys/values are read
-from the attention's own QK-norm and value projections (hooks cost nothing: the tensors exist
-anyway); RoPE is applied to the image slice with the same function diffusers uses.
+Image path (paper §3.2, following ConceptAttention): VAE encode -> ``(z - shift) * scale`` -> noise to ``σ`` with a
+seeded generator -> 2x2 packing -> ONE transformer forward at timestep ``σ`` conditioned on the
+caption (or the empty prompt). The expression branch rides along that forward; all expressions
+of the call share it.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from refam.attention import (
-    CaptureComplete,
-    ExpressionLayout,
-    ImageAttention,
-    resolve_capture_blocks,
-)
-from refam.backends.branch import BranchRunner, installed
-from refam.variants import BRANCH_POOLED, check_choice
+from refam.architectures.flux import FLUX1, FLUX_IMAGE, flux_point, latent_image_ids, pack_latents
+from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
+from refam.backends.diffusers_capture import capture_attention, run_until_captured
+from refam.expression import TokenizedExpression
+from refam.images import model_size, to_model_pixels
+from refam.noise import capture_noise, check_sigma
+from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
+from refam.variants import BRANCH_POOLED
 
-__all__ = [
-    "CaptureComplete",
-    "DiffusersDoubleAdapter",
-    "DiffusersSingleAdapter",
-    "FluxCapture",
-    "capture_flux_attention",
-    "flux_blocks",
-    "pooled_shift",
-]
+__all__ = ["DiffusersFlux"]
 
-
-def _clip_fp16(x: torch.Tensor) -> torch.Tensor:
-    # Mirrors the blocks' own fp16 overflow guard so the branch sees what the model would.
-    return x.clip(-65504, 65504) if x.dtype == torch.float16 else x
-
-
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return x.unflatten(-1, (-1, head_dim))
-
-
-def _check_unfused(attn: nn.Module) -> None:
-    if getattr(attn, "fused_projections", False):
-        raise RuntimeError(
-            "RefAM reads the separate q/k/v projections; call transformer.unfuse_qkv_projections() first"
-        )
-
-
-class DiffusersDoubleAdapter:
-    """Text-stream pieces of a diffusers ``FluxTransformerBlock``."""
-
-    kind = "double"
-
-    def __init__(self, block: nn.Module) -> None:
-        self.block = block
-        _check_unfused(block.attn)
-
-    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
-        attn = self.block.attn
-        normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.block.norm1_context(expr, emb=vec)
-        q = attn.norm_added_q(_heads(attn.add_q_proj(normed), attn.head_dim))
-        k = attn.norm_added_k(_heads(attn.add_k_proj(normed), attn.head_dim))
-        v = _heads(attn.add_v_proj(normed), attn.head_dim)
-        return (
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            (gate_msa, shift_mlp, scale_mlp, gate_mlp),
-        )
-
-    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
-        gate_msa, shift_mlp, scale_mlp, gate_mlp = state
-        block = self.block
-        expr = expr + gate_msa.unsqueeze(1) * block.attn.to_add_out(attn_out.to(expr.dtype))
-        normed = block.norm2_context(expr) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        return _clip_fp16(expr + gate_mlp.unsqueeze(1) * block.ff_context(normed))
-
-
-class DiffusersSingleAdapter:
-    """Text-stream view of a diffusers ``FluxSingleTransformerBlock`` (weights shared by all tokens)."""
-
-    kind = "single"
-
-    def __init__(self, block: nn.Module) -> None:
-        self.block = block
-        _check_unfused(block.attn)
-
-    def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
-        attn = self.block.attn
-        normed, gate = self.block.norm(expr, emb=vec)
-        q = attn.norm_q(_heads(attn.to_q(normed), attn.head_dim))
-        k = attn.norm_k(_heads(attn.to_k(normed), attn.head_dim))
-        v = _heads(attn.to_v(normed), attn.head_dim)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), (normed, gate)
-
-    def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
-        normed, gate = state
-        block = self.block
-        mlp = block.act_mlp(block.proj_mlp(normed))
-        joined = torch.cat([attn_out.to(mlp.dtype), mlp], dim=2)
-        return _clip_fp16(expr + gate.unsqueeze(1) * block.proj_out(joined))
-
-
-def flux_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The joint blocks in execution order, named ``double.i`` / ``single.j``."""
-    if not (hasattr(transformer, "transformer_blocks") and hasattr(transformer, "single_transformer_blocks")):
-        raise TypeError(
-            f"expected a diffusers FluxTransformer2DModel, got {type(transformer).__name__}: "
-            "RefAM's diffusers backend needs FLUX double- and single-stream blocks"
-        )
-    for block in transformer.single_transformer_blocks:
-        # diffusers < 0.35 hands single blocks [text; image] as one tensor, so the image tokens
-        # this backend reads would be mixed with text rows.
-        if "encoder_hidden_states" not in inspect.signature(block.forward).parameters:
-            import diffusers
-
-            raise RuntimeError(
-                f"diffusers {diffusers.__version__} passes text and image to FLUX's single blocks as one tensor; "
-                "RefAM needs diffusers >= 0.35: pip install -U 'diffusers>=0.35'"
-            )
-    named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
-    named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
-    return named
-
-
-@torch.no_grad()
-def pooled_shift(transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> torch.Tensor | None:
-    """What turns the block's conditioning vector into the branch's (:data:`BRANCH_POOLED`): with
-    ``zero``, the pooled-text term of ``time_text_embed`` swapped for a zero vector's."""
-    check_choice("branch_pooled", branch_pooled, BRANCH_POOLED)
-    embedder = getattr(getattr(transformer, "time_text_embed", None), "text_embedder", None)
-    if branch_pooled == "caption" or embedder is None:
-        return None
-    return embedder(torch.zeros_like(pooled)) - embedder(pooled)
-
-
-def _rope_tail(x: torch.Tensor, rotary: Any, n_tail: int) -> torch.Tensor:
-    """RoPE on the last ``n_tail`` positions of ``x [B, S, H, Dh]`` (the image tokens)."""
-    from diffusers.models.embeddings import apply_rotary_emb
-
-    if rotary is None:
-        return x
-    cos, sin = rotary
-    return apply_rotary_emb(x, (cos[-n_tail:], sin[-n_tail:]), sequence_dim=1)
-
-
-_BLOCK_PARAMS = ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb")
+ProgressFn = Callable[[str], None]
 
 
 @dataclass
-class _Scratch:
-    q: torch.Tensor | None = None
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
+class DiffusersFlux:
+    """FLUX (or a FLUX-architecture model) loaded with diffusers / transformers.
 
-
-class FluxCapture:
-    """State of one capture: the expression stream between blocks and the records taken.
-
-    ``expression_embeds`` are the text encoder's outputs for the expression tokens (``[1, L, D]``
-    or ``[B, L, D]``); the transformer's own ``context_embedder`` maps them into the text stream,
-    exactly as it does for the caption.
+    ``clip`` provides FLUX's pooled vector; ``vae`` may be any module with diffusers'
+    ``encode(x).latent_dist`` API and ``config.scaling_factor`` / ``shift_factor``.
+    With ``offload`` every component lives on the CPU and visits ``device`` only while it runs.
     """
 
-    def __init__(
+    transformer: nn.Module
+    vae: nn.Module
+    t5: nn.Module
+    t5_tokenizer: Any
+    clip: nn.Module | None
+    clip_tokenizer: Any | None
+    name: str = "flux"
+    t5_max_length: int = FLUX1.text_encoder.pad_length
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    offload: bool = False
+    # A model trained at one size only (the toy) sees every image stretched to it; the geometry
+    # maps points back exactly either way.
+    native_size: tuple[int, int] | None = None
+    operating_point: OperatingPoint | None = None  # None: FLUX.1-dev's or schnell's, read off the weights
+    modality = "image"
+
+    def __post_init__(self) -> None:
+        FLUX1.diffusers_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
+        if self.operating_point is None:
+            self.operating_point = flux_point(bool(getattr(self.transformer.config, "guidance_embeds", False)))
+        self.device = torch.device(self.device)
+        home = torch.device("cpu") if self.offload else self.device
+        for module in self._modules():
+            module.to(home).eval().requires_grad_(False)
+
+    def _modules(self) -> list[nn.Module]:
+        return [m for m in (self.transformer, self.vae, self.t5, self.clip) if m is not None]
+
+    # -- what the pipeline needs to know ------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.t5_tokenizer
+
+    @property
+    def text_pad_length(self) -> int:
+        return self.operating_point.text_length or self.t5_max_length
+
+    @property
+    def latent_multiple(self) -> int:
+        """Pixels per latent patch: VAE downsampling x FLUX's 2x2 packing."""
+        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return down * 2
+
+    @property
+    def num_blocks(self) -> int:
+        return len(FLUX1.diffusers_blocks(self.transformer))
+
+    @contextmanager
+    def _on_device(self, module: nn.Module | None) -> Iterator[None]:
+        if module is None or not self.offload:
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # -- text ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _t5(self, ids: torch.Tensor) -> torch.Tensor:
+        with self._on_device(self.t5):
+            # No attention mask, as the FLUX pipelines do: the model was trained on embeddings of
+            # padded prompts, so the expression is encoded the same way.
+            return self.t5(ids.to(self.device), output_hidden_states=False)[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prompt_embeds [1, T, D], pooled [1, P])`` for the denoising pass."""
+        ids = self.t5_tokenizer(
+            [caption],
+            padding="max_length",
+            max_length=self.t5_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        embeds = self._t5(ids)
+        return embeds, self._pooled(caption)
+
+    @torch.no_grad()
+    def _pooled(self, caption: str) -> torch.Tensor:
+        dim = self.transformer.config.pooled_projection_dim
+        if self.clip is None:
+            return torch.zeros(1, dim, dtype=self.dtype)
+        max_len = getattr(self.clip_tokenizer, "model_max_length", 77)
+        max_len = 77 if max_len > 1000 else max_len
+        ids = self.clip_tokenizer(
+            [caption], padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        ).input_ids
+        with self._on_device(self.clip):
+            out = self.clip(ids.to(self.device), output_hidden_states=False)
+        return out.pooler_output.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_expressions(
+        self, expressions: Sequence[TokenizedExpression]
+    ) -> tuple[torch.Tensor, ExpressionLayout]:
+        """T5 embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``."""
+        ids = torch.tensor([e.ids for e in expressions])
+        embeds = self._t5(ids)
+        return pack_expressions(embeds, [e.valid_length for e in expressions])
+
+    # -- image -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [-1, 1] -> normalised latents ``[B, C, H/8, W/8]``."""
+        cfg = self.vae.config
+        with self._on_device(self.vae):
+            vae_dtype = next(self.vae.parameters()).dtype
+            dist = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
+            # The distribution's mode keeps the latent deterministic; the seed only drives ε.
+            z = dist.mode()
+        shift = getattr(cfg, "shift_factor", None) or 0.0
+        return ((z - shift) * cfg.scaling_factor).to(self.dtype)
+
+    @torch.no_grad()
+    def capture(
         self,
-        transformer: nn.Module,
-        expression_embeds: torch.Tensor,
+        images: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        caption: str = "",
+        *,
+        sigma: float | FromBackend = FROM_BACKEND,
+        seed: int = 0,
+        guidance: float | None | FromBackend = FROM_BACKEND,
+        resolution: int | None | FromBackend = FROM_BACKEND,
+        blocks: Iterable[int] | None = None,
+        progress: ProgressFn | None = None,
+        branch_pooled: str = BRANCH_POOLED[0],
+    ) -> CapturedAttention:
+        """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch;
+        what is not given comes from :attr:`operating_point`."""
+        say = progress or (lambda _s: None)
+        say("encoding text")
+        prompt_embeds, pooled = self.encode_caption(caption)
+        expr_embeds, layout = self.encode_expressions(expressions)
+        captured = self.capture_encoded(
+            images,
+            expressions,
+            prompt_embeds,
+            pooled,
+            expr_embeds,
+            layout,
+            sigma=sigma,
+            seed=seed,
+            guidance=guidance,
+            resolution=resolution,
+            blocks=blocks,
+            progress=progress,
+            branch_pooled=branch_pooled,
+        )
+        captured.meta["caption"] = caption
+        return captured
+
+    @torch.no_grad()
+    def capture_encoded(
+        self,
+        images: np.ndarray,
+        expressions: Sequence[TokenizedExpression],
+        prompt_embeds: torch.Tensor,
+        pooled: torch.Tensor,
+        expr_embeds: torch.Tensor,
         layout: ExpressionLayout,
         *,
-        blocks: Iterable[int | str] | None = None,
-        stop_after_last: bool = False,
-        vec_shift: torch.Tensor | None = None,
-    ) -> None:
-        self.transformer = transformer
-        self.vec_shift = vec_shift  # added to each block's conditioning vector for the branch
-        self.named_blocks = flux_blocks(transformer)
-        selected = resolve_capture_blocks(blocks, len(self.named_blocks), [n for n, _ in self.named_blocks])
-        if expression_embeds.shape[1] != layout.total:
-            raise ValueError(
-                f"expression embeddings hold {expression_embeds.shape[1]} tokens, layout expects {layout.total}"
-            )
-        self.expression_embeds = expression_embeds
-        self.layout = layout
-        self.selected = set(selected)
-        self.last = selected[-1]
-        self._scratch: dict[int, _Scratch] = {}
-        adapters = [
-            (DiffusersDoubleAdapter if name.startswith("double") else DiffusersSingleAdapter)(block)
-            for name, block in self.named_blocks
-        ]
-        self.runner = BranchRunner(
-            adapters, [n for n, _ in self.named_blocks], self.selected, layout, stop_after_last=stop_after_last
+        sigma: float | FromBackend = FROM_BACKEND,
+        seed: int = 0,
+        guidance: float | None | FromBackend = FROM_BACKEND,
+        resolution: int | None | FromBackend = FROM_BACKEND,
+        blocks: Iterable[int] | None = None,
+        progress: ProgressFn | None = None,
+        branch_pooled: str = BRANCH_POOLED[0],
+    ) -> CapturedAttention:
+        """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions).
+        ``branch_pooled`` (:data:`refam.variants.BRANCH_POOLED`): the pooled vector the expression
+        branch is modulated with."""
+        point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
+        sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
+        check_sigma(sigma)
+        say = progress or (lambda _s: None)
+        batch, height, width = images.shape[:3]
+        size = self.native_size or model_size((height, width), resolution, self.latent_multiple)
+
+        say("encoding image")
+        latents = self.encode_images(to_model_pixels(images, size))
+        noise = capture_noise(latents.shape, seed).to(latents)
+        noisy = (1.0 - sigma) * latents + sigma * noise
+        grid = (latents.shape[2] // 2, latents.shape[3] // 2)
+
+        say("capturing attention")
+        device = self.device
+        kwargs: dict[str, Any] = dict(
+            hidden_states=pack_latents(noisy).to(device),
+            encoder_hidden_states=prompt_embeds.to(device).expand(batch, -1, -1),
+            pooled_projections=pooled.to(device).expand(batch, -1),
+            timestep=torch.full((batch,), sigma, device=device, dtype=self.dtype),
+            img_ids=latent_image_ids(*grid, device=device),
+            txt_ids=torch.zeros(prompt_embeds.shape[1], 3, device=device),
+            return_dict=False,
         )
-        self.records = self.runner.records
-        self._signatures = {i: inspect.signature(b.forward) for i, (_, b) in enumerate(self.named_blocks)}
-
-    def install(self) -> list[torch.utils.hooks.RemovableHandle]:
-        handles = [self.transformer.register_forward_pre_hook(self._on_model_start)]
-        for i, (_, block) in enumerate(self.named_blocks[: self.last + 1]):
-            scratch = self._scratch.setdefault(i, _Scratch())
-            attn = block.attn
-            handles.append(attn.norm_q.register_forward_hook(self._keep(scratch, "q")))
-            handles.append(attn.norm_k.register_forward_hook(self._keep(scratch, "k")))
-            handles.append(attn.to_v.register_forward_hook(self._keep(scratch, "v")))
-            handles.append(block.register_forward_hook(self._after_block(i), with_kwargs=True))
-        return handles
-
-    def release(self) -> None:
-        self.runner.release()
-        self._scratch.clear()
-
-    @staticmethod
-    def _keep(scratch: _Scratch, slot: str):
-        def hook(_module, _inputs, output):
-            setattr(scratch, slot, output)
-
-        return hook
-
-    def _on_model_start(self, _module, _inputs) -> None:
-        self.runner.start_pass(None)
-
-    def _after_block(self, index: int):
-        def hook(block, args, kwargs, _output):
-            bound = self._signatures[index].bind_partial(*args, **kwargs).arguments
-            img, txt, temb, rotary = (bound.get(p) for p in _BLOCK_PARAMS)
-            scratch = self._scratch[index]
-            n_img = img.shape[1]
-            # Single blocks project text and image together: keep the image tail.
-            q_plain = scratch.q[:, -n_img:]
-            q = _rope_tail(q_plain, rotary, n_img).transpose(1, 2)
-            k = _rope_tail(scratch.k[:, -n_img:], rotary, n_img).transpose(1, 2)
-            v = _heads(scratch.v[:, -n_img:], block.attn.head_dim).transpose(1, 2)
-            scratch.q = scratch.k = scratch.v = None
-
-            def embed(batch: int) -> torch.Tensor:
-                embeds = self.expression_embeds.to(device=txt.device, dtype=txt.dtype)
-                embeds = embeds.expand(batch, -1, -1) if embeds.shape[0] == 1 else embeds
-                return self.transformer.context_embedder(embeds)
-
-            try:
-                vec = temb if self.vec_shift is None else temb + self.vec_shift.to(temb)
-                self.runner.run(index, ImageAttention(q, k, v, q_plain.transpose(1, 2)), vec, embed)
-            finally:
-                # The single-block adapter runs norm_q/norm_k/to_v on the expression, which our own
-                # hooks saw: drop those references so nothing outlives the block.
-                scratch.q = scratch.k = scratch.v = None
-
-        return hook
-
-
-@contextmanager
-def capture_flux_attention(
-    transformer: nn.Module,
-    expression_embeds: torch.Tensor,
-    layout: ExpressionLayout,
-    *,
-    blocks: Iterable[int | str] | None = None,
-    stop_after_last: bool = False,
-    vec_shift: torch.Tensor | None = None,
-) -> Iterator[FluxCapture]:
-    """Install the expression branch on ``transformer`` for the duration of the block.
-
-    With ``stop_after_last`` the forward raises :class:`CaptureComplete` after the last selected
-    block (use :func:`run_until_captured`); otherwise the forward runs to the end and its output is
-    bit-identical to a forward without the capture.
-    """
-    session = FluxCapture(
-        transformer, expression_embeds, layout, blocks=blocks, stop_after_last=stop_after_last, vec_shift=vec_shift
-    )
-    with installed(session):
-        yield session
-
-
-def run_until_captured(transformer: nn.Module, **forward_kwargs: Any) -> Any:
-    """Call the transformer; a :class:`CaptureComplete` early stop returns ``None``."""
-    try:
-        return transformer(**forward_kwargs)
-    except CaptureComplete:
-        return None
+        if getattr(self.transformer.config, "guidance_embeds", False):
+            if guidance is None:
+                raise ValueError(f"{self.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})")
+            kwargs["guidance"] = torch.full((batch,), guidance, device=device, dtype=torch.float32)
+        with self._on_device(self.transformer):
+            shift = FLUX1.diffusers_pooled_shift(self.transformer, kwargs["pooled_projections"], branch_pooled)
+            with capture_attention(
+                self.transformer,
+                expr_embeds,
+                layout,
+                architecture=FLUX1,
+                blocks=blocks,
+                stop_after_last=True,
+                vec_shift=shift,
+            ) as session:
+                run_until_captured(self.transformer, **kwargs)
+        return CapturedAttention(
+            blocks=session.records,
+            expressions=list(expressions),
+            layout=layout,
+            geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
+            num_blocks=self.num_blocks,
+            meta={
+                "backend": "diffusers-flux",
+                "model": self.name,
+                "sigma": sigma,
+                "seed": seed,
+                "branch_pooled": branch_pooled,
+            },
+        )

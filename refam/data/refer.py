@@ -10,7 +10,7 @@ Official layout (as the ``refer`` toolkit expects it)::
 
 Sentences are the ``sent`` field lower-cased (HybridGL's protocol). The ground-truth mask is the
 annotation's polygons decoded and summed as the ``refer`` toolkit does; see
-:func:`refam.metrics.decode_coco_polygons` for the overlap quirk (``overlap="exactly_one"``
+:func:`refam.data.coco_masks.decode_coco_polygons` for the overlap quirk (``overlap="exactly_one"``
 reproduces LAVT/CRIS/HybridGL's ``mask == 1``; the default keeps the union).
 """
 
@@ -124,7 +124,7 @@ class ReferDataset:
         return dict(sorted(groups.items()))
 
     def mask(self, sample: ReferSample, overlap: Literal["union", "exactly_one"] = "union") -> np.ndarray:
-        from refam.metrics import decode_coco_polygons
+        from refam.data.coco_masks import decode_coco_polygons
 
         ann = self.annotations.get(sample.ann_id)
         if ann is None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from refam.dtypes import parse_dtype
 from refam.images import MAX_PIXELS, to_rgb_uint8
 
 if TYPE_CHECKING:
@@ -33,17 +34,6 @@ __all__ = [
 ]
 
 LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
-
-_DTYPE_NAMES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 @dataclass
@@ -68,11 +58,7 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str) -> torch
     slower than float32 and not what either library is tested with), so a lower precision asked
     for on CPU silently becomes float32.
     """
-    if isinstance(dtype, str):
-        key = dtype.lower().removeprefix("torch.")
-        if key not in _DTYPE_NAMES:
-            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
-        dtype = _DTYPE_NAMES[key]
+    dtype = parse_dtype(dtype)
     if dtype not in (torch.float32, *LOW_PRECISION_DTYPES):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     if torch.device(device).type != "cuda":

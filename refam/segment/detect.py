@@ -3,7 +3,7 @@
 Works on shapes only, so it runs without building (or even importing) either library, and the
 large variants can be recognised without the memory to instantiate them.
 
-Signatures (after :func:`refam.segment.checkpoints.strip_prefixes`):
+Signatures (after :func:`refam.weights.strip_prefixes`):
 
 * SAM: ``image_encoder.patch_embed.proj.weight`` is ``[C, 3, 16, 16]`` with C = 768 / 1024 / 1280
   for ViT-B / L / H, with 12 / 24 / 32 ``image_encoder.blocks``; ``image_encoder.pos_embed``

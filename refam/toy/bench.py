@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 from refam.toy import scenes
 from refam.toy.evaluate import baselines, evaluate
 from refam.toy.model import load_toy

@@ -3,7 +3,7 @@
 It is a plain diffusers ``FluxTransformer2DModel`` (double + single blocks), a tiny T5 encoder
 on the REAL T5 tokenizer, and a fixed latent mapping instead of a VAE (2x2 space-to-depth of the
 pixels, then FLUX's own 2x2 packing: 4x4 pixel patches). It runs through the same
-:class:`~refam.backends.diffusers_flux_model.DiffusersFlux` image path and capture as FLUX.
+:class:`~refam.backends.diffusers_flux.DiffusersFlux` image path and capture as FLUX.
 
 The T5 embedding table is stored sparsely: only rows of tokens the toy world uses (captions,
 expressions, magnets, EOS) are trained and saved; every other row is zero.
@@ -20,17 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from refam.backends.diffusers_flux_model import DiffusersFlux
+from refam.backends.diffusers_flux import DiffusersFlux
 from refam.operating_point import OperatingPoint
 from refam.variants import DEFAULT_SCORE
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "TOKENIZER_DIR",
     "SpaceToDepthCodec",
     "ToyConfig",
     "ToyFlux",
     "build_toy_modules",
     "load_toy",
+    "load_toy_tokenizer",
     "save_toy",
     "toy_backend",
     "toy_vocabulary",
@@ -38,6 +40,8 @@ __all__ = [
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "toy_flux.safetensors"
+# T5's own tokenizer files (Apache-2.0), shipped so the toy runs without FLUX, ComfyUI or a download.
+TOKENIZER_DIR = WEIGHTS_DIR / "t5_tokenizer"
 
 
 @dataclass
@@ -179,13 +183,16 @@ def save_toy(
     save_file(tensors, str(path), metadata={"config": config.to_json(), "meta": json.dumps(meta)})
 
 
-def _t5_tokenizer(tokenizer_path: str | Path | None) -> Any:
+def load_toy_tokenizer(tokenizer_path: str | Path | None = None) -> Any:
+    """T5's tokenizer for the toy model: ``tokenizer_path`` if given, else the copy shipped beside the
+    weights (:data:`TOKENIZER_DIR`), else ComfyUI's or the Hugging Face cache's."""
     import os
 
     from transformers import AutoTokenizer
 
     candidates = [tokenizer_path] if tokenizer_path else []
-    candidates.append(Path(__file__).resolve().parents[3] / "shared" / "data" / "tokenizers" / "t5")
+    candidates.append(TOKENIZER_DIR)
+    # Only reached when the package lost its data files (a stripped install).
     if os.environ.get("COMFYUI_PATH"):
         candidates.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / "text_encoders" / "t5_tokenizer")
     for c in candidates:
@@ -198,8 +205,9 @@ def _t5_tokenizer(tokenizer_path: str | Path | None) -> Any:
         except (OSError, ValueError):
             continue
     raise FileNotFoundError(
-        "the toy model needs the T5 tokenizer: pass tokenizer_path=..., keep ../shared/data/tokenizers/t5 beside the "
-        "repo, set COMFYUI_PATH to a ComfyUI checkout, or have google/t5-v1_1-xxl in the Hugging Face cache"
+        f"the toy model needs the T5 tokenizer, shipped in {TOKENIZER_DIR}, which is missing: reinstall "
+        "refam, pass tokenizer_path=..., set COMFYUI_PATH to a ComfyUI checkout, or have "
+        "google/t5-v1_1-xxl in the Hugging Face cache"
     )
 
 
@@ -219,7 +227,7 @@ def load_toy(
     with safe_open(str(path), framework="pt") as f:
         config = ToyConfig.from_json(f.metadata()["config"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
-    tokenizer = _t5_tokenizer(tokenizer_path)
+    tokenizer = load_toy_tokenizer(tokenizer_path)
     ids = tensors.pop("t5.embedding_ids")
     rows = tensors.pop("t5.embedding_rows")
     transformer, t5 = build_toy_modules(config, ids.tolist(), len(tokenizer))

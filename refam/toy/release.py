@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from refam.attention import SCORES
-from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 from refam.toy import scenes
 from refam.toy.evaluate import evaluate
 from refam.toy.model import DEFAULT_WEIGHTS, ToyConfig, load_toy

@@ -76,7 +76,7 @@ def _latent(vae, image):
 
 
 def test_denoiser_output_bit_identical_and_original_untouched(model, vae, inputs):
-    from refam.backends.comfy_flux import ComfyFluxCapture, denoise_once
+    from refam.backends.comfy_capture import ComfyCapture, denoise_once
     from refam.noise import capture_noise
 
     positive, embeds, layout, image = inputs
@@ -85,7 +85,7 @@ def test_denoiser_output_bit_identical_and_original_untouched(model, vae, inputs
     options_before = copy.deepcopy(model.model_options)
 
     plain = denoise_once(model, latent, positive, 0.6, noise)
-    session = ComfyFluxCapture(model, embeds, layout)
+    session = ComfyCapture(model, embeds, layout)
     patched = session.patched_model()
     captured = denoise_once(patched, latent, positive, 0.6, noise)
 
@@ -97,7 +97,7 @@ def test_denoiser_output_bit_identical_and_original_untouched(model, vae, inputs
 
 
 def test_existing_patch_on_same_block_is_chained(model, vae, inputs):
-    from refam.backends.comfy_flux import ComfyFluxCapture, denoise_once
+    from refam.backends.comfy_capture import ComfyCapture, denoise_once
     from refam.noise import capture_noise
 
     positive, embeds, layout, image = inputs
@@ -115,7 +115,7 @@ def test_existing_patch_on_same_block_is_chained(model, vae, inputs):
     other.set_model_patch_replace(scale_img, "dit", "double_block", 0)
     expected = denoise_once(other, latent, positive, 0.6, noise)
     n_plain = len(calls)
-    session = ComfyFluxCapture(other, embeds, layout)
+    session = ComfyCapture(other, embeds, layout)
     got = denoise_once(session.patched_model(), latent, positive, 0.6, noise)
     assert torch.equal(expected, got)
     assert len(calls) == 2 * n_plain  # the user's patch still ran under ours
@@ -185,25 +185,9 @@ def test_maps_equal_independent_recomputation(model, vae, inputs):
     torch.testing.assert_close(captured.blocks[0].scores["concept_attention"], concept, atol=1e-4, rtol=1e-4)
 
 
-def test_override_and_recompute_paths_agree(model, vae, inputs):
-    from refam.backends.comfy_flux import capture_flux
-
-    positive, embeds, layout, image = inputs
-    runs = [
-        capture_flux(
-            model, vae, image, positive, embeds, layout, [None, None], sigma=0.5, seed=1, resolution=64, read_queries=mode
-        )
-        for mode in ("override", "recompute")
-    ]
-    for a, b in zip(runs[0].blocks, runs[1].blocks, strict=True):
-        for score in a.scores:  # the override's unrotated queries = the recomputed ones
-            torch.testing.assert_close(a.scores[score], b.scores[score], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(a.text_mass, b.text_mass, atol=1e-6, rtol=0)
-
-
 def test_cross_backend_agreement_with_diffusers(weights, model, vae, inputs):
     from refam.backends.comfy_flux import capture_flux
-    from refam.backends.diffusers_flux_model import DiffusersFlux
+    from refam.backends.diffusers_flux import DiffusersFlux
 
     transformer, dvae = weights
     positive, embeds, layout, image = inputs
@@ -283,7 +267,7 @@ def test_not_flux_model_is_named(comfy):
 
 def test_comfy_text_path(comfy):
     """Expressions through ComfyUI's CLIP: RefAM's own token ids, padding as ComfyUI pads captions."""
-    from refam.backends.comfy_flux import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
+    from refam.backends.comfy_text import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
     from refam.expression import tokenize_expression
 
     clip, _t5 = tiny_flux_clip()
@@ -352,7 +336,9 @@ def test_toy_weights_in_comfy_layout_agree_with_diffusers(comfy):
     """The trained toy model converted to ComfyUI's FLUX layout: the same maps as the diffusers
     backend and, through the same heatmap code, the same points — on the named objects."""
     from refam.backends.comfy_flux import capture_flux
-    from refam.pipeline import RefAMOptions, RefAMPipeline, choose_points, expression_heatmaps
+    from refam.options import RefAMOptions
+    from refam.pipeline import RefAMPipeline, expression_heatmaps
+    from refam.prompts import choose_points
     from refam.toy import scenes
     from refam.toy.model import load_toy
 
@@ -478,14 +464,14 @@ def test_cores_without_preferences_run_the_default(comfy, monkeypatch):
 def test_capture_session_uses_each_blocks_preference(comfy, model, inputs, monkeypatch):
     import comfy.ldm.modules.attention as attention
 
-    from refam.backends.comfy_flux import ComfyFluxCapture
+    from refam.backends.comfy_capture import ComfyCapture
 
     positive, embeds, layout, image = inputs
     monkeypatch.setattr(attention, "ComfyAttention", _PreferredAttention, raising=False)
     block = model.model.diffusion_model.single_blocks[0]
     block.comfy_attention = _PreferredAttention(_marking_attention)
     try:
-        session = ComfyFluxCapture(model, embeds, layout)
+        session = ComfyCapture(model, embeds, layout)
         assert session._preferred == [None, None, _marking_attention, None]
     finally:
         del block.comfy_attention
@@ -539,7 +525,7 @@ def test_unsupported_flux_variants_are_named_before_any_work(comfy, weights, inp
 def test_expression_padding_matches_the_diffusers_backend(comfy, weights, model, vae):
     """The same FLUX pads its expressions to the same T5 length on both backends: dev 512, schnell 256."""
     from refam.backends.comfy_flux import ComfyFlux
-    from refam.backends.diffusers_flux_model import DiffusersFlux
+    from refam.backends.diffusers_flux import DiffusersFlux
 
     clip, _t5 = tiny_flux_clip()
     schnell_weights = tiny_flux_transformer(seed=3, guidance_embeds=False)

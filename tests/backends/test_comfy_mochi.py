@@ -40,15 +40,14 @@ def inputs():
 
 
 def test_output_bit_identical_and_model_untouched(model, inputs):
-    from refam.backends.comfy_capture import denoise_once
-    from refam.backends.comfy_mochi import ComfyMochiCapture
+    from refam.backends.comfy_capture import ComfyCapture, denoise_once
     from refam.noise import capture_noise
 
     positive, latent, embeds, layout = inputs
     before = copy.deepcopy(model.model_options)
     noise = capture_noise(latent.shape, 2).contiguous()
     plain = denoise_once(model, latent, positive, 0.05, noise)
-    session = ComfyMochiCapture(model, embeds, layout)
+    session = ComfyCapture(model, embeds, layout)
     patched = denoise_once(session.patched_model(), latent, positive, 0.05, noise)
     assert torch.equal(plain, patched)
     assert [b.name for b in session.records] == ["mochi.0", "mochi.1", "mochi.2"]
@@ -136,9 +135,9 @@ def test_cross_backend_agreement_with_diffusers(inputs):
 
     from comfy_support import tiny_comfy_mochi
     from genmo_layout import to_diffusers_mochi
+    from refam.architectures.mochi import mochi_timestep, per_latent_frame
     from refam.backends.comfy_mochi import capture_mochi
-    from refam.backends.diffusers_mochi import capture_mochi_attention
-    from refam.backends.mochi_layout import mochi_timestep, per_latent_frame
+    from refam.backends.diffusers_capture import capture_attention
     from refam.noise import capture_noise
 
     positive, latent, embeds, layout = inputs
@@ -156,7 +155,7 @@ def test_cross_backend_agreement_with_diffusers(inputs):
     )
     x0 = comfy_model.model.latent_format.process_in(latent)
     noisy = (1 - sigma) * x0 + sigma * capture_noise(latent.shape, seed)
-    with torch.no_grad(), capture_mochi_attention(diffusers_model, embeds, layout) as session:
+    with torch.no_grad(), capture_attention(diffusers_model, embeds, layout, modality="video") as session:
         diffusers_model(
             hidden_states=noisy,
             encoder_hidden_states=positive[0][0],

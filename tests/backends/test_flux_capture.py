@@ -7,12 +7,9 @@ import math
 import pytest
 import torch
 
+from refam.architectures.flux import FLUX1
 from refam.attention import ExpressionLayout
-from refam.backends.diffusers_flux import (
-    capture_flux_attention,
-    flux_blocks,
-    run_until_captured,
-)
+from refam.backends.diffusers_capture import capture_attention, run_until_captured
 from tiny_models import tiny_flux_transformer
 
 T_CAP, GRID_H, GRID_W = 5, 3, 4
@@ -53,7 +50,7 @@ def test_denoiser_output_bit_identical_with_capture(model):
     inputs = _inputs(model)
     plain = model(**inputs)[0]
     embeds, layout = _expr(model)
-    with capture_flux_attention(model, embeds, layout) as cap:
+    with capture_attention(model, embeds, layout) as cap:
         captured = model(**inputs)[0]
     assert torch.equal(plain, captured)
     assert [r.name for r in cap.records] == ["double.0", "double.1", "single.0", "single.1"]
@@ -74,22 +71,22 @@ def test_hooks_removed_after_exception(model):
     embeds, layout = _expr(model)
     trap = model.single_transformer_blocks[0].register_forward_pre_hook(interrupt)
     try:
-        with pytest.raises(Interrupted), capture_flux_attention(model, embeds, layout):
+        with pytest.raises(Interrupted), capture_attention(model, embeds, layout):
             model(**_inputs(model))
     finally:
         trap.remove()
-    modules = [model, *(m for _, b in flux_blocks(model) for m in b.modules())]
+    modules = [model, *(m for _, b in FLUX1.diffusers_blocks(model) for m in b.modules())]
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)
 
 
 @torch.no_grad()
 def test_early_stop_records_only_selected_blocks(model):
     embeds, layout = _expr(model)
-    with capture_flux_attention(model, embeds, layout, blocks=[1], stop_after_last=True) as cap:
+    with capture_attention(model, embeds, layout, blocks=[1], stop_after_last=True) as cap:
         out = run_until_captured(model, **_inputs(model))
     assert out is None
     assert [r.name for r in cap.records] == ["double.1"]
-    with capture_flux_attention(model, embeds, layout) as full:
+    with capture_attention(model, embeds, layout) as full:
         model(**_inputs(model))
     torch.testing.assert_close(cap.records[0].logits, full.records[1].logits, rtol=0, atol=0)
 
@@ -120,7 +117,7 @@ def _masked_reference_run(model, inputs, embeds, layout):
     ref_inputs["joint_attention_kwargs"] = {"attention_mask": mask[None, None].expand(batch, 1, -1, -1)}
     seen: dict[str, dict[str, torch.Tensor]] = {}
     hooks = []
-    for name, block in flux_blocks(model):
+    for name, block in FLUX1.diffusers_blocks(model):
         slot = seen.setdefault(name, {})
         for part in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
             if hasattr(block.attn, part):
@@ -156,7 +153,7 @@ def test_branch_equals_masked_joint_attention(model):
     that run's attention inputs."""
     inputs = _inputs(model, batch=2)
     embeds, layout = _expr(model, lengths=(3, 4))
-    with capture_flux_attention(model, embeds, layout) as cap:
+    with capture_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
 
     reference, seen, ref_inputs, mask = _masked_reference_run(model, inputs, embeds, layout)
@@ -205,9 +202,9 @@ def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
     block = model.single_transformer_blocks[0]
     monkeypatch.setattr(block, "forward", types.MethodType(old_forward, block))
     with pytest.raises(RuntimeError, match=r"diffusers >= 0\.35"):
-        flux_blocks(model)
+        FLUX1.diffusers_blocks(model)
     embeds, layout = _expr(model)
-    with pytest.raises(RuntimeError, match="single blocks as one tensor"), capture_flux_attention(model, embeds, layout):
+    with pytest.raises(RuntimeError, match="single blocks as one tensor"), capture_attention(model, embeds, layout):
         pass
 
 
@@ -238,7 +235,7 @@ def test_concept_attention_heatmap_equals_conceptattentions_function(model, t5_t
     n = expression.valid_length
     embeds, layout = _expr(model, lengths=(n,))
     inputs = _inputs(model, batch=2)
-    with capture_flux_attention(model, embeds, layout) as cap:
+    with capture_attention(model, embeds, layout) as cap:
         model(**inputs)
     grid = (GRID_H, GRID_W)
     captured = CapturedAttention(cap.records, [expression], layout, ImageGeometry(grid, grid, grid), len(cap.records))
@@ -262,7 +259,6 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
     """ConceptAttention modulates its concept stream from a zero pooled CLIP vector (the default);
     ``caption`` keeps the image stream's. Read off what the branch hands the blocks' text-stream
     modulation, against ``time_text_embed`` computed here."""
-    from refam.backends.diffusers_flux import pooled_shift
 
     inputs = _inputs(model)
     embeds, layout = _expr(model)
@@ -272,8 +268,8 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
         lambda _m, args, kwargs: seen.append(kwargs.get("emb", args[1] if len(args) > 1 else None)), with_kwargs=True
     )
     try:
-        shift = pooled_shift(model, inputs["pooled_projections"], branch_pooled)
-        with capture_flux_attention(model, embeds, layout, vec_shift=shift):
+        shift = FLUX1.diffusers_pooled_shift(model, inputs["pooled_projections"], branch_pooled)
+        with capture_attention(model, embeds, layout, vec_shift=shift):
             model(**inputs)
     finally:
         hook.remove()
@@ -283,4 +279,4 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
     torch.testing.assert_close(branch, model.time_text_embed(timestep, pooled), atol=1e-6, rtol=1e-5)
     assert torch.equal(image_stream, model.time_text_embed(timestep, inputs["pooled_projections"]))
     with pytest.raises(ValueError, match="branch_pooled"):
-        pooled_shift(model, inputs["pooled_projections"], "mean")
+        FLUX1.diffusers_pooled_shift(model, inputs["pooled_projections"], "mean")

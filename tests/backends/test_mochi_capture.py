@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from refam.architectures.mochi import latent_frame_of, latent_frames, mochi_timestep
 from refam.attention import ExpressionLayout
-from refam.backends.diffusers_mochi import DiffusersMochi, capture_mochi_attention
-from refam.backends.mochi_layout import latent_frame_of, latent_frames, mochi_timestep
+from refam.backends.diffusers_capture import capture_attention
+from refam.backends.diffusers_mochi import DiffusersMochi
 from tiny_models import tiny_t5
 
 TEXT_DIM = 32
@@ -81,7 +82,7 @@ def test_denoiser_output_bit_identical_with_capture():
     latents, caption, mask, expr, layout = _inputs()
     with torch.no_grad():
         plain = _forward(model, latents, caption, mask)
-        with capture_mochi_attention(model, expr, layout) as session:
+        with capture_attention(model, expr, layout, modality="video") as session:
             captured = _forward(model, latents, caption, mask)
     assert torch.equal(plain, captured)
     assert [b.name for b in session.records] == ["mochi.0", "mochi.1", "mochi.2"]
@@ -93,7 +94,7 @@ def test_block0_maps_equal_an_independent_recomputation():
     """Visual q (RMSNorm-zero modulation, per-head RMSNorm, RoPE) against expression k, written out here."""
     model = tiny_mochi()
     latents, caption, mask, expr, layout = _inputs()
-    with torch.no_grad(), capture_mochi_attention(model, expr, layout, blocks=[0], stop_after_last=True) as s:
+    with torch.no_grad(), capture_attention(model, expr, layout, modality="video", blocks=[0], stop_after_last=True) as s:
         from refam.attention import CaptureComplete
 
         with pytest.raises(CaptureComplete):
@@ -124,7 +125,7 @@ def rms_w(x, norm):
 
 
 def test_not_mochi_is_named():
-    with pytest.raises(TypeError, match="got Linear"), capture_mochi_attention(torch.nn.Linear(2, 2), torch.zeros(1, 1, 2), ExpressionLayout((1,))):
+    with pytest.raises(TypeError, match="got Linear"), capture_attention(torch.nn.Linear(2, 2), torch.zeros(1, 1, 2), ExpressionLayout((1,)), modality="video"):
         pass
 
 

@@ -50,8 +50,8 @@ def _write_models(root: Path) -> None:
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from safetensors.torch import save_file
 
-    from refam.loading import CONFIG_DIR
     from refam.segment import build_sam2_module
+    from refam.single_files import CONFIG_DIR
 
     torch.manual_seed(0)
     flux = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True)

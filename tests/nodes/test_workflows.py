@@ -25,7 +25,7 @@ def _api_twin(path):
     return json.loads((path.parent / "api" / f"{path.stem}.api.json").read_text())
 
 
-def test_three_workflows_each_with_an_api_twin():
+def test_image_workflows_are_shipped_and_every_workflow_has_an_api_twin():
     names = {p.stem for p in WORKFLOWS}
     assert {"refam_referring_segmentation", "refam_refer_and_inpaint", "refam_token_diagnostics"} <= names
     for path in WORKFLOWS:

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from refam.pipeline import RefAMOptions, RefAMPipeline
+from refam.options import RefAMOptions
+from refam.pipeline import RefAMPipeline
 from refam.toy import scenes
 from refam.toy.evaluate import evaluate
 from refam.toy.model import DEFAULT_WEIGHTS, load_toy
@@ -35,6 +36,28 @@ def toy_pipe():
 def test_committed_weights_are_small_and_labelled():
     assert DEFAULT_WEIGHTS.stat().st_size <= 10 * 2**20
     assert "not FLUX" in load_toy().name
+
+
+def test_toy_tokenizer_ships_with_the_weights(t5_tokenizer):
+    """The toy runs for a newcomer: its T5 tokenizer is a packaged copy beside the weights, the same
+    tokenizer as the reference one, and pyproject's package data carries it."""
+    from refam.toy.model import TOKENIZER_DIR, load_toy_tokenizer
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+
+    files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    assert all((TOKENIZER_DIR / f).is_file() for f in files)
+    tokenizer = load_toy_tokenizer()
+    assert tokenizer.name_or_path == str(TOKENIZER_DIR)
+    text = "the red circle _ with to and pink"
+    assert tokenizer(text).input_ids == t5_tokenizer(text).input_ids
+    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    refam_dir = REPO_ROOT / "refam"
+    shipped = {p for pattern in package_data["refam"] for p in refam_dir.glob(pattern)}
+    assert {TOKENIZER_DIR / f for f in files} <= shipped
 
 
 def test_every_word_of_the_toy_world_has_a_trained_embedding(toy_pipe):

@@ -1,4 +1,4 @@
-"""Tests for refam.metrics: hand-computed cases plus real COCO / RefCOCOg / DAVIS-style masks."""
+"""Tests for refam.metrics (and refam.data.coco_masks): hand-computed cases plus real COCO / RefCOCOg / DAVIS-style masks."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import shared_path
+from refam.data.coco_masks import decode_coco_polygons
 from refam.metrics import (
     RisScores,
     boundary_map,
     boundary_radius,
-    decode_coco_polygons,
     f_measure,
     intersection_union,
     iou,

@@ -17,7 +17,6 @@ from refam.expression import (
     TokenRole,
     Word,
     split_words,
-    tokenize_batch,
     tokenize_expression,
 )
 
@@ -135,7 +134,7 @@ def test_pieces_roles_and_eos(t5_tokenizer) -> None:
     # The ids are exactly what the tokenizer gives for the augmented text.
     assert te.ids == t5_tokenizer(te.augmented)["input_ids"]
     assert te.ids[-1] == t5_tokenizer.eos_token_id
-    assert te.token_indices(E) == [len(te) - 1]
+    assert [i for i, r in enumerate(te.roles) if r is E] == [len(te) - 1]
     assert te.valid_length == len(te) == 13
     assert not te.truncated and te.warnings == []
     assert te.keep_mask() == [r is C for r in te.roles]
@@ -231,27 +230,24 @@ def test_padding(t5_tokenizer, length: int) -> None:
     check_alignment(te)
 
 
-def test_batch_of_different_lengths(t5_tokenizer) -> None:
+def test_expressions_of_different_lengths_pad_to_one_length(t5_tokenizer) -> None:
     exprs = ["cat", "the giraffe on the far left", "a man in a red shirt holding a bat"]
-    batch = tokenize_batch(exprs, t5_tokenizer)
+    batch = [tokenize_expression(e, t5_tokenizer) for e in exprs]
     assert [te.text for te in batch] == exprs
     lengths = [len(te) for te in batch]
     assert len(set(lengths)) == 3
-    for te, expr in zip(batch, exprs, strict=True):
-        assert te == tokenize_expression(expr, t5_tokenizer)
+    for te in batch:
         check_alignment(te)
 
-    padded = tokenize_batch(exprs, t5_tokenizer, pad_to=256)
+    padded = [tokenize_expression(e, t5_tokenizer, pad_to=256) for e in exprs]
     assert {len(te) for te in padded} == {256}
     assert [te.valid_length for te in padded] == lengths
     assert [te.roles[: te.valid_length] for te in padded] == [te.roles for te in batch]
 
-    longest = tokenize_batch(exprs, t5_tokenizer, pad_to="longest", magnets=())
-    assert {len(te) for te in longest} == {max(te.valid_length for te in longest)}
-
-    with pytest.raises(TypeError):
-        tokenize_batch("cat", t5_tokenizer)
-    assert tokenize_batch([], t5_tokenizer, pad_to="longest") == []
+    # Padded to the longest of them (one batched forward pass), each keeps its own roles.
+    longest = max(len(tokenize_expression(e, t5_tokenizer, magnets=())) for e in exprs)
+    to_longest = [tokenize_expression(e, t5_tokenizer, pad_to=longest, magnets=()) for e in exprs]
+    assert {len(te) for te in to_longest} == {max(te.valid_length for te in to_longest)}
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\n\t "])

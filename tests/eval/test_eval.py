@@ -93,9 +93,9 @@ def toy_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def toy_pipeline():
-    from refam.loading import load_pipeline
+    from refam.pipeline import RefAMPipeline
 
-    return load_pipeline(None)  # no FLUX here: the embedded toy model with its flood-fill segmenter
+    return RefAMPipeline.from_pretrained(None)  # no FLUX here: the embedded toy model with its flood-fill segmenter
 
 
 def _toy_dataset(root):
