@@ -182,24 +182,23 @@ def expression_branch(
     # The grounding maps, in float32 because downstream softmaxes over tokens amplify bf16
     # rounding of near-equal scores.
     scaled_dot = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
-    concept = torch.einsum("bhnd,bhld->bnl", image.q_plain.float(), q_e.float())
+    # ConceptAttention's heads-flattened dot product, as per-head products summed over heads: the
+    # same sum without the copy of the image queries that flattening the heads would make.
+    concept = torch.matmul(image.q_plain.float(), q_e.float().transpose(-1, -2)).sum(dim=1)
     if not (bool(torch.isfinite(scaled_dot).all()) and bool(torch.isfinite(concept).all())):
         raise FloatingPointError(
             "the model produced non-finite attention (NaN/inf) — usually fp16 overflow or broken weights; "
             "run the model in bfloat16 or float32"
         )
 
-    # The branch's own attention, explicit rather than SDPA because its probabilities are needed
-    # for the text-to-text mass that detects global attention sinks.
-    keys = torch.cat([k_e, image.k], dim=2)
-    values = torch.cat([v_e, image.v], dim=2)
-    scores = torch.matmul(q_e.float(), keys.float().transpose(-1, -2)).mul_(scale)
-    n_img = image.k.shape[2]
-    allowed = torch.cat(
-        [layout.text_mask(scores.device), torch.ones(n_expr, n_img, dtype=torch.bool, device=scores.device)],
-        dim=1,
-    )
-    scores.masked_fill_(~allowed, float("-inf"))
+    # The branch's own attention over [expression ; image] keys, explicit rather than SDPA because
+    # its probabilities are needed for the text-to-text mass that detects global attention sinks.
+    # The two key blocks are scored separately and only the small [L, L + N] score matrix is
+    # joined: concatenating the image keys and values would copy them in every block.
+    q32 = q_e.float()
+    to_text = torch.matmul(q32, k_e.float().transpose(-1, -2)).mul_(scale)
+    to_text.masked_fill_(~layout.text_mask(to_text.device), float("-inf"))
+    scores = torch.cat([to_text, torch.matmul(q32, image.k.float().transpose(-1, -2)).mul_(scale)], dim=-1)
     probs = scores.softmax(dim=-1)
 
     # Each key's mass from the queries of its own expression (the mask zeroes the others),
@@ -217,7 +216,8 @@ def expression_branch(
         "attention_probs": to_image.clamp_min(1e-30).log(),
     }
 
-    out = torch.matmul(probs.to(values.dtype), values)  # [B, H, L, Dh]
+    p_values = probs.to(v_e.dtype)
+    out = torch.matmul(p_values[..., :n_expr], v_e) + torch.matmul(p_values[..., n_expr:], image.v)  # [B, H, L, Dh]
     out = out.transpose(1, 2).reshape(b, n_expr, h * dh)
     new_expr = adapter.expression_update(expr, out, state)
     return BranchOutput(expr=new_expr, scores=scores, text_mass=text_mass)
