@@ -23,7 +23,7 @@ from refam.attention import (
     expression_branch,
 )
 
-__all__ = ["BranchRunner", "HookSession", "installed"]
+__all__ = ["BlockProgress", "BranchRunner", "HookSession", "installed"]
 
 BlockProgress = Callable[[int, int], None]
 

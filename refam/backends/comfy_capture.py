@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from refam.architectures import Architecture, ComfyBlock, comfy_architecture
+from refam.architectures import ComfyBlock, comfy_architecture
 from refam.attention import (
     BlockCapture,
     CaptureComplete,
@@ -34,7 +34,7 @@ from refam.attention import (
     ImageAttention,
     resolve_capture_blocks,
 )
-from refam.backends.branch import BranchRunner
+from refam.backends.branch import BlockProgress, BranchRunner
 from refam.images import to_model_pixels
 from refam.noise import capture_noise
 from refam.variants import BRANCH_POOLED, check_choice
@@ -50,8 +50,6 @@ __all__ = [
     "run_patched_pass",
     "supports_attention_override",
 ]
-
-BlockProgress = Callable[[int, int], None]
 
 
 # The key RefAM's wrappers are registered under on a MODEL clone.
@@ -163,14 +161,13 @@ class ComfyCapture:
 
     ``expression_embeds [1, L, D]`` are the text encoder's outputs (see
     :func:`refam.backends.comfy_text.encode_expressions`); the architecture maps them into the
-    text stream as the model does for the caption. ``architecture`` None: found from the MODEL
-    (of ``modality`` when given).
+    text stream as the model does for the caption. The architecture is found from the MODEL (of
+    ``modality`` when given), so the one that is checked is the one that runs.
     """
 
     model: Any
     expression_embeds: torch.Tensor
     layout: ExpressionLayout
-    architecture: Architecture | None = None
     modality: str | None = None
     blocks: Iterable[int | str] | None = None
     stop_after_last: bool = False
@@ -180,8 +177,7 @@ class ComfyCapture:
     records: list[BlockCapture] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        found, self.diffusion_model = comfy_architecture(self.model, self.modality)
-        self.architecture = self.architecture or found
+        self.architecture, self.diffusion_model = comfy_architecture(self.model, self.modality)
         check_choice("branch_pooled", self.branch_pooled, BRANCH_POOLED)
         if not supports_attention_override():
             raise RuntimeError("RefAM needs ComfyUI >= 0.3.59 (optimized_attention_override); update ComfyUI")

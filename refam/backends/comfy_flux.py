@@ -14,6 +14,7 @@ import torch
 from refam.architectures import comfy_architecture
 from refam.architectures.flux import FLUX_IMAGE, flux_point, token_grid
 from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
+from refam.backends.branch import BlockProgress
 from refam.backends.comfy_capture import ComfyCapture, comfy_pixels, run_patched_pass
 from refam.backends.comfy_text import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
 from refam.expression import TokenizedExpression
@@ -23,8 +24,6 @@ from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
 
 __all__ = ["ComfyFlux", "capture_flux", "flux_diffusion_model"]
-
-BlockProgress = Callable[[int, int], None]
 
 
 def flux_diffusion_model(model: Any) -> torch.nn.Module:

@@ -4,7 +4,7 @@ branch (:class:`refam.backends.comfy_capture.ComfyCapture`, Mochi from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,14 +13,13 @@ import torch
 from refam.architectures import comfy_architecture
 from refam.architectures.mochi import MOCHI_VIDEO, pad_clip, per_latent_frame, valid_latent_frames
 from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
+from refam.backends.branch import BlockProgress
 from refam.backends.comfy_capture import ComfyCapture, comfy_pixels, run_patched_pass
 from refam.expression import TokenizedExpression
 from refam.images import model_size
 from refam.noise import check_sigma
 
 __all__ = ["capture_mochi", "mochi_diffusion_model"]
-
-BlockProgress = Callable[[int, int], None]
 
 
 def mochi_diffusion_model(model: Any) -> torch.nn.Module:
