@@ -30,11 +30,20 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     NodeSpec(
         "RefAMCaptureAttentionFlux",
         "RefAM Capture Attention (FLUX)",
-        "One FLUX pass at sigma on the image; every expression rides along in a separate branch that reads the "
-        "model's attention without changing its output.",
+        "One FLUX pass at sigma on the image (or the passes RefAM Feature Mode asks for); every expression rides "
+        "along in a separate branch that reads the model's attention without changing its output.",
         chain.CAPTURE_INPUTS,
         chain.ATTENTION_OUTPUTS,
         chain.capture_attention,
+    ),
+    NodeSpec(
+        "RefAMFeatureMode",
+        "RefAM Feature Mode",
+        "Which diffusion features the capture reads: one pass per sigma, or RF-inversion of the image and its "
+        "denoising steps (the paper's best variant, Table 7). Plug into RefAM Capture Attention (FLUX).",
+        chain.FEATURE_INPUTS,
+        chain.FEATURE_OUTPUTS,
+        chain.feature_mode,
     ),
     NodeSpec(
         "RefAMFilterTokens",

@@ -12,6 +12,14 @@ import torch
 
 from refam.architectures.flux import FLUX_IMAGE
 from refam.expression import DEFAULT_MAGNETS
+from refam.features import (
+    DEFAULT_ETA,
+    DEFAULT_ETA_STOP,
+    DEFAULT_GAMMA,
+    DEFAULT_INVERSION_STEPS,
+    FeatureOptions,
+    parse_step_spec,
+)
 from refam.heatmap import BlockSelection, HeatmapOptions, parse_block_spec
 from refam.noise import MAX_SEED
 from refam.operating_point import check_resolution
@@ -27,11 +35,13 @@ from refam.variants import (
     BRANCH_POOLED,
     DEFAULT_POINT_STRATEGY,
     DEFAULT_SCORE,
+    FEATURE_MODES,
     GAS_RULES,
     NP_MODES,
     POINT_STRATEGIES,
     SCORES,
     SPATIAL_RULES,
+    STEP_AGGREGATIONS,
 )
 from refam.visualize import colorize, heatmap_overlay, tile
 
@@ -103,13 +113,16 @@ def capture_attention(
     blocks: str,
     resolution: int,
     branch_pooled: str,
+    features: FeatureOptions | None = None,
 ) -> tuple:
     from refam.backends.comfy_flux import capture_flux, flux_diffusion_model
     from refam.backends.comfy_runtime import block_progress
 
     batch = image_batch(image)
     dm = flux_diffusion_model(model)
-    total = len(dm.double_blocks) + len(dm.single_blocks)
+    features = features or FeatureOptions()
+    # The bar counts blocks of the one pass, or with inversion the steps of both stages.
+    total = 2 * features.inversion_steps if features.mode == "inversion" else len(dm.double_blocks) + len(dm.single_blocks)
     captured = capture_flux(
         model,
         vae,
@@ -124,8 +137,40 @@ def capture_attention(
         resolution=check_resolution(resolution or None),
         progress=block_progress(total),
         branch_pooled=branch_pooled,
+        features=features,
     )
     return (P.Attention(captured=captured, expressions=expression),)
+
+
+def feature_mode(
+    features: str,
+    sigmas: str,
+    inversion_steps: int,
+    gamma: float,
+    eta: float,
+    eta_stop: float,
+    collect_steps: str,
+    step_aggregation: str,
+) -> tuple:
+    if features == "inversion":
+        if sigmas.strip():
+            raise ValueError("sigmas average single passes; clear it for inversion (collect_steps picks its steps)")
+        options = FeatureOptions(
+            mode="inversion",
+            inversion_steps=inversion_steps,
+            gamma=gamma,
+            eta=eta,
+            eta_stop=eta_stop,
+            collect_steps=parse_step_spec(collect_steps),
+            step_aggregation=step_aggregation,
+        )
+    else:
+        try:
+            levels = tuple(float(x) for x in sigmas.replace(";", ",").split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"sigmas takes comma-separated noise levels such as 0.5, 0.75, 0.9; got {sigmas!r}") from None
+        options = FeatureOptions(sigmas=levels or None, step_aggregation=step_aggregation)
+    return (options,)
 
 
 def filter_tokens(
@@ -340,6 +385,7 @@ CAPTURE_INPUTS = (
         default=BRANCH_POOLED[0],
         options=BRANCH_POOLED,
     ),
+    Param("features", P.FEATURES, "RefAM Feature Mode: several sigmas or RF-inversion. Without it: one pass at sigma.", optional=True),
 )
 FILTER_INPUTS = (
     Param("attention", P.ATTENTION, "Captured attention (RefAM Capture Attention)."),
@@ -387,6 +433,30 @@ POINT_INPUTS = (
     Param("negative_points", "INT", "Negative points from the heatmap's other high regions (0: none, the paper).", default=0, min=0, max=16),
     Param("box", "BOOLEAN", "Also give the segmenter the target region's bounding box.", default=False),
 )
+FEATURE_INPUTS = (
+    Param(
+        "features",
+        "COMBO",
+        "single: noised passes at sigma (the paper's main setting). inversion: RF-inversion of the image, then "
+        "denoising with the maps read on the denoising steps (the paper's App. A.1 / Table 7; ~2x steps passes).",
+        default=FEATURE_MODES[0],
+        options=FEATURE_MODES,
+    ),
+    Param("sigmas", "STRING", "single: comma-separated noise levels, one pass each, maps averaged (e.g. 0.5, 0.75, 0.9). Empty: the capture node's sigma.", default=""),
+    Param("inversion_steps", "INT", "inversion: steps of the inversion and of the denoising (28 in the paper's timing).", default=DEFAULT_INVERSION_STEPS, min=1, max=200),
+    Param("gamma", "FLOAT", "inversion: controller of the forward ODE, 0 plain inversion .. 1 the noise sample (RF-inversion: 0.5).", default=DEFAULT_GAMMA, min=0.0, max=1.0, step=0.05),
+    Param("eta", "FLOAT", "inversion: pull of the first denoising steps back to the image; 0 = plain denoising (RF-inversion: 1.0).", default=DEFAULT_ETA, min=0.0, max=1.0, step=0.05),
+    Param("eta_stop", "FLOAT", "inversion: fraction of the denoising steps eta applies to (RF-inversion: 0.25).", default=DEFAULT_ETA_STOP, min=0.0, max=1.0, step=0.05),
+    Param("collect_steps", "STRING", "inversion: denoising steps whose maps are read: 'all' or indices/ranges from 0 (the noisiest), e.g. 0-13.", default="all"),
+    Param(
+        "step_aggregation",
+        "COMBO",
+        "Several passes: average the attention maps (maps) or the scores before one softmax (scores, ConceptAttention's order).",
+        default=STEP_AGGREGATIONS[0],
+        options=STEP_AGGREGATIONS,
+    ),
+)
+FEATURE_OUTPUTS = (Result("features", P.FEATURES, "Feature mode for RefAM Capture Attention (FLUX)'s features input."),)
 TOKEN_MAP_INPUTS = (
     Param("attention", P.ATTENTION, "Captured attention; the Filter Tokens settings decide which maps are kept."),
     Param("image_index", "INT", "Which image of the batch to show.", default=0, min=0, max=4096),

@@ -19,6 +19,7 @@ ATTENTION = "REFAM_ATTENTION"
 HEATMAP = "REFAM_HEATMAP"
 POINTS = "REFAM_POINTS"
 SEGMENTER = "REFAM_SEGMENTER"
+FEATURES = "REFAM_FEATURES"  # a refam.features.FeatureOptions
 
 # The order of every batched RefAM output: image-major, expressions in the order typed.
 BATCH_ORDER = "image-major: entry = image_index * n_expressions + expression_index"

@@ -40,6 +40,9 @@ class OperatingPoint:
     # after an expression shape every token's state: both backends pad to the model's own length.
     # None: the model's text encoder masks its padding.
     text_length: int | None = None
+    # The resolution-dependent timestep shift of multi-step schedules (refam.flow.TimeShift:
+    # base and max μ between 256 and 4096 image tokens); None: the schedule is not shifted.
+    time_shift: tuple[float, float] | None = None
 
     def fill(self, **values: Any) -> dict[str, Any]:
         """``values`` (``sigma`` / ``resolution`` / ``guidance`` / ``score``) with :data:`FROM_BACKEND`

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refam.expression import DEFAULT_MAGNETS
+from refam.features import FeatureOptions
 from refam.heatmap import BlockSelection, HeatmapOptions
 from refam.images import MAX_PIXELS
 from refam.noise import check_seed, check_sigma
@@ -41,6 +42,7 @@ class RefAMOptions:
     capture_blocks: tuple[int, ...] | None = None  # None = all blocks
     branch_pooled: str = BRANCH_POOLED[0]  # the pooled vector modulating the branch (refam.variants)
     heatmap: HeatmapOptions = field(default_factory=HeatmapOptions)
+    features: FeatureOptions = field(default_factory=FeatureOptions)  # one pass, several σ, or inversion
     points: int = 1  # positive points handed to the segmenter (1 = the paper's argmax)
     point_min_distance: int = 2  # patches between peaks when points > 1 (point_strategy "argmax")
     point_strategy: str = DEFAULT_POINT_STRATEGY  # where the positive points go (refam.variants)
@@ -56,6 +58,8 @@ class RefAMOptions:
         if not isinstance(self.sigma, FromBackend):
             check_sigma(self.sigma)
         check_seed(self.seed)
+        if not isinstance(self.features, FeatureOptions):
+            raise ValueError(f"features must be a FeatureOptions (or give features='inversion' to replace), got {self.features!r}")
         if not isinstance(self.resolution, FromBackend):
             check_resolution(self.resolution)
         for name in ("points", "point_min_distance"):
@@ -79,7 +83,18 @@ class RefAMOptions:
         return dataclasses.replace(self, heatmap=heatmap, **filled)
 
     def replace(self, **changes: Any) -> RefAMOptions:
-        """Copy with changes; heatmap fields (``noun_phrase=False``...) may be given flat."""
+        """Copy with changes; heatmap fields (``noun_phrase=False``...) and feature fields may be
+        given flat (``features="inversion"`` names the mode, ``gamma=0.5``, ``sigmas=(0.5, 0.75)``...)."""
+        feature_fields = {f.name for f in dataclasses.fields(FeatureOptions)} - {"mode"}
+        feat = {k: changes.pop(k) for k in list(changes) if k in feature_fields}
+        if isinstance(changes.get("features"), str):
+            feat["mode"] = changes.pop("features")
+        if feat:
+            base = changes.pop("features", self.features)
+            if feat.get("mode", base.mode) != base.mode:
+                # A switch of mode drops what only the other mode reads, unless given anew.
+                feat = {"sigmas": None, "collect_steps": None, **feat}
+            changes["features"] = dataclasses.replace(base, **feat)
         heat: dict[str, Any] = {}
         # ``blocks`` / ``skip_fraction`` come flat (indices, fraction) and become a BlockSelection;
         # this runs before the generic heatmap fields, one of which is also called ``blocks``.

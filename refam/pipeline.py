@@ -16,6 +16,7 @@ import torch
 
 from refam.attention import CapturedAttention, ImageGeometry
 from refam.expression import TokenizedExpression, tokenize_expression
+from refam.features import FeatureOptions
 from refam.heatmap import ExpressionHeatmap, HeatmapOptions, build_heatmap
 from refam.images import MAX_PIXELS, MIN_SIDE, to_rgb_uint8
 from refam.language import LanguageCues, SpatialCue, analyze_expression
@@ -32,6 +33,7 @@ __all__ = [
     "as_image_batch",
     "cue_direction",
     "expression_heatmaps",
+    "feature_arguments",
     "normalize_expressions",
     "prepare_expressions",
     "prompt_for",
@@ -66,6 +68,19 @@ class AttentionBackend(Protocol):
         progress: ProgressFn | None,
         branch_pooled: str,
     ) -> CapturedAttention: ...
+
+
+def feature_arguments(backend: Any, options: RefAMOptions) -> dict[str, Any]:
+    """``features=`` for a backend that reads other features than one pass (FLUX: ``takes_features``);
+    nothing for the others, which are refused anything but the default."""
+    if getattr(backend, "takes_features", False):
+        return {"features": options.features}
+    if options.features != FeatureOptions():
+        raise ValueError(
+            f"{backend.name} reads one pass at σ (the paper's video setting); --features inversion and "
+            "--sigmas are for FLUX image models: leave them unset for this model"
+        )
+    return {}
 
 
 def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
@@ -229,9 +244,11 @@ class RefAMPipeline:
         return cls(backend, seg, options or RefAMOptions())
 
     def resolved(self, options: RefAMOptions | None = None, **overrides: Any) -> RefAMOptions:
-        """``options`` (default: the pipeline's) with ``overrides``, unset values from the backend."""
+        """``options`` (default: the pipeline's) with ``overrides``, unset values from the backend;
+        features the backend cannot read are refused here, before any pass runs."""
         opts = options or self.options
         opts = opts.replace(**overrides) if overrides else opts
+        feature_arguments(self.backend, opts)
         return opts.at(self.backend.operating_point)
 
     def tokenize(
@@ -278,6 +295,7 @@ class RefAMPipeline:
             blocks=opts.capture_blocks,
             progress=progress,
             branch_pooled=opts.branch_pooled,
+            **feature_arguments(self.backend, opts),
         )
 
     def segment_batch(

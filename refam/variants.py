@@ -8,12 +8,14 @@ __all__ = [
     "DEFAULT_MASK_CHOICE",
     "DEFAULT_POINT_STRATEGY",
     "DEFAULT_SCORE",
+    "FEATURE_MODES",
     "GAS_RULES",
     "MASK_CHOICES",
     "NP_MODES",
     "POINT_STRATEGIES",
     "SCORES",
     "SPATIAL_RULES",
+    "STEP_AGGREGATIONS",
     "check_choice",
     "check_score",
 ]
@@ -98,3 +100,19 @@ DEFAULT_POINT_STRATEGY = "interior"
 #: ``agreement``: the one that overlaps the heatmap's target region best.
 MASK_CHOICES: tuple[str, ...] = ("sam_score", "agreement")
 DEFAULT_MASK_CHOICE = MASK_CHOICES[0]
+
+
+#: Which diffusion features the maps come from (:mod:`refam.features`). ``single``: one noised
+#: pass at σ, the paper's main setting ("we extract diffusion features without applying
+#: inversion", App. A.1), or one pass per σ of ``sigmas``, maps averaged. ``inversion``: the clean
+#: latent is inverted with RF-inversion and denoised again, the expression branch riding the
+#: denoising steps (App. A.1, Table 7's "REFAM + Inversion"). FLUX only: the paper's video numbers
+#: (Table 3) come from one Mochi pass; inversion appears for video only in Fig. 10's qualitative maps.
+FEATURE_MODES: tuple[str, ...] = ("single", "inversion")
+
+#: How maps of several passes (σ values, denoising steps) become one. ``maps``: each pass's
+#: per-block attention maps (the softmax over the expression's tokens) are averaged, as blocks are
+#: averaged within a pass — the paper's "avg. attention map" of the inversion features (Fig. 10).
+#: ``scores``: the scores are averaged before the one softmax, as ConceptAttention reduces its
+#: timesteps and layers with a mean before its softmax over concepts.
+STEP_AGGREGATIONS: tuple[str, ...] = ("maps", "scores")

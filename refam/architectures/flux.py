@@ -35,7 +35,9 @@ __all__ = [
 # Paper §4: FLUX features "from timestep 750"; flow matching feeds the transformer t = 1000·σ, so
 # σ = 0.75. FLUX.1 was trained at 1024²; 3.5 is FLUX.1-dev's default distilled guidance.
 # Expressions padded as BFL's reference pads FLUX prompts: 512 tokens for FLUX.1-dev, 256 for schnell.
-FLUX_IMAGE = OperatingPoint(sigma=0.75, resolution=1024, guidance=3.5, text_length=512)
+# FLUX.1-dev's scheduler shifts its σ schedule by the image's token count (diffusers'
+# ``use_dynamic_shifting``, base 0.5 / max 1.15; ComfyUI's ModelSamplingFlux), schnell's does not.
+FLUX_IMAGE = OperatingPoint(sigma=0.75, resolution=1024, guidance=3.5, text_length=512, time_shift=(0.5, 1.15))
 FLUX_SCHNELL = OperatingPoint(sigma=0.75, resolution=1024, guidance=None, text_length=256)
 
 

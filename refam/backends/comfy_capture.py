@@ -175,6 +175,9 @@ class ComfyCapture:
     branch_pooled: str = BRANCH_POOLED[0]
     meter: Any = None
     records: list[BlockCapture] = field(default_factory=list)
+    # False: the patches only pass through (RF-inversion's steps and denoising steps not collected).
+    active: bool = True
+    keep_output: bool = False  # keep each pass's raw output for take_output (multi-step sampling)
 
     def __post_init__(self) -> None:
         self.architecture, self.diffusion_model = comfy_architecture(self.model, self.modality)
@@ -201,6 +204,7 @@ class ComfyCapture:
         self._preferred = [preferred_attention(b.module) for b in self.joint_blocks]
         self._pass: Any = None
         self._attention: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._outputs: list[torch.Tensor] = []
 
     def patched_model(self) -> Any:
         """A clone of the MODEL carrying the capture; the original's options are left untouched."""
@@ -215,15 +219,30 @@ class ComfyCapture:
         return clone
 
     def release(self) -> None:
-        self._pass, self._attention = None, None
+        self._pass, self._attention, self._outputs = None, None, []
         self.runner.release()
+
+    def take_output(self, shape: torch.Size) -> torch.Tensor:
+        """The diffusion model's raw output of the one pass since the last call (float32): FLUX's
+        velocity, readable also at σ = 0, where ComfyUI's denoised latent no longer holds it."""
+        outputs, self._outputs = self._outputs, []
+        if len(outputs) != 1 or outputs[0].shape != shape:
+            raise RuntimeError(
+                f"the denoiser ran the model {len(outputs)} time(s) for one step of shape {tuple(shape)}; RF-inversion "
+                "reads one evaluation per step: use a caption conditioning with a single entry (no area or combined "
+                "conditionings) and no caching patch (LazyCache, EasyCache) on the MODEL"
+            )
+        return outputs[0].float()
 
     def _on_pass(self, executor, *args, **kwargs):
         self._pass, options, batch = self.architecture.comfy_start_pass(
             self.diffusion_model, args, kwargs, self.branch_pooled
         )
         self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), batch))
-        return executor(*args, **kwargs)
+        out = executor(*args, **kwargs)
+        if self.keep_output:
+            self._outputs.append(out)
+        return out
 
     def _block_patch(self, index: int, block: ComfyBlock, previous: Callable | None):
         arch = self.architecture
@@ -236,6 +255,8 @@ class ComfyCapture:
             import comfy.model_management
 
             comfy.model_management.throw_exception_if_processing_interrupted()
+            if not self.active:
+                return previous(args, extra) if previous is not None else extra["original_block"](args)
             options = dict(args.get("transformer_options") or {})
             options["optimized_attention_override"] = attention_reader(
                 options.get("optimized_attention_override"), keep, self._preferred[index]

@@ -16,10 +16,13 @@ from refam.architectures.flux import FLUX_IMAGE, flux_point, token_grid
 from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
 from refam.backends.branch import BlockProgress
 from refam.backends.comfy_capture import ComfyCapture, comfy_pixels, run_patched_pass
+from refam.backends.comfy_flow import run_inversion
 from refam.backends.comfy_text import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
 from refam.expression import TokenizedExpression
+from refam.features import FeatureOptions, PassAverage
+from refam.flow import TimeShift, denoising_sigmas, shift_mu
 from refam.images import model_size
-from refam.noise import check_sigma
+from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
 
@@ -54,31 +57,57 @@ def capture_flux(
     resolution: int | None = FLUX_IMAGE.resolution,
     progress: BlockProgress | None = None,
     branch_pooled: str = BRANCH_POOLED[0],
+    features: FeatureOptions | None = None,
+    time_shift: TimeShift | None | FromBackend = FROM_BACKEND,
 ) -> CapturedAttention:
-    """One FLUX pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch."""
-    check_sigma(sigma)
+    """The expression branch on ``images [B, H, W, 3]`` uint8: one FLUX pass at ``σ``, or what
+    ``features`` asks for (one pass per σ; RF-inversion and denoising, ``progress`` then counting
+    steps, not blocks). ``time_shift``: the inversion schedule's shift, by default FLUX.1-dev's or
+    schnell's as the MODEL is."""
+    features = features or FeatureOptions()
+    sigma = features.single_sigma(sigma)
+    inversion = features.mode == "inversion"
     session = ComfyCapture(
         model,
         expression_embeds,
         layout,
         modality="image",
         blocks=blocks,
-        stop_after_last=True,
-        progress=progress,
+        stop_after_last=not inversion,
+        progress=None if inversion else progress,
         branch_pooled=branch_pooled,
+        keep_output=inversion,
     )
     batch, height, width = images.shape[:3]
     size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
     latent = vae.encode(comfy_pixels(images, size)).float()
-    run_patched_pass(session, latent, positive, sigma, seed)
     grid = token_grid(latent.shape, session.diffusion_model.patch_size)
+    meta: dict[str, Any] = {"features": features.describe()}
+    average = PassAverage(layout, features.step_aggregation)
+    if inversion:
+        if isinstance(time_shift, FromBackend):
+            time_shift = flux_point(bool(session.diffusion_model.params.guidance_embed)).time_shift
+        schedule = denoising_sigmas(features.inversion_steps, mu=None if time_shift is None else shift_mu(time_shift, grid[0] * grid[1]))
+        target = capture_noise(latent.shape, seed).contiguous()
+        run_inversion(session, latent, positive, schedule, features, target, average=average, progress=progress)
+        records = average.blocks()
+        meta["features"]["collected_sigmas"] = [round(float(schedule[i]), 6) for i in features.collected_steps()]
+    elif features.sigmas and len(features.sigmas) > 1:
+        for s in features.sigmas:
+            run_patched_pass(session, latent, positive, s, seed)
+            average.add(list(session.records))
+            session.records.clear()
+        records = average.blocks()
+    else:
+        run_patched_pass(session, latent, positive, sigma, seed)
+        records = session.records
     return CapturedAttention(
-        blocks=session.records,
+        blocks=records,
         expressions=list(expressions),
         layout=layout,
         geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
         num_blocks=len(session.names),
-        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed, "branch_pooled": branch_pooled},
+        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed, "branch_pooled": branch_pooled, **meta},
     )
 
 
@@ -90,9 +119,10 @@ class ComfyFlux:
     clip: Any
     vae: Any
     name: str = "comfy-flux"
-    progress: BlockProgress | None = None
+    progress: BlockProgress | None = None  # blocks of a pass; with inversion, its steps
     operating_point: OperatingPoint | None = None  # None: FLUX.1-dev's or schnell's, read off the MODEL
     modality = "image"
+    takes_features = True  # single pass, several σ or RF-inversion (refam.features)
 
     def __post_init__(self) -> None:
         dm = flux_diffusion_model(self.model)
@@ -121,6 +151,7 @@ class ComfyFlux:
         blocks: Iterable[int | str] | None = None,
         progress: Callable[[str], None] | None = None,
         branch_pooled: str = BRANCH_POOLED[0],
+        features: FeatureOptions | None = None,
     ) -> CapturedAttention:
         point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
         sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
@@ -144,6 +175,8 @@ class ComfyFlux:
             resolution=resolution,
             progress=self.progress,
             branch_pooled=branch_pooled,
+            features=features,
+            time_shift=self.operating_point.time_shift,
         )
         captured.meta.update(model=self.name, caption=caption)
         return captured

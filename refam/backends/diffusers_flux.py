@@ -1,9 +1,10 @@
-"""A FLUX model on diffusers as a RefAM attention backend: the image path and one capture pass.
+"""A FLUX model on diffusers as a RefAM attention backend: the image path and its passes.
 
 Image path (paper §3.2, following ConceptAttention): VAE encode -> ``(z - shift) * scale`` -> noise to ``σ`` with a
 seeded generator -> 2x2 packing -> ONE transformer forward at timestep ``σ`` conditioned on the
 caption (or the empty prompt). The expression branch rides along that forward; all expressions
-of the call share it.
+of the call share it. The other feature modes (:mod:`refam.features`) run one such pass per σ,
+or RF-inversion followed by denoising with the branch on the collected steps (:mod:`refam.flow`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import torch
 from torch import nn
 
 from refam.architectures.flux import FLUX1, FLUX_IMAGE, flux_point, latent_image_ids, pack_latents
-from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
+from refam.attention import BlockCapture, CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
 from refam.backends.diffusers_capture import capture_attention, run_until_captured
 from refam.expression import TokenizedExpression
+from refam.features import FeatureOptions, PassAverage
+from refam.flow import denoise, denoising_sigmas, inversion_sigmas, invert, shift_mu
 from refam.images import model_size, to_model_pixels
-from refam.noise import capture_noise, check_sigma
+from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
 
-__all__ = ["DiffusersFlux"]
+__all__ = ["Branch", "DiffusersFlux", "FluxInputs"]
 
 ProgressFn = Callable[[str], None]
 
@@ -56,6 +59,7 @@ class DiffusersFlux:
     native_size: tuple[int, int] | None = None
     operating_point: OperatingPoint | None = None  # None: FLUX.1-dev's or schnell's, read off the weights
     modality = "image"
+    takes_features = True  # single pass, several σ or RF-inversion (refam.features)
 
     def __post_init__(self) -> None:
         FLUX1.diffusers_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
@@ -172,9 +176,10 @@ class DiffusersFlux:
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
         branch_pooled: str = BRANCH_POOLED[0],
+        features: FeatureOptions | None = None,
     ) -> CapturedAttention:
-        """One forward pass at ``σ`` on ``images [B, H, W, 3]`` uint8 with every expression's branch;
-        what is not given comes from :attr:`operating_point`."""
+        """The expression branch on ``images [B, H, W, 3]`` uint8: one forward pass at ``σ`` (or what
+        ``features`` asks for); what is not given comes from :attr:`operating_point`."""
         say = progress or (lambda _s: None)
         say("encoding text")
         prompt_embeds, pooled = self.encode_caption(caption)
@@ -193,6 +198,7 @@ class DiffusersFlux:
             blocks=blocks,
             progress=progress,
             branch_pooled=branch_pooled,
+            features=features,
         )
         captured.meta["caption"] = caption
         return captured
@@ -214,52 +220,52 @@ class DiffusersFlux:
         blocks: Iterable[int] | None = None,
         progress: ProgressFn | None = None,
         branch_pooled: str = BRANCH_POOLED[0],
+        features: FeatureOptions | None = None,
     ) -> CapturedAttention:
         """:meth:`capture` with the text already encoded (caption ``[1, T, D]``, pooled, expressions).
         ``branch_pooled`` (:data:`refam.variants.BRANCH_POOLED`): the pooled vector the expression
-        branch is modulated with."""
+        branch is modulated with; ``features``: one pass, one per σ, or the inversion's steps."""
+        features = features or FeatureOptions()
         point = self.operating_point.fill(sigma=sigma, guidance=guidance, resolution=resolution)
         sigma, guidance, resolution = point["sigma"], point["guidance"], point["resolution"]
-        check_sigma(sigma)
+        sigma = features.single_sigma(sigma)
         say = progress or (lambda _s: None)
         batch, height, width = images.shape[:3]
         size = self.native_size or model_size((height, width), resolution, self.latent_multiple)
 
         say("encoding image")
-        latents = self.encode_images(to_model_pixels(images, size))
-        noise = capture_noise(latents.shape, seed).to(latents)
-        noisy = (1.0 - sigma) * latents + sigma * noise
-        grid = (latents.shape[2] // 2, latents.shape[3] // 2)
-
-        say("capturing attention")
-        device = self.device
-        kwargs: dict[str, Any] = dict(
-            hidden_states=pack_latents(noisy).to(device),
-            encoder_hidden_states=prompt_embeds.to(device).expand(batch, -1, -1),
-            pooled_projections=pooled.to(device).expand(batch, -1),
-            timestep=torch.full((batch,), sigma, device=device, dtype=self.dtype),
-            img_ids=latent_image_ids(*grid, device=device),
-            txt_ids=torch.zeros(prompt_embeds.shape[1], 3, device=device),
-            return_dict=False,
-        )
-        if getattr(self.transformer.config, "guidance_embeds", False):
-            if guidance is None:
-                raise ValueError(f"{self.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})")
-            kwargs["guidance"] = torch.full((batch,), guidance, device=device, dtype=torch.float32)
+        unpacked = self.encode_images(to_model_pixels(images, size)).float()
+        grid = (unpacked.shape[2] // 2, unpacked.shape[3] // 2)
+        # The trajectory and the noising run in float32 whatever the model's dtype, as ComfyUI's do.
+        latents = pack_latents(unpacked)
+        noise = pack_latents(capture_noise(unpacked.shape, seed)).to(latents.device)
+        flux = FluxInputs(self, prompt_embeds, pooled, grid, batch, guidance)
+        branch = Branch(expr_embeds, layout, blocks, branch_pooled)
+        meta: dict[str, Any] = {"features": features.describe()}
         with self._on_device(self.transformer):
-            shift = FLUX1.diffusers_pooled_shift(self.transformer, kwargs["pooled_projections"], branch_pooled)
-            with capture_attention(
-                self.transformer,
-                expr_embeds,
-                layout,
-                architecture=FLUX1,
-                blocks=blocks,
-                stop_after_last=True,
-                vec_shift=shift,
-            ) as session:
-                run_until_captured(self.transformer, **kwargs)
+            if features.mode == "inversion":
+                average = PassAverage(layout, features.step_aggregation)
+                schedule = denoising_sigmas(features.inversion_steps, mu=self.schedule_mu(grid))
+                self.invert_and_denoise(
+                    latents, noise, schedule, features, flux, branch=branch, average=average, progress=say
+                )
+                records = average.blocks()
+                meta["features"]["collected_sigmas"] = [round(float(schedule[i]), 6) for i in features.collected_steps()]
+            else:
+                say("capturing attention")
+                sigmas = features.sigmas or (sigma,)
+                passes = [self.capture_latent((1.0 - s) * latents + s * noise, s, flux, branch) for s in sigmas[:1]]
+                if len(sigmas) == 1:
+                    records = passes[0]
+                else:
+                    average = PassAverage(layout, features.step_aggregation)
+                    average.add(passes[0])
+                    for s in sigmas[1:]:
+                        say(f"capturing attention at sigma {s}")
+                        average.add(self.capture_latent((1.0 - s) * latents + s * noise, s, flux, branch))
+                    records = average.blocks()
         return CapturedAttention(
-            blocks=session.records,
+            blocks=records,
             expressions=list(expressions),
             layout=layout,
             geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
@@ -270,5 +276,132 @@ class DiffusersFlux:
                 "sigma": sigma,
                 "seed": seed,
                 "branch_pooled": branch_pooled,
+                **meta,
             },
+        )
+
+    # -- passes ----------------------------------------------------------------------------------
+    def schedule_mu(self, grid: tuple[int, int]) -> float | None:
+        """The timestep shift of this model's multi-step schedule at ``grid`` (None: unshifted)."""
+        shift = self.operating_point.time_shift
+        return None if shift is None else shift_mu(shift, grid[0] * grid[1])
+
+    def forward(self, packed: torch.Tensor, sigma: float, flux: FluxInputs) -> torch.Tensor:
+        """The transformer's velocity at ``σ`` for packed latents ``[B, N, C·4]`` (float32 out)."""
+        kwargs = flux.kwargs(packed.to(self.device, self.dtype), sigma)
+        return self.transformer(**kwargs)[0].float()
+
+    def capture_latent(
+        self, packed: torch.Tensor, sigma: float, flux: FluxInputs, branch: Branch
+    ) -> list[BlockCapture]:
+        """One pass at ``σ`` on the (already noised) packed latents with every expression's branch,
+        stopped after the last selected block."""
+        with branch.installed(self.transformer, flux, stop_after_last=True) as session:
+            run_until_captured(self.transformer, **flux.kwargs(packed.to(self.device, self.dtype), sigma))
+        return session.records
+
+    def invert_and_denoise(
+        self,
+        clean: torch.Tensor,
+        noise: torch.Tensor,
+        schedule: torch.Tensor,
+        features: FeatureOptions,
+        flux: FluxInputs,
+        *,
+        branch: Branch | None = None,
+        average: PassAverage | None = None,
+        progress: ProgressFn | None = None,
+        on_step: Callable[[str, int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """RF-inversion of the packed clean latents along ``schedule`` walked backwards (``features``'
+        γ), then denoising along it (η over its first steps); the branch rides the collected
+        denoising steps (their records go to ``average``). Returns the reconstructed latents. The
+        trajectory is the same with or without the branch: its hooks only read. Both stages are
+        conditioned on the caption with the same guidance, as the paper conditions "both inversion
+        and denoising on this caption" (App. A.1)."""
+        collect = set(features.collected_steps())
+        say = progress or (lambda _s: None)
+        steps = len(schedule) - 1
+
+        def inverting(x: torch.Tensor, s: float, i: int) -> torch.Tensor:
+            if i == 0:
+                say(f"inverting the image ({steps} steps)")
+            return self.forward(x, s, flux)
+
+        def denoising(x: torch.Tensor, s: float, i: int) -> torch.Tensor:
+            if i == 0:
+                say(f"denoising with the capture on {len(collect)} of {steps} steps")
+            if branch is None or i not in collect:
+                return self.forward(x, s, flux)
+            with branch.installed(self.transformer, flux, stop_after_last=False) as session:
+                v = self.forward(x, s, flux)
+            if average is not None:
+                average.add(session.records)
+            return v
+
+        def hook(stage: str):
+            return None if on_step is None else (lambda i, x: on_step(stage, i, x))
+
+        inverted = invert(inverting, clean, inversion_sigmas(schedule), noise, features.gamma, hook("inversion"))
+        return denoise(
+            denoising, inverted, schedule, hook("denoising"),
+            clean=clean, eta=features.eta, eta_steps=features.controlled_steps,
+        )  # fmt: skip
+
+
+@dataclass
+class FluxInputs:
+    """Everything of a FLUX forward but the latents and σ: caption, pooled vector, positions, guidance."""
+
+    backend: DiffusersFlux
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+    grid: tuple[int, int]
+    batch: int
+    guidance: float | None
+
+    def __post_init__(self) -> None:
+        device, transformer = self.backend.device, self.backend.transformer
+        self.base: dict[str, Any] = dict(
+            encoder_hidden_states=self.prompt_embeds.to(device).expand(self.batch, -1, -1),
+            pooled_projections=self.pooled.to(device).expand(self.batch, -1),
+            img_ids=latent_image_ids(*self.grid, device=device),
+            txt_ids=torch.zeros(self.prompt_embeds.shape[1], 3, device=device),
+            return_dict=False,
+        )
+        if getattr(transformer.config, "guidance_embeds", False):
+            if self.guidance is None:
+                raise ValueError(
+                    f"{self.backend.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})"
+                )
+            self.base["guidance"] = torch.full((self.batch,), self.guidance, device=device, dtype=torch.float32)
+
+    def kwargs(self, packed: torch.Tensor, sigma: float) -> dict[str, Any]:
+        timestep = torch.full((self.batch,), sigma, device=packed.device, dtype=self.backend.dtype)
+        return {**self.base, "hidden_states": packed, "timestep": timestep}
+
+
+@dataclass
+class Branch:
+    """The expression branch of a capture: what to encode, which blocks, which pooled vector."""
+
+    embeds: torch.Tensor
+    layout: ExpressionLayout
+    blocks: Iterable[int] | None
+    pooled: str = BRANCH_POOLED[0]
+
+    def __post_init__(self) -> None:
+        # Read once per pass: a generator would be spent after the first.
+        self.blocks = None if self.blocks is None else tuple(self.blocks)
+
+    def installed(self, transformer: nn.Module, flux: FluxInputs, *, stop_after_last: bool):
+        shift = FLUX1.diffusers_pooled_shift(transformer, flux.base["pooled_projections"], self.pooled)
+        return capture_attention(
+            transformer,
+            self.embeds,
+            self.layout,
+            architecture=FLUX1,
+            blocks=self.blocks,
+            stop_after_last=stop_after_last,
+            vec_shift=shift,
         )

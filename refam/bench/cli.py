@@ -12,6 +12,15 @@ from typing import Any
 __all__ = ["build_parser", "main"]
 
 
+def _flux_shape(p: argparse.ArgumentParser, heads: int, size: int) -> None:
+    """The random FLUX's shape and input size (the capture and features benches)."""
+    p.add_argument("--double", type=int, default=2)
+    p.add_argument("--single", type=int, default=2)
+    p.add_argument("--heads", type=int, default=heads, help="attention heads of 128 (24 = FLUX's width 3072)")
+    p.add_argument("--size", type=int, default=size, help="image side in pixels (latent grid = size/16)")
+    p.add_argument("--text-len", type=int, default=512, help="caption tokens (diffusers pads T5 to 512)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import refam.bench
 
@@ -27,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap = sub.add_parser(
         "capture", help="the expression branch's cost on a random FLUX: time, bytes, overhead"
     )
-    cap.add_argument("--double", type=int, default=2)
-    cap.add_argument("--single", type=int, default=2)
-    cap.add_argument("--heads", type=int, default=24, help="attention heads of 128 (24 = FLUX's width 3072)")
-    cap.add_argument("--size", type=int, default=512, help="image side in pixels (latent grid = size/16)")
-    cap.add_argument("--text-len", type=int, default=512, help="caption tokens (diffusers pads T5 to 512)")
+    _flux_shape(cap, heads=24, size=512)
     cap.add_argument(
         "--dtypes", default="fp32,bf16", help="comma-separated, of fp32, bf16, fp16 (default fp32,bf16)"
     )
@@ -41,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)"
     )
     cap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    feat = sub.add_parser(
+        "features", help="single pass vs several σ vs RF-inversion on a random FLUX: seconds, ratios, memory"
+    )
+    _flux_shape(feat, heads=8, size=256)
+    feat.add_argument("--steps", type=int, default=28, help="inversion and denoising steps (the paper: 28)")
+    feat.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    feat.add_argument("--device", default=None)
+    feat.add_argument("--runs", type=int, default=3, help="interleaved rounds (default 3)")
+    feat.add_argument(
+        "--full", action="store_true", help="the real FLUX.1 (19 + 38 blocks, width 3072) at 1024² in bf16 (GPU)"
+    )
+    feat.add_argument("--json", default=None, help="also write the JSON result to this file")
     moc = sub.add_parser("mochi", help="the expression branch's cost on a random Mochi (GPU)")
     moc.add_argument("--layers", type=int, default=48, help="Mochi blocks (48 = full size, ~10B parameters)")
     moc.add_argument("--frames", type=int, default=31)
@@ -79,6 +96,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         parse_dtypes(args.dtypes)  # a typo fails before a model is built
         result = bench_capture(args)
         print_capture(result)
+    elif args.which == "features":
+        from refam.bench.features import bench_features, print_features
+
+        result = bench_features(args)
+        print_features(result)
     elif args.which == "mochi":
         from refam.bench.capture_cost import parse_dtypes
         from refam.bench.mochi import bench_mochi, print_mochi
@@ -122,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["capture", *argv])
     if args.which == "capture" and args.full:
         args.double, args.single, args.size = 19, 38, 1024
+    if args.which == "features" and args.full:
+        args.double, args.single, args.size, args.heads, args.dtype = 19, 38, 1024, 24, "bf16"
     try:
         result = _run(args)
     except ValueError as err:

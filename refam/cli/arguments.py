@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from refam.architectures.flux import FLUX_IMAGE
 from refam.architectures.mochi import MOCHI_VIDEO
+from refam.features import DEFAULT_ETA, DEFAULT_ETA_STOP, DEFAULT_GAMMA, DEFAULT_INVERSION_STEPS
 from refam.variants import (
     BRANCH_POOLED,
     DEFAULT_MASK_CHOICE,
     DEFAULT_POINT_STRATEGY,
+    FEATURE_MODES,
     GAS_RULES,
     MASK_CHOICES,
     NP_MODES,
     POINT_STRATEGIES,
     SCORES,
     SPATIAL_RULES,
+    STEP_AGGREGATIONS,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ __all__ = [
     "add_model_options",
     "check_args",
     "device_and_dtype",
+    "feature_options",
     "options_from_args",
     "parse_prompt_frame",
     "pixel_limit",
@@ -56,6 +60,54 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
         f"Mochi {MOCHI_VIDEO.sigma} = timestep 990, the toy its own)",
     )
     g.add_argument("--seed", type=int, default=0, help="noise seed")
+    g.add_argument(
+        "--features",
+        choices=FEATURE_MODES,
+        default=FEATURE_MODES[0],
+        help="single: one noised pass at σ (the paper's main setting; with --sigmas one pass per σ); inversion: "
+        "RF-inversion of the image, then denoising with the maps read on the denoising steps (App. A.1, Table 7)",
+    )
+    g.add_argument(
+        "--sigmas",
+        default=None,
+        help="comma-separated noise levels for --features single: one pass per σ, maps averaged (e.g. 0.5,0.75,0.9)",
+    )
+    g.add_argument(
+        "--inversion-steps",
+        type=int,
+        default=DEFAULT_INVERSION_STEPS,
+        help=f"inversion: steps of the inversion and of the denoising (default {DEFAULT_INVERSION_STEPS})",
+    )
+    g.add_argument(
+        "--gamma",
+        type=float,
+        default=DEFAULT_GAMMA,
+        help=f"inversion: controller strength of the forward ODE, 0 plain inversion .. 1 the noise (default {DEFAULT_GAMMA})",
+    )
+    g.add_argument(
+        "--eta",
+        type=float,
+        default=DEFAULT_ETA,
+        help=f"inversion: pull of the first denoising steps back to the image, 0 = plain denoising (default {DEFAULT_ETA})",
+    )
+    g.add_argument(
+        "--eta-stop",
+        type=float,
+        default=DEFAULT_ETA_STOP,
+        help=f"inversion: fraction of the denoising steps that --eta applies to (default {DEFAULT_ETA_STOP})",
+    )
+    g.add_argument(
+        "--collect-steps",
+        default="all",
+        help="inversion: denoising steps whose maps are read, 'all' or indices/ranges from 0 (the noisiest), e.g. 0-13",
+    )
+    g.add_argument(
+        "--step-aggregation",
+        choices=STEP_AGGREGATIONS,
+        default=STEP_AGGREGATIONS[0],
+        help="several passes: average the attention maps (maps) or the scores before one softmax (scores, "
+        "ConceptAttention's order)",
+    )
     g.add_argument(
         "--guidance",
         type=float,
@@ -245,8 +297,41 @@ def options_from_args(args: argparse.Namespace) -> RefAMOptions:
         spatial_bias=not args.no_sb,
         blocks=blocks,
         skip_fraction=args.skip_fraction,
+        **feature_options(args),
         **pixel_limit(args),
     )
+
+
+def feature_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The feature-mode flags as option fields; those of the other mode are refused when given."""
+    from refam.features import parse_step_spec
+
+    inversion = args.features == "inversion"
+    out: dict[str, Any] = {"features": args.features, "step_aggregation": args.step_aggregation}
+    if args.sigmas is not None:
+        if args.sigma is not None:
+            raise ValueError("give --sigma (one pass) or --sigmas (one pass each), not both")
+        try:
+            out["sigmas"] = tuple(float(s) for s in args.sigmas.split(",") if s.strip())
+        except ValueError:
+            raise ValueError(f"--sigmas takes comma-separated numbers, e.g. 0.5,0.75,0.9; got {args.sigmas!r}") from None
+    if args.step_aggregation != STEP_AGGREGATIONS[0] and not inversion and len(out.get("sigmas") or ()) < 2:
+        raise ValueError("--step-aggregation joins several passes: add --sigmas with two or more values, or --features inversion")
+    collect = parse_step_spec(args.collect_steps)
+    given = {
+        "inversion_steps": args.inversion_steps != DEFAULT_INVERSION_STEPS,
+        "gamma": args.gamma != DEFAULT_GAMMA,
+        "eta": args.eta != DEFAULT_ETA,
+        "eta_stop": args.eta_stop != DEFAULT_ETA_STOP,
+        "collect_steps": collect is not None,
+    }
+    if not inversion and any(given.values()):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v)
+        raise ValueError(f"{flags} apply to --features inversion; add it, or leave them out")
+    if inversion:
+        out.update(inversion_steps=args.inversion_steps, gamma=args.gamma, eta=args.eta, eta_stop=args.eta_stop)
+        out["collect_steps"] = collect
+    return out
 
 
 def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
@@ -294,7 +379,14 @@ def check_device(text: str) -> torch.device:
 def check_args(args: argparse.Namespace) -> None:
     """Every argument checked before any model loads or any frame is decoded, so a typo costs
     nothing: options, device, dtype, segmenter file, counts and the output folder."""
-    options_from_args(args)
+    from refam.features import FeatureOptions
+
+    options = options_from_args(args)
+    if getattr(args, "video_model", None) and options.features != FeatureOptions():
+        raise ValueError(
+            "--features inversion and --sigmas are for FLUX image models; Mochi (--video-model) reads one pass "
+            "at σ, the paper's video setting: leave them out, or drop --video-model to run FLUX on the frames"
+        )
     device_and_dtype(args)
     for flag in ("limit", "candidates", "points_from", "max_pixels"):
         value = getattr(args, flag, None)

@@ -89,4 +89,5 @@ def ran_with(pipe: Any) -> dict[str, Any]:
         "box_prompt": opts.box_prompt,
         "mask_choice": opts.mask_choice,
         "heatmap_mask": opts.heatmap_mask,
+        "features": opts.features.describe(),
     }

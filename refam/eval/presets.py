@@ -1,5 +1,5 @@
 """The method settings an eval run can be named by (``refam eval --preset``): the library's
-defaults, the paper's prompt, and the ablations of Tables 4-6."""
+defaults, the paper's prompt, the ablations of Tables 4-6 and Table 7's inversion row."""
 
 from __future__ import annotations
 
@@ -24,4 +24,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "no-sb": {**PAPER_PROMPT, "spatial_bias": False},
     "no-am-np-sb": {**PAPER_PROMPT, "magnets": (), "noun_phrase": False, "spatial_bias": False},
     "am-only": {**PAPER_PROMPT, "noun_phrase": False, "spatial_bias": False},
+    # Table 7: "REFAM + Inversion", the paper's prompt on RF-inversion features (refam.features).
+    "inversion": {**PAPER_PROMPT, "features": "inversion"},
 }

@@ -4,6 +4,7 @@ Point accuracy (point inside the named object's mask) and mIoU (flood-fill masks
 kind, on scenes drawn from EVAL_SEED, which training never uses. ``--prompts``: every point
 strategy and mask choice at the native size and two non-square sizes, on the validation scenes
 (VALIDATION_SEED, which neither training nor the tests draw from) — where the default is chosen.
+``--features``: the single pass against several σ and RF-inversion (refam.features).
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
         ("double blocks only", {"blocks": tuple(range(num_double))}),
         (f"first {first} blocks", {"blocks": tuple(range(first))}),
         ("skip first 60%", {"skip_fraction": 0.6}),
+    ]
+
+
+def feature_rows() -> list[tuple[str, dict[str, Any]]]:
+    """(name, overrides): the feature modes of refam.features against the single pass (paper App. A.1)."""
+    return [
+        ("single pass (default σ)", {}),
+        ("sigmas 0.25, 0.5, 0.75", {"sigmas": (0.25, 0.5, 0.75)}),
+        ("inversion (RF defaults)", {"features": "inversion"}),
+        ("inversion, plain denoising", {"features": "inversion", "eta": 0.0}),
+        ("inversion, gamma 0", {"features": "inversion", "gamma": 0.0}),
     ]
 
 
@@ -110,7 +122,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (name, overrides, examples if i == 0 else ablation_examples)
         for i, (name, overrides) in enumerate(rows)
     ]
-    if not args.ablations:
+    if args.features:
+        # Inversion runs 2 x 28 passes per scene: every row on the ablation subset.
+        plan = [(name, overrides, ablation_examples) for name, overrides in feature_rows()]
+    elif not args.ablations:
         plan = plan[:1]
     elif len(ablation_examples) < len(examples):
         # Ablation rows run on a subset; they compare against the full pipeline on that same subset.
@@ -179,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--empty-caption", action="store_true", help="condition on the empty prompt, not the scene caption"
+    )
+    p.add_argument(
+        "--features", action="store_true", help="single pass vs several σ vs RF-inversion, on --ablation-n scenes per kind"
     )
     p.add_argument(
         "--prompts", action="store_true", help="point strategies and mask choices at three sizes (validation scenes)"

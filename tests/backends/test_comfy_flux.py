@@ -539,3 +539,96 @@ def test_expression_padding_matches_the_diffusers_backend(comfy, weights, model,
         )
         assert ours.operating_point == theirs.operating_point
         assert ours.text_pad_length == theirs.text_pad_length == expected
+
+
+# RF-inversion compounds the backends' ~1e-6 logit differences over every step of both stages.
+INVERSION_ATOL = 1e-3
+
+
+def _diffusers_twin(weights):
+    from refam.backends.diffusers_flux import DiffusersFlux
+
+    transformer, dvae = weights
+    return DiffusersFlux(transformer=transformer, vae=dvae, t5=torch.nn.Identity(), t5_tokenizer=None, clip=None, clip_tokenizer=None)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"mode": "inversion", "inversion_steps": 4, "gamma": 0.5, "eta": 0.9, "eta_stop": 0.5, "collect_steps": (0, 2, 3)},
+        {"sigmas": (0.4, 0.9)},
+    ],
+    ids=["inversion", "sigmas"],
+)
+def test_feature_modes_agree_with_diffusers(weights, model, vae, inputs, features):
+    from refam.backends.comfy_flux import capture_flux
+    from refam.features import FeatureOptions
+
+    positive, embeds, layout, image = inputs
+    options = FeatureOptions(**features)
+    comfy_maps = capture_flux(
+        model, vae, image, positive, embeds, layout, [None, None], sigma=0.75, seed=9, resolution=80, features=options
+    )
+    diff_maps = _diffusers_twin(weights).capture_encoded(
+        image, [None, None], positive[0][0], positive[0][1]["pooled_output"], embeds, layout,
+        sigma=0.75, seed=9, guidance=3.5, resolution=80, features=options,
+    )  # fmt: skip
+    assert comfy_maps.meta["features"] == diff_maps.meta["features"]
+    worst = 0.0
+    for a, b in zip(comfy_maps.blocks, diff_maps.blocks, strict=True):
+        worst = max(worst, *scores_agree(a, b, tolerance=INVERSION_ATOL))
+        torch.testing.assert_close(a.text_mass, b.text_mass, atol=INVERSION_ATOL, rtol=0)
+    print(f"{options.mode} {features}: cross-backend max relative |Δscore| = {worst:.2e}")
+
+
+def test_inversion_trajectory_is_the_same_with_and_without_the_capture(model, vae, inputs):
+    from refam.backends.comfy_capture import ComfyCapture
+    from refam.backends.comfy_flow import run_inversion
+    from refam.features import FeatureOptions, PassAverage
+    from refam.flow import denoising_sigmas
+    from refam.noise import capture_noise
+
+    positive, embeds, layout, image = inputs
+    latent = _latent(vae, image)
+    target = capture_noise(latent.shape, 2).contiguous()
+    features = FeatureOptions(mode="inversion", inversion_steps=3)
+    outs = []
+    for collect in ((), (0,), None):  # nothing captured, one step, every step
+        session = ComfyCapture(model, embeds, layout, keep_output=True)
+        average = PassAverage(layout)
+        run = dict(average=average, collect=collect)
+        outs.append(run_inversion(session, latent, positive, denoising_sigmas(3), features, target, **run))
+        assert average.passes == len(features.collected_steps() if collect is None else collect)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert not model.wrappers
+
+
+def test_interrupted_inversion_leaves_nothing_behind(comfy, model, vae, inputs):
+    import comfy.model_management as mm
+
+    from refam.backends.comfy_flux import capture_flux
+    from refam.features import FeatureOptions
+
+    positive, embeds, layout, image = inputs
+    features = FeatureOptions(mode="inversion", inversion_steps=3)
+    run = dict(sigma=0.5, seed=1, resolution=64, features=features)
+    before = copy.deepcopy(model.model_options)
+    reference = capture_flux(model, vae, image, positive, embeds, layout, [None, None], **run)
+    steps_seen = []
+
+    def interrupt_midway(done, total):
+        steps_seen.append(done)
+        if done == 4:  # inversion finished, first denoising step done
+            mm.interrupt_current_processing(True)
+
+    try:
+        with pytest.raises(interrupt_exception()):
+            capture_flux(model, vae, image, positive, embeds, layout, [None, None], progress=interrupt_midway, **run)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert steps_seen == [1, 2, 3, 4]
+    assert model.model_options == before
+    assert not model.wrappers
+    again = capture_flux(model, vae, image, positive, embeds, layout, [None, None], **run)
+    for a, b in zip(reference.blocks, again.blocks, strict=True):
+        assert torch.equal(a.logits, b.logits)

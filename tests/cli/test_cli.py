@@ -87,3 +87,40 @@ def test_missing_checkpoints_name_the_paths_searched(tmp_path, two_cats_path, fl
     err = capsys.readouterr().err
     assert code == 2 and str(comfy / "models" / "sam2" / "sam2.1_hiera_large.pt") in err
     assert str(comfy / "models" / "sams") in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gamma", "0.3"], "--gamma apply to --features inversion"),
+        (["--collect-steps", "0-3"], "--collect-steps apply to --features inversion"),
+        (["--features", "inversion", "--sigmas", "0.5,0.7"], "sigmas average single passes"),
+        (["--sigmas", "0.5,high"], "--sigmas takes comma-separated numbers"),
+        (["--sigmas", "0.5,1.5"], "sigma must be in (0, 1]"),
+        (["--features", "inversion", "--collect-steps", "30"], "past the last denoising step (27)"),
+        (["--features", "inversion", "--gamma", "2"], "gamma"),
+        (["--features", "inversion", "--inversion-steps", "0"], "inversion_steps must be a whole number >= 1"),
+        (["--sigma", "0.5", "--sigmas", "0.5,0.7"], "not both"),
+        (["--step-aggregation", "scores"], "--step-aggregation joins several passes"),
+    ],
+)
+def test_bad_feature_flags_fail_before_loading_anything(tmp_path, two_cats_path, capsys, flags, message):
+    assert main(["segment", str(two_cats_path), "a cat", "--model", str(tmp_path / "nowhere"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refam: error:") and message in err, err
+
+
+def test_segment_with_inversion_features_names_them_in_the_summary(tmp_path, two_cats_path, flux_dir, sam2_ckpt):
+    out = tmp_path / "out"
+    argv = [
+        "segment", str(two_cats_path), "the cat on the left", "--caption", "two cats",
+        "--model", str(flux_dir), "--segmenter", str(sam2_ckpt), "--sam2-image-size", "256",
+        "--resolution", "64", "--device", "cpu", "--dtype", "fp32", "--out", str(out),
+        "--features", "inversion", "--inversion-steps", "3", "--collect-steps", "1-2", "--gamma", "0.25",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    features = json.loads((out / "summary.json").read_text())["options"]["features"]
+    assert features == {
+        "mode": "inversion", "inversion_steps": 3, "gamma": 0.25, "eta": 1.0, "eta_stop": 0.25,
+        "collect_steps": [1, 2], "step_aggregation": "maps",
+    }  # fmt: skip

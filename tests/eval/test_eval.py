@@ -343,3 +343,17 @@ def test_video_evaluation_conditions_on_each_videos_caption(tmp_path, toy_pipeli
         del backend.capture
     assert seen and set(seen) == {"a bike on a path"}
     assert {r["caption"] for r in load_records(tmp_path / "out")} == {"a bike on a path"}
+
+
+def test_inversion_run_names_its_features_and_is_not_mixed_with_a_single_pass_run(toy_export, toy_pipeline, tmp_path):
+    from refam.eval.presets import PRESETS
+
+    root, _ = toy_export
+    ds = _toy_dataset(root)
+    inversion = {**PRESETS["inversion"], "inversion_steps": 2}
+    evaluate_refer(toy_pipeline, ds, "val", tmp_path, limit=2, **inversion)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["options"]["features"]["mode"] == "inversion"
+    assert run["options"]["features"]["inversion_steps"] == 2 and run["options"]["point_strategy"] == "argmax"
+    with pytest.raises(ValueError, match="features"):
+        evaluate_refer(toy_pipeline, ds, "val", tmp_path, limit=2, **PRESETS["paper"])

@@ -212,6 +212,34 @@ def test_bad_inputs_fail_clearly(pack, objects):
         )
 
 
+def test_feature_mode_node_drives_the_capture(pack, objects):
+    model, clip, vae = objects
+    image = _image(n=1)
+    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip, caption="two squares", guidance=3.5)
+    (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="the red square", magnets="_ with to and pink", noun_phrase=True, spatial_bias=True)
+    capture = dict(model=model, vae=vae, image=image, conditioning=cond, expression=expr, sigma=0.75, seed=0, blocks="all", resolution=64)
+    (features,) = _run(pack, "RefAMFeatureMode", features="inversion", inversion_steps=3, collect_steps="1-2")
+    (att,) = _run(pack, "RefAMCaptureAttentionFlux", features=features, **capture)
+    assert att.captured.meta["features"]["mode"] == "inversion"
+    assert att.captured.meta["features"]["collect_steps"] == [1, 2]
+    heat, *_ = _run(pack, "RefAMHeatmap", attention=att, image=image)
+    assert heat.shape == (1, 77, 123) and torch.isfinite(heat).all()
+    (several,) = _run(pack, "RefAMFeatureMode", sigmas="0.5, 0.9")
+    (att,) = _run(pack, "RefAMCaptureAttentionFlux", features=several, **capture)
+    assert att.captured.meta["features"]["sigmas"] == [0.5, 0.9]
+    # Without the features input the node is the paper's single pass, as before.
+    (att,) = _run(pack, "RefAMCaptureAttentionFlux", **capture)
+    assert att.captured.meta["features"]["mode"] == "single" and att.captured.meta["features"]["sigmas"] is None
+    for change, message in [
+        ({"features": "inversion", "sigmas": "0.5"}, "clear it for inversion"),
+        ({"sigmas": "0.5, lots"}, "comma-separated noise levels"),
+        ({"sigmas": "0.5, 2"}, "sigma must be in"),
+        ({"features": "inversion", "collect_steps": "40"}, "past the last denoising step"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _run(pack, "RefAMFeatureMode", **change)
+
+
 def test_mochi_video_chain(pack, sam2_folder):
     """Capture (Mochi) -> Filter -> Heatmap on the latent frames -> Point -> Propagate over the clip."""
     from comfy_support import PooledVideoVAE, tiny_comfy_mochi, tiny_mochi_clip
