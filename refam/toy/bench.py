@@ -58,6 +58,9 @@ def feature_rows() -> list[tuple[str, dict[str, Any]]]:
         ("inversion (RF defaults)", {"features": "inversion"}),
         ("inversion, plain denoising", {"features": "inversion", "eta": 0.0}),
         ("inversion, gamma 0", {"features": "inversion", "gamma": 0.0}),
+        # Around the toy's own σ (0.1): its maps are best at low noise (the ablation table's σ rows).
+        ("sigmas 0.05, 0.1, 0.2", {"sigmas": (0.05, 0.1, 0.2)}),
+        ("inversion, steps 21-27 (σ <= 0.25)", {"features": "inversion", "collect_steps": tuple(range(21, 28))}),
     ]
 
 
