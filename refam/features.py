@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from refam.attention import BlockCapture, ExpressionLayout
-from refam.flow import check_gamma, check_unit
+from refam.flow import TimeShift, check_gamma, check_unit, denoising_sigmas, shift_mu
 from refam.noise import check_sigma
 from refam.variants import FEATURE_MODES, STEP_AGGREGATIONS, check_choice
 
@@ -119,6 +119,15 @@ class FeatureOptions:
     def single_sigma(self, sigma: float) -> float:
         """The σ of a single pass: the one of ``sigmas`` when it holds one, else ``sigma`` (checked)."""
         return check_sigma(self.sigmas[0] if self.sigmas and len(self.sigmas) == 1 else sigma)
+
+    def schedule(self, time_shift: TimeShift | None, image_tokens: int) -> torch.Tensor:
+        """The inversion's denoising σ schedule for ``image_tokens`` tokens, shifted as the model's is."""
+        mu = None if time_shift is None else shift_mu(time_shift, image_tokens)
+        return denoising_sigmas(self.inversion_steps, mu=mu)
+
+    def collected_sigmas(self, schedule: torch.Tensor) -> list[float]:
+        """The σ of each collected denoising step, as run records name them."""
+        return [round(float(schedule[i]), 6) for i in self.collected_steps()]
 
     def collected_steps(self) -> tuple[int, ...]:
         return tuple(range(self.inversion_steps)) if self.collect_steps is None else tuple(sorted(self.collect_steps))

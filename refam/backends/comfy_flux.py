@@ -20,7 +20,7 @@ from refam.backends.comfy_flow import run_inversion
 from refam.backends.comfy_text import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
 from refam.expression import TokenizedExpression
 from refam.features import FeatureOptions, PassAverage
-from refam.flow import TimeShift, denoising_sigmas, shift_mu
+from refam.flow import TimeShift
 from refam.images import model_size
 from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
@@ -87,11 +87,11 @@ def capture_flux(
     if inversion:
         if isinstance(time_shift, FromBackend):
             time_shift = flux_point(bool(session.diffusion_model.params.guidance_embed)).time_shift
-        schedule = denoising_sigmas(features.inversion_steps, mu=None if time_shift is None else shift_mu(time_shift, grid[0] * grid[1]))
+        schedule = features.schedule(time_shift, grid[0] * grid[1])
         target = capture_noise(latent.shape, seed).contiguous()
         run_inversion(session, latent, positive, schedule, features, target, average=average, progress=progress)
         records = average.blocks()
-        meta["features"]["collected_sigmas"] = [round(float(schedule[i]), 6) for i in features.collected_steps()]
+        meta["features"]["collected_sigmas"] = features.collected_sigmas(schedule)
     elif features.sigmas and len(features.sigmas) > 1:
         for s in features.sigmas:
             run_patched_pass(session, latent, positive, s, seed)

@@ -23,7 +23,7 @@ from refam.attention import BlockCapture, CapturedAttention, ExpressionLayout, I
 from refam.backends.diffusers_capture import capture_attention, run_until_captured
 from refam.expression import TokenizedExpression
 from refam.features import FeatureOptions, PassAverage
-from refam.flow import denoise, denoising_sigmas, inversion_sigmas, invert, shift_mu
+from refam.flow import denoise, inversion_sigmas, invert
 from refam.images import model_size, to_model_pixels
 from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
@@ -245,25 +245,21 @@ class DiffusersFlux:
         with self._on_device(self.transformer):
             if features.mode == "inversion":
                 average = PassAverage(layout, features.step_aggregation)
-                schedule = denoising_sigmas(features.inversion_steps, mu=self.schedule_mu(grid))
+                schedule = features.schedule(self.operating_point.time_shift, grid[0] * grid[1])
                 self.invert_and_denoise(
                     latents, noise, schedule, features, flux, branch=branch, average=average, progress=say
                 )
                 records = average.blocks()
-                meta["features"]["collected_sigmas"] = [round(float(schedule[i]), 6) for i in features.collected_steps()]
+                meta["features"]["collected_sigmas"] = features.collected_sigmas(schedule)
+            elif features.sigmas and len(features.sigmas) > 1:
+                average = PassAverage(layout, features.step_aggregation)
+                for s in features.sigmas:
+                    say(f"capturing attention at sigma {s}")
+                    average.add(self.capture_latent((1.0 - s) * latents + s * noise, s, flux, branch))
+                records = average.blocks()
             else:
                 say("capturing attention")
-                sigmas = features.sigmas or (sigma,)
-                passes = [self.capture_latent((1.0 - s) * latents + s * noise, s, flux, branch) for s in sigmas[:1]]
-                if len(sigmas) == 1:
-                    records = passes[0]
-                else:
-                    average = PassAverage(layout, features.step_aggregation)
-                    average.add(passes[0])
-                    for s in sigmas[1:]:
-                        say(f"capturing attention at sigma {s}")
-                        average.add(self.capture_latent((1.0 - s) * latents + s * noise, s, flux, branch))
-                    records = average.blocks()
+                records = self.capture_latent((1.0 - sigma) * latents + sigma * noise, sigma, flux, branch)
         return CapturedAttention(
             blocks=records,
             expressions=list(expressions),
@@ -281,11 +277,6 @@ class DiffusersFlux:
         )
 
     # -- passes ----------------------------------------------------------------------------------
-    def schedule_mu(self, grid: tuple[int, int]) -> float | None:
-        """The timestep shift of this model's multi-step schedule at ``grid`` (None: unshifted)."""
-        shift = self.operating_point.time_shift
-        return None if shift is None else shift_mu(shift, grid[0] * grid[1])
-
     def forward(self, packed: torch.Tensor, sigma: float, flux: FluxInputs) -> torch.Tensor:
         """The transformer's velocity at ``σ`` for packed latents ``[B, N, C·4]`` (float32 out)."""
         kwargs = flux.kwargs(packed.to(self.device, self.dtype), sigma)

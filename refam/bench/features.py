@@ -44,7 +44,6 @@ def _modes(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
     from refam.attention import ExpressionLayout
     from refam.backends.diffusers_flux import Branch, DiffusersFlux, FluxInputs
     from refam.features import FeatureOptions, PassAverage
-    from refam.flow import denoising_sigmas, shift_mu
 
     model = build_model(args.heads, args.double, args.single, dtype, device)
     backend = DiffusersFlux(
@@ -62,7 +61,7 @@ def _modes(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
         n: Branch(torch.randn(1, layouts[n].total, 4096, generator=g).to(device, dtype), layouts[n], None) for n in COUNTS
     }
     features = FeatureOptions(mode="inversion", inversion_steps=args.steps)
-    schedule = denoising_sigmas(args.steps, mu=shift_mu(FLUX_IMAGE.time_shift, grid * grid))
+    schedule = features.schedule(FLUX_IMAGE.time_shift, grid * grid)
     noised = 0.25 * clean + 0.75 * noise
 
     def several(n: int) -> PassAverage:
