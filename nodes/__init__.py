@@ -99,7 +99,8 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     NodeSpec(
         "RefAMTokenMaps",
         "RefAM Token Maps",
-        "Diagnostics: every token's map with its role, kept or dropped, GAS tokens flagged.",
+        "Diagnostics: every token's map with its role, kept or dropped, GAS tokens flagged; the text-to-text "
+        "attention per block and the entropy / per-token mass numbers of the paper's Figs. 1, 3 and 4.",
         chain.TOKEN_MAP_INPUTS,
         chain.TOKEN_MAP_OUTPUTS,
         chain.token_maps,

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from refam.architectures.flux import FLUX_IMAGE
+from refam.diagnostics import Diagnosis, diagnose
 from refam.expression import DEFAULT_MAGNETS
+from refam.expression.magnets import magnet_plan
 from refam.features import (
     DEFAULT_ETA,
     DEFAULT_ETA_STOP,
@@ -37,9 +39,11 @@ from refam.variants import (
     DEFAULT_SCORE,
     FEATURE_MODES,
     GAS_RULES,
+    MAGNET_VARIANTS,
     NP_MODES,
     POINT_STRATEGIES,
     SCORES,
+    SPACES,
     SPATIAL_RULES,
     STEP_AGGREGATIONS,
 )
@@ -90,6 +94,8 @@ def referring_expression(
     t5_length: int,
     np_mode: str,
     spatial_rule: str,
+    magnet_variant: str = MAGNET_VARIANTS[0],
+    magnet_seed: int = 0,
 ) -> tuple:
     from refam.backends.comfy_text import encode_expressions, t5_tokenizer
 
@@ -97,7 +103,8 @@ def referring_expression(
     options = HeatmapOptions(
         noun_phrase=noun_phrase, np_mode=np_mode, spatial_bias=spatial_bias, spatial_rule=spatial_rule
     )
-    tokenized, cues = prepare_expressions(texts, t5_tokenizer(clip), int(t5_length), parse_magnets(magnets), options)
+    plan = magnet_plan(magnet_variant, parse_magnets(magnets), int(magnet_seed))
+    tokenized, cues = prepare_expressions(texts, t5_tokenizer(clip), int(t5_length), plan, options)
     embeds, layout = encode_expressions(clip, tokenized)
     return (P.Expressions(tokenized=tokenized, cues=cues, embeds=embeds, layout=layout),)
 
@@ -183,10 +190,12 @@ def filter_tokens(
     gas_threshold: float,
     gas_rule: str,
     noun_phrase: bool,
+    space: str = SPACES[0],
 ) -> tuple:
     return (
         attention.with_options(
             score=score,
+            space=space,
             drop_stop_words=drop_stop_words,
             drop_magnets=drop_magnets,
             drop_eos=drop_eos,
@@ -302,7 +311,23 @@ def token_maps(attention: P.Attention, image_index: int) -> tuple:
             labels.append(f"{tm.piece} [{tm.role.value}, {state}]")
             report.append(f"  {tm.piece!r:14} role={tm.role.value:8} {state}")
     grid = tile(tiles, columns=min(8, len(tiles)), labels=labels)
-    return to_comfy_image(grid[None]), "\n".join(report)
+    analyses = [diagnose(captured, e, attention.options, image=image_index) for e in range(len(heats))]
+    return (
+        to_comfy_image(grid[None]),
+        "\n".join(report),
+        to_comfy_image(_text_attention_tiles(analyses)[None]),
+        json.dumps([d.to_json() for d in analyses]),
+    )
+
+
+def _text_attention_tiles(analyses: list[Diagnosis]) -> np.ndarray:
+    """Fig. 3 (top): each expression's text-to-text attention, one tile per block (rows: queries)."""
+    tiles, labels = [], []
+    for e, d in enumerate(analyses):
+        for name, matrix in zip(d.blocks, d.text_attention, strict=True):
+            tiles.append(_token_tile(np.asarray(matrix, dtype=np.float32), width=96))
+            labels.append(f"#{e} {name}")
+    return tile(tiles, columns=min(8, len(tiles)), labels=labels)
 
 
 def _token_tile(grid: np.ndarray, width: int = 160) -> np.ndarray:
@@ -367,6 +392,16 @@ EXPRESSION_INPUTS = (
         default=SPATIAL_RULES[0],
         options=SPATIAL_RULES,
     ),
+    Param(
+        "magnet_variant",
+        "COMBO",
+        "Table 5. default: the magnets above (the paper's four stop words and pink); stop_words: their stop words "
+        "only; random_stop_words: the stop words drawn from the paper's list with magnet_seed; random_vectors: random "
+        "embeddings in their place; none: no magnets.",
+        default=MAGNET_VARIANTS[0],
+        options=MAGNET_VARIANTS,
+    ),
+    Param("magnet_seed", "INT", "Seed of the random stop words / vectors (random_* variants only).", default=0, min=0, max=2**31 - 1),
 )
 CAPTURE_INPUTS = (
     Param("model", "MODEL", "The FLUX model you already loaded (UNETLoader, CheckpointLoaderSimple, GGUF, fp8). Not copied, not modified."),
@@ -410,6 +445,14 @@ FILTER_INPUTS = (
         options=GAS_RULES,
     ),
     Param("noun_phrase", "BOOLEAN", "Keep only the head noun phrase's tokens (needs spaCy; off with a warning without it).", default=True),
+    Param(
+        "space",
+        "COMBO",
+        "Table 8. cross_attention (the paper's, scored as score says) or output: ConceptAttention's attention-output "
+        "space (the expression's and the image's attention outputs; score is then not used).",
+        default=SPACES[0],
+        options=SPACES,
+    ),
 )
 HEATMAP_INPUTS = (
     Param("attention", P.ATTENTION, "Captured (and filtered) attention."),
@@ -480,4 +523,11 @@ POINT_OUTPUTS = (
 TOKEN_MAP_OUTPUTS = (
     Result("token_maps", "IMAGE", "One tile per token with its role and whether it was kept or flagged as GAS."),
     Result("report", "STRING", "Tokens, roles, kept/dropped and GAS tokens as text."),
+    Result("text_attention", "IMAGE", "Fig. 3 (top): each expression's text-to-text attention per block (rows: query tokens)."),
+    Result(
+        "diagnostics",
+        "STRING",
+        "JSON per expression: entropy per block (mean / min, Fig. 4), text-to-text attention, per-token text-to-text "
+        "and text-to-image mass with the GAS (Fig. 1).",
+    ),
 )

@@ -22,7 +22,14 @@ from typing import Any, Protocol
 
 import torch
 
-from refam.variants import DEFAULT_SCORE, SCORES, check_score
+from refam.variants import (
+    DEFAULT_SCORE,
+    OUTPUT_SPACE_SCORE,
+    RECORDED_SCORES,
+    SCORES,
+    check_choice,
+    check_score,
+)
 
 __all__ = [
     "DEFAULT_SCORE",
@@ -100,15 +107,17 @@ def resolve_capture_blocks(
 @dataclass
 class ImageAttention:
     """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and
-    RoPE; ``q_plain``: the same queries before RoPE (what ConceptAttention stores)."""
+    RoPE; ``q_plain``: the same queries before RoPE (what ConceptAttention stores); ``out``: the
+    image tokens' output of that call (before the output projection), laid out like ``v``."""
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     q_plain: torch.Tensor
+    out: torch.Tensor
 
     def rows(self, index: torch.Tensor) -> ImageAttention:
-        return ImageAttention(self.q[index], self.k[index], self.v[index], self.q_plain[index])
+        return ImageAttention(self.q[index], self.k[index], self.v[index], self.q_plain[index], self.out[index])
 
 
 @dataclass(frozen=True)
@@ -154,10 +163,11 @@ def pack_expressions(rows: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.
 @dataclass
 class BranchOutput:
     expr: torch.Tensor  # [B, L, D] the expression stream after the block
-    scores: dict[str, torch.Tensor]  # SCORES -> [B, N, L] float32
+    scores: dict[str, torch.Tensor]  # RECORDED_SCORES -> [B, N, L] float32
     text_mass: (
         torch.Tensor
     )  # [B, L] float32: attention mass each expression token receives from its own expression's queries
+    text_attention: torch.Tensor  # [B, L, L] float32: query -> key attention among the expression tokens
 
 
 def expression_branch(
@@ -204,8 +214,8 @@ def expression_branch(
     # Each key's mass from the queries of its own expression (the mask zeroes the others),
     # averaged over heads and those queries.
     lengths = torch.tensor(layout.lengths, device=probs.device, dtype=probs.dtype)
-    per_key = probs[..., :n_expr].mean(dim=1).sum(dim=1)  # [B, L]
-    text_mass = per_key / torch.repeat_interleave(lengths, lengths.long())
+    text_attention = probs[..., :n_expr].mean(dim=1)  # [B, L, L], heads averaged (Fig. 3, top)
+    text_mass = text_attention.sum(dim=1) / torch.repeat_interleave(lengths, lengths.long())
 
     # The expression queries' probability on each image key, heads averaged; a fully masked-out
     # probability would be 0, hence the floor before the log.
@@ -218,9 +228,12 @@ def expression_branch(
 
     p_values = probs.to(v_e.dtype)
     out = torch.matmul(p_values[..., :n_expr], v_e) + torch.matmul(p_values[..., n_expr:], image.v)  # [B, H, L, Dh]
+    # ConceptAttention's output space: the same heads-summed product as ``concept``, on the
+    # attention outputs instead of the queries.
+    scores[OUTPUT_SPACE_SCORE] = torch.matmul(image.out.float(), out.float().transpose(-1, -2)).sum(dim=1)
     out = out.transpose(1, 2).reshape(b, n_expr, h * dh)
     new_expr = adapter.expression_update(expr, out, state)
-    return BranchOutput(expr=new_expr, scores=scores, text_mass=text_mass)
+    return BranchOutput(expr=new_expr, scores=scores, text_mass=text_mass, text_attention=text_attention)
 
 
 @dataclass(frozen=True)
@@ -256,8 +269,11 @@ class BlockCapture:
 
     name: str  # e.g. "double.3", "single.10"
     index: int  # position in the model's block order (doubles first, then singles)
-    scores: dict[str, torch.Tensor]  # SCORES -> [B, N_img, L] float32, CPU
+    scores: dict[str, torch.Tensor]  # RECORDED_SCORES -> [B, N_img, L] float32, CPU
     text_mass: torch.Tensor  # [B, L] float32, CPU
+    # [B, L, L] float32, CPU: each expression token's attention on the expression's tokens (zero
+    # across expressions), heads averaged; for diagnostics (refam.diagnostics).
+    text_attention: torch.Tensor | None = None
 
     @property
     def logits(self) -> torch.Tensor:
@@ -290,8 +306,8 @@ class CapturedAttention:
     def expression_scores(
         self, index: int, blocks: Sequence[BlockCapture] | None = None, score: str = DEFAULT_SCORE
     ) -> torch.Tensor:
-        """``[n_blocks, B, N, L_e]`` scores (one of :data:`SCORES`) of expression ``index``."""
-        check_score(score)
+        """``[n_blocks, B, N, L_e]`` scores (one of :data:`RECORDED_SCORES`) of expression ``index``."""
+        check_choice("score", score, RECORDED_SCORES)
         start, end = self.layout.spans[index]
         chosen = self.blocks if blocks is None else blocks
         return torch.stack([b.scores[score][..., start:end] for b in chosen])

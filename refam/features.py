@@ -176,11 +176,14 @@ class PassAverage:
             terms = {k: self._term(v) for k, v in r.scores.items()}
             held = self._sums.get(r.index)
             if held is None:
-                self._sums[r.index] = BlockCapture(r.name, r.index, terms, r.text_mass.clone())
+                attention = None if r.text_attention is None else r.text_attention.clone()
+                self._sums[r.index] = BlockCapture(r.name, r.index, terms, r.text_mass.clone(), attention)
                 continue
             for k, v in terms.items():
                 held.scores[k].add_(v)
             held.text_mass.add_(r.text_mass)
+            if held.text_attention is not None and r.text_attention is not None:
+                held.text_attention.add_(r.text_attention)
         self.passes += 1
 
     def _term(self, scores: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,8 @@ class PassAverage:
         for index in sorted(self._sums):
             held = self._sums[index]
             scores = {k: self._finish(v / self.passes) for k, v in held.scores.items()}
-            out.append(BlockCapture(held.name, held.index, scores, held.text_mass / self.passes))
+            attention = None if held.text_attention is None else held.text_attention / self.passes
+            out.append(BlockCapture(held.name, held.index, scores, held.text_mass / self.passes, attention))
         return out
 
     def _finish(self, mean: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from refam.attention import (
 from refam.expression import TokenizedExpression, TokenRole
 from refam.language import SpatialCue
 from refam.operating_point import FROM_BACKEND, FromBackend
-from refam.variants import GAS_RULES, NP_MODES, SPATIAL_RULES, check_choice
+from refam.variants import GAS_RULES, NP_MODES, OUTPUT_SPACE_SCORE, SPACES, SPATIAL_RULES, check_choice
 
 __all__ = [
     "GAS_RULES",
@@ -82,10 +82,12 @@ class HeatmapOptions:
     # What feeds the softmax over tokens (refam.attention.SCORES); left unset, the backend's
     # operating point decides (RefAMOptions.at), else the paper's ConceptAttention scores.
     score: str | FromBackend = FROM_BACKEND
+    space: str = SPACES[0]  # cross-attention maps (scored by ``score``) or the output space (Table 8)
 
     def __post_init__(self) -> None:
         if not isinstance(self.score, FromBackend):
             check_score(self.score)
+        check_choice("space", self.space, SPACES)
         check_choice("np_mode", self.np_mode, NP_MODES)
         check_choice("spatial_rule", self.spatial_rule, SPATIAL_RULES)
         check_choice("gas_rule", self.gas_rule, GAS_RULES)
@@ -94,6 +96,9 @@ class HeatmapOptions:
 
     @property
     def chosen_score(self) -> str:
+        """The record key the maps are made of."""
+        if self.space == "output":
+            return OUTPUT_SPACE_SCORE
         return DEFAULT_SCORE if isinstance(self.score, FromBackend) else self.score
 
 

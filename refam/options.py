@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refam.expression import DEFAULT_MAGNETS
+from refam.expression.magnets import MagnetPlan, magnet_plan
 from refam.features import FeatureOptions
 from refam.heatmap import BlockSelection, HeatmapOptions
 from refam.images import MAX_PIXELS
@@ -18,6 +19,7 @@ from refam.variants import (
     BRANCH_POOLED,
     DEFAULT_MASK_CHOICE,
     DEFAULT_POINT_STRATEGY,
+    MAGNET_VARIANTS,
     MASK_CHOICES,
     check_choice,
 )
@@ -35,6 +37,8 @@ class RefAMOptions:
     """
 
     magnets: tuple[str, ...] = DEFAULT_MAGNETS
+    magnet_variant: str = MAGNET_VARIANTS[0]  # Table 5's variants of the magnets (refam.variants)
+    magnet_seed: int = 0  # draws the random stop words / vectors of those variants
     sigma: float | FromBackend = FROM_BACKEND
     seed: int = 0
     guidance: float | None | FromBackend = FROM_BACKEND  # ignored by models without guidance
@@ -58,6 +62,11 @@ class RefAMOptions:
         if not isinstance(self.sigma, FromBackend):
             check_sigma(self.sigma)
         check_seed(self.seed)
+        try:
+            check_seed(self.magnet_seed)
+        except ValueError as exc:
+            raise ValueError(f"magnet_{exc}") from None
+        check_choice("magnet_variant", self.magnet_variant, MAGNET_VARIANTS)
         if not isinstance(self.features, FeatureOptions):
             raise ValueError(f"features must be a FeatureOptions (or give features='inversion' to replace), got {self.features!r}")
         if not isinstance(self.resolution, FromBackend):
@@ -75,6 +84,10 @@ class RefAMOptions:
         for name in ("box_prompt", "heatmap_mask"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def magnet_plan(self) -> MagnetPlan:
+        """The magnets the expressions are tokenized with, as ``magnet_variant`` makes them."""
+        return magnet_plan(self.magnet_variant, self.magnets, self.magnet_seed)
 
     def at(self, point: OperatingPoint) -> RefAMOptions:
         """These options with every value left to the backend taken from ``point``."""

@@ -16,6 +16,7 @@ import torch
 
 from refam.attention import CapturedAttention, ImageGeometry
 from refam.expression import TokenizedExpression, tokenize_expression
+from refam.expression.magnets import MagnetPlan
 from refam.features import FeatureOptions
 from refam.heatmap import ExpressionHeatmap, HeatmapOptions, build_heatmap
 from refam.images import MAX_PIXELS, MIN_SIDE, to_rgb_uint8
@@ -100,11 +101,13 @@ def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
 
 
 def prepare_expressions(
-    texts: Sequence[str], tokenizer: Any, pad: int, magnets: Sequence[str], options: HeatmapOptions
+    texts: Sequence[str], tokenizer: Any, pad: int, magnets: Sequence[str] | MagnetPlan, options: HeatmapOptions
 ) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
     """Language cues and T5 tokens (padded to ``pad``) of every expression, the one path for the
     library and the nodes. With ``np_mode="encode"`` the head noun phrase is what gets tokenized
-    (``augmented``), standing for the expression (``text``); its maps need no NP mask then."""
+    (``augmented``), standing for the expression (``text``); its maps need no NP mask then.
+    ``magnets``: words, or a :class:`MagnetPlan` (Table 5's variants, random vectors included)."""
+    plan = magnets if isinstance(magnets, MagnetPlan) else MagnetPlan(tuple(magnets))
     cues, tokenized = [], []
     for text in texts:
         cue = analyze_expression(
@@ -114,8 +117,9 @@ def prepare_expressions(
         if options.noun_phrase and options.np_mode == "encode" and cue.noun_phrase:
             encoded = cue.noun_phrase
             cue = dataclasses.replace(cue, noun_phrase_words=None)
-        tokens = tokenize_expression(encoded, tokenizer, magnets=tuple(magnets), max_length=pad, pad_to=pad)
-        tokenized.append(dataclasses.replace(tokens, text=text) if encoded != text else tokens)
+        tokens = tokenize_expression(encoded, tokenizer, magnets=plan.words, max_length=pad, pad_to=pad)
+        tokens = dataclasses.replace(tokens, text=text, vector_magnets=plan.vectors, vector_seed=plan.seed)
+        tokenized.append(tokens)
         cues.append(cue)
     return tokenized, cues
 
@@ -259,7 +263,7 @@ class RefAMPipeline:
             normalize_expressions(expressions),
             self.backend.tokenizer,
             self.backend.text_pad_length,
-            opts.magnets,
+            opts.magnet_plan(),
             opts.heatmap,
         )
 

@@ -8,12 +8,16 @@ __all__ = [
     "DEFAULT_MASK_CHOICE",
     "DEFAULT_POINT_STRATEGY",
     "DEFAULT_SCORE",
+    "OUTPUT_SPACE_SCORE",
+    "RECORDED_SCORES",
     "FEATURE_MODES",
     "GAS_RULES",
+    "MAGNET_VARIANTS",
     "MASK_CHOICES",
     "NP_MODES",
     "POINT_STRATEGIES",
     "SCORES",
+    "SPACES",
     "SPATIAL_RULES",
     "STEP_AGGREGATIONS",
     "check_choice",
@@ -31,6 +35,17 @@ __all__ = [
 #: the softmax over tokens renormalises them per patch.
 SCORES: tuple[str, ...] = ("concept_attention", "scaled_dot", "attention_probs")
 DEFAULT_SCORE = SCORES[0]
+
+
+#: Which representation the maps are read in (Table 8). ``cross_attention``: the paper's
+#: ("For referral tasks, REFAM use cross attention", Fig. 7), scored as ``score`` says.
+#: ``output``: ConceptAttention's output space, the expression branch's attention outputs against
+#: the image tokens' attention outputs of the real joint attention (both before the output
+#: projection, heads flattened, a plain dot product: ``output_space_*_vectors`` in its code).
+SPACES: tuple[str, ...] = ("cross_attention", "output")
+#: The record key of the output space's scores, beside those of SCORES.
+OUTPUT_SPACE_SCORE = "output_space"
+RECORDED_SCORES: tuple[str, ...] = (*SCORES, OUTPUT_SPACE_SCORE)
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
@@ -116,3 +131,11 @@ FEATURE_MODES: tuple[str, ...] = ("single", "inversion")
 #: ``scores``: the scores are averaged before the one softmax, as ConceptAttention reduces its
 #: timesteps and layers with a mean before its softmax over concepts.
 STEP_AGGREGATIONS: tuple[str, ...] = ("maps", "scores")
+
+
+#: Which attention magnets are appended (Table 5; :mod:`refam.expression.magnets`). ``default``:
+#: the configured magnets, the paper's four stop words and "pink" ("stop words + color");
+#: ``stop_words``: their stop words only; ``random_stop_words``: the stop words drawn with a seed
+#: from the paper's list; ``random_vectors``: random input embeddings in their place;
+#: ``none``: no magnets.
+MAGNET_VARIANTS: tuple[str, ...] = ("default", "stop_words", "random_stop_words", "random_vectors", "none")

@@ -145,7 +145,9 @@ def comfy_flux_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
 def scores_agree(a, b, tolerance: float = 1e-4) -> list[float]:
     """Every score of two block captures agrees to ``tolerance`` relative to the score's own size
     (ConceptAttention's unscaled sums over heads run far larger than logits); the deviations."""
-    assert a.scores.keys() == b.scores.keys()
+    from refam.variants import RECORDED_SCORES
+
+    assert set(a.scores) == set(b.scores) == set(RECORDED_SCORES)  # the output space among them
     worst = []
     for score in a.scores:
         size = max(1.0, b.scores[score].abs().max().item())

@@ -87,11 +87,23 @@ class Architecture(ABC):
         (after QK-norm, before RoPE) and the values."""
 
     @abstractmethod
+    def diffusers_output_module(self, block: nn.Module) -> nn.Module:
+        """The module whose first input in a block's forward holds the image tokens' attention
+        output (before the output projection): the output space's image vectors."""
+
+    @abstractmethod
     def diffusers_image_attention(
-        self, block: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inputs: dict[str, Any]
+        self,
+        block: nn.Module,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        inputs: dict[str, Any],
     ) -> ImageAttention:
-        """The image tokens' attention tensors of one block from what the q/k/v modules returned
-        and the block's bound forward arguments (``hidden_states``, ``temb``, rotary embedding...)."""
+        """The image tokens' attention tensors of one block from what the q/k/v modules returned,
+        the output module's input and the block's bound forward arguments (``hidden_states``,
+        ``temb``, rotary embedding...)."""
 
     @abstractmethod
     def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
@@ -127,10 +139,17 @@ class Architecture(ABC):
 
     @abstractmethod
     def comfy_image_attention(
-        self, block: ComfyBlock, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, args: dict, state: Any
+        self,
+        block: ComfyBlock,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        args: dict,
+        state: Any,
     ) -> ImageAttention:
-        """The image tokens of one attention call (q/k/v ``[B, H, N, Dh]``, RoPE applied) given the
-        block's patch arguments."""
+        """The image tokens of one attention call (q/k/v and its output ``out``, all ``[B, H, T, Dh]``,
+        RoPE applied) given the block's patch arguments."""
 
     @abstractmethod
     def comfy_conditioning(self, args: dict, state: Any) -> torch.Tensor:

@@ -285,16 +285,25 @@ class Flux1(Architecture):
     def diffusers_qkv_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
         return block.attn.norm_q, block.attn.norm_k, block.attn.to_v
 
-    def diffusers_image_attention(self, block, q, k, v, inputs) -> ImageAttention:
+    def diffusers_output_module(self, block: nn.Module) -> nn.Module:
+        # A double block projects the image's attention output alone (to_out); a single block
+        # projects [attention output, MLP] of [text; image] together (proj_out).
+        return block.attn.to_out[0] if hasattr(block, "ff_context") else block.proj_out
+
+    def diffusers_image_attention(self, block, q, k, v, out, inputs) -> ImageAttention:
         # Both kinds receive the image alone as hidden_states; single blocks project [text; image]
         # together, so the image is the tail of what the projections returned.
         n_img = inputs["hidden_states"].shape[1]
         rotary = inputs.get("image_rotary_emb")
         q_plain = q[:, -n_img:]
+        inner = q.shape[-2] * q.shape[-1]
         q = _diffusers_rope_tail(q_plain, rotary, n_img)
         k = _diffusers_rope_tail(k[:, -n_img:], rotary, n_img)
         v = _heads(v[:, -n_img:], block.attn.head_dim)
-        return ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2))
+        out = _heads(out[:, -n_img:, :inner], block.attn.head_dim)
+        return ImageAttention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
+        )
 
     def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
         return transformer.context_embedder(embeds)
@@ -347,7 +356,7 @@ class Flux1(Architecture):
         y = y[:, : dm.params.vec_in_dim].to(next(vector_in.parameters()).dtype)
         return vector_in(torch.zeros_like(y)) - vector_in(y)
 
-    def comfy_image_attention(self, block, q, k, v, args, state: ComfyFluxPass) -> ImageAttention:
+    def comfy_image_attention(self, block, q, k, v, out, args, state: ComfyFluxPass) -> ImageAttention:
         if block.patch_key[0] == "double_block":
             state.txt_len = args["txt"].shape[1]  # a block before may have changed the text length
         image = slice(state.txt_len, state.txt_len + state.n_img)
@@ -355,7 +364,7 @@ class Flux1(Architecture):
         pe = args.get("pe")
         # The queries before RoPE (ConceptAttention's vectors): each position's rotation undone.
         q_plain = q_img if pe is None else _comfy_rope(q_img, pe[:, :, image].transpose(-1, -2), v)
-        return ImageAttention(q_img, k[:, :, image], v[:, :, image], q_plain)
+        return ImageAttention(q_img, k[:, :, image], v[:, :, image], q_plain, out[:, :, image])
 
     def comfy_conditioning(self, args: dict, state: ComfyFluxPass) -> torch.Tensor:
         vec = args["vec"]

@@ -86,7 +86,8 @@ def per_latent_frame(blocks: list[BlockCapture], latent_t: int, keep: int | None
             batch, tokens, length = value.shape
             scores[name] = value.reshape(batch * latent_t, tokens // latent_t, length)[:keep]
         mass = b.text_mass.repeat_interleave(latent_t, dim=0)[:keep]
-        out.append(BlockCapture(b.name, b.index, scores, mass))
+        attention = None if b.text_attention is None else b.text_attention.repeat_interleave(latent_t, dim=0)[:keep]
+        out.append(BlockCapture(b.name, b.index, scores, mass, attention))
     return out
 
 
@@ -194,13 +195,19 @@ class Mochi1(Architecture):
     def diffusers_qkv_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
         return block.attn1.norm_q, block.attn1.norm_k, block.attn1.to_v
 
-    def diffusers_image_attention(self, block, q, k, v, inputs) -> ImageAttention:
+    def diffusers_output_module(self, block: nn.Module) -> nn.Module:
+        return block.attn1.to_out[0]
+
+    def diffusers_image_attention(self, block, q, k, v, out, inputs) -> ImageAttention:
         rotary = inputs.get("image_rotary_emb")
         q_plain = q
         if rotary is not None:
             q, k = mochi_rope(q, *rotary), mochi_rope(k, *rotary)
         v = v.unflatten(2, (block.attn1.heads, -1))
-        return ImageAttention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2))
+        out = out.unflatten(2, (block.attn1.heads, -1))
+        return ImageAttention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
+        )
 
     def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
         return transformer.time_embed.caption_proj(embeds)
@@ -226,13 +233,13 @@ class Mochi1(Architecture):
         t, h, w = x.shape[-3:]
         return ComfyMochiPass(n_visual=t * (h // patch) * (w // patch)), options, x.shape[0]
 
-    def comfy_image_attention(self, block, q, k, v, args, state: ComfyMochiPass) -> ImageAttention:
+    def comfy_image_attention(self, block, q, k, v, out, args, state: ComfyMochiPass) -> ImageAttention:
         n = state.n_visual
         q_x = q[:, :, :n]
         cos, sin = args.get("rope_cos"), args.get("rope_sin")
         # The visual queries before RoPE (ConceptAttention's vectors): the rotation undone.
         q_plain = q_x if cos is None else mochi_rope(q_x.transpose(1, 2), cos, -sin).transpose(1, 2)
-        return ImageAttention(q_x, k[:, :, :n], v[:, :, :n], q_plain)
+        return ImageAttention(q_x, k[:, :, :n], v[:, :, :n], q_plain, out[:, :, :n])
 
     def comfy_conditioning(self, args: dict, state: ComfyMochiPass) -> torch.Tensor:
         return args["vec"]

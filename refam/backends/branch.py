@@ -110,5 +110,6 @@ class BranchRunner:
                     index=index,
                     scores={k: v.to("cpu", torch.float32) for k, v in out.scores.items()},
                     text_mass=out.text_mass.to("cpu", torch.float32),
+                    text_attention=out.text_attention.to("cpu", torch.float32),
                 )
             )

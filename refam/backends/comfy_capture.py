@@ -125,12 +125,12 @@ def preferred_attention(block: torch.nn.Module) -> Callable | None:
 
 def attention_reader(
     previous: Callable | None,
-    keep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+    keep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
     preferred: Callable | None = None,
 ):
-    """An ``optimized_attention_override`` that hands the call's q/k/v to ``keep`` and then calls
-    exactly what ComfyUI would have called without it: an override already installed
-    (``previous``), else the layer's ``preferred`` attention function, else ``func``.
+    """An ``optimized_attention_override`` that calls exactly what ComfyUI would have called
+    without it — an override already installed (``previous``), else the layer's ``preferred``
+    attention function, else ``func`` — and hands the call's q/k/v and its output to ``keep``.
 
     It has no ``container_function``, so a core that passes q/k/v in single-owner containers
     unwraps them before calling it, as for any such override; that moves who frees the tensors,
@@ -138,12 +138,14 @@ def attention_reader(
     """
 
     def override(func, *args, **kwargs):
-        keep(*args[:3])
         if previous is not None:
-            return previous(func, *args, **kwargs)
-        if preferred is not None:
-            return preferred(*args, **kwargs)
-        return func(*args, **kwargs)
+            out = previous(func, *args, **kwargs)
+        elif preferred is not None:
+            out = preferred(*args, **kwargs)
+        else:
+            out = func(*args, **kwargs)
+        keep(*args[:3], out)
+        return out
 
     return override
 
@@ -203,7 +205,7 @@ class ComfyCapture:
         )
         self._preferred = [preferred_attention(b.module) for b in self.joint_blocks]
         self._pass: Any = None
-        self._attention: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._attention: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._outputs: list[torch.Tensor] = []
 
     def patched_model(self) -> Any:
@@ -247,9 +249,9 @@ class ComfyCapture:
     def _block_patch(self, index: int, block: ComfyBlock, previous: Callable | None):
         arch = self.architecture
 
-        def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
             # Only references here: the slicing runs in the branch, where a meter charges it.
-            self._attention = (q, k, v)
+            self._attention = (q, k, v, out)
 
         def patch(args: dict, extra: dict) -> dict:
             import comfy.model_management
@@ -274,7 +276,10 @@ class ComfyCapture:
                 return arch.comfy_embed(self.diffusion_model, embeds.expand(batch, -1, -1))
 
             def image() -> ImageAttention:
-                return arch.comfy_image_attention(block, *seen, args, state)
+                q, k, v, out = seen
+                # The call returns [B, T, H*Dh] (skip_reshape): laid out like v for the architecture.
+                out = out.unflatten(-1, (q.shape[1], -1)).transpose(1, 2)
+                return arch.comfy_image_attention(block, q, k, v, out, args, state)
 
             self.runner.run(index, image, arch.comfy_conditioning(args, state), embed)
             return out

@@ -3,7 +3,8 @@
 The model is never modified: the capture lives in forward hooks that :func:`capture_attention`
 installs and always removes, also when the forward raises. A block's image queries, keys and
 values are read from the outputs of the modules its architecture names (the attention's QK-norms
-and value projection: the tensors exist anyway, so reading them costs nothing); the
+and value projection), its attention output from the input of its output projection (the tensors
+exist anyway, so reading them costs nothing); the
 architecture turns them into the image tokens' attention tensors.
 """
 
@@ -34,10 +35,11 @@ class _Slots:
     q: torch.Tensor | None = None
     k: torch.Tensor | None = None
     v: torch.Tensor | None = None
+    o: torch.Tensor | None = None  # the input of the output module (the attention's output)
 
-    def take(self) -> tuple[Any, Any, Any]:
-        out = (self.q, self.k, self.v)
-        self.open, self.q, self.k, self.v = False, None, None, None
+    def take(self) -> tuple[Any, Any, Any, Any]:
+        out = (self.q, self.k, self.v, self.o)
+        self.open, self.q, self.k, self.v, self.o = False, None, None, None, None
         return out
 
 
@@ -91,6 +93,8 @@ class DiffusersCapture:
             handles.append(block.register_forward_pre_hook(self._open(slots)))
             for name, module in zip("qkv", self.architecture.diffusers_qkv_modules(block), strict=True):
                 handles.append(module.register_forward_hook(self._keep(slots, name)))
+            output_module = self.architecture.diffusers_output_module(block)
+            handles.append(output_module.register_forward_pre_hook(self._keep_input(slots)))
             handles.append(block.register_forward_hook(self._after_block(i), with_kwargs=True))
         return handles
 
@@ -115,15 +119,23 @@ class DiffusersCapture:
 
         return hook
 
+    @staticmethod
+    def _keep_input(slots: _Slots):
+        def hook(_module, inputs) -> None:
+            if slots.open and slots.o is None:
+                slots.o = inputs[0]
+
+        return hook
+
     def _on_model_start(self, _module, _inputs) -> None:
         self.runner.start_pass(None)
 
     def _after_block(self, index: int):
         def hook(block, args, kwargs, _output) -> None:
             inputs = self._signatures[index].bind_partial(*args, **kwargs).arguments
-            q, k, v = self._slots[index].take()
-            if q is None or k is None or v is None:
-                raise RuntimeError(f"{self.names[index]}: its attention's q/k/v projections did not run")
+            q, k, v, o = self._slots[index].take()
+            if q is None or k is None or v is None or o is None:
+                raise RuntimeError(f"{self.names[index]}: its attention's q/k/v or output projections did not run")
             text = inputs["encoder_hidden_states"]
             vec = inputs[self.architecture.diffusers_conditioning]
             vec = vec if self.vec_shift is None else vec + self.vec_shift.to(vec)
@@ -134,7 +146,7 @@ class DiffusersCapture:
                 return self.architecture.diffusers_embed(self.transformer, embeds)
 
             def image() -> ImageAttention:
-                return self.architecture.diffusers_image_attention(block, q, k, v, inputs)
+                return self.architecture.diffusers_image_attention(block, q, k, v, o, inputs)
 
             self.runner.run(index, image, vec, embed)
 

@@ -25,6 +25,7 @@ from refam.expression import TokenizedExpression
 from refam.features import FeatureOptions, PassAverage
 from refam.flow import denoise, inversion_sigmas, invert
 from refam.images import model_size, to_model_pixels
+from refam.magnet_vectors import has_vector_magnets, typical_norm, with_vector_magnets
 from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
@@ -107,11 +108,17 @@ class DiffusersFlux:
 
     # -- text ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _t5(self, ids: torch.Tensor) -> torch.Tensor:
+    def _t5(self, ids: torch.Tensor, expressions: Sequence[TokenizedExpression] = ()) -> torch.Tensor:
         with self._on_device(self.t5):
             # No attention mask, as the FLUX pipelines do: the model was trained on embeddings of
             # padded prompts, so the expression is encoded the same way.
-            return self.t5(ids.to(self.device), output_hidden_states=False)[0].to(self.dtype)
+            ids = ids.to(self.device)
+            if not has_vector_magnets(expressions):
+                return self.t5(ids, output_hidden_states=False)[0].to(self.dtype)
+            table = self.t5.get_input_embeddings()
+            norm = typical_norm(table, table.num_embeddings, ids.device)
+            embeds = with_vector_magnets(table(ids), expressions, norm)
+            return self.t5(inputs_embeds=embeds, output_hidden_states=False)[0].to(self.dtype)
 
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +153,7 @@ class DiffusersFlux:
     ) -> tuple[torch.Tensor, ExpressionLayout]:
         """T5 embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``."""
         ids = torch.tensor([e.ids for e in expressions])
-        embeds = self._t5(ids)
+        embeds = self._t5(ids, expressions)
         return pack_expressions(embeds, [e.valid_length for e in expressions])
 
     # -- image -----------------------------------------------------------------------------------

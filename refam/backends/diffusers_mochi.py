@@ -34,6 +34,7 @@ from refam.attention import (
 from refam.backends.diffusers_capture import capture_attention
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
+from refam.magnet_vectors import has_vector_magnets, typical_norm, with_vector_magnets
 from refam.noise import capture_noise, check_sigma
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 
@@ -74,9 +75,17 @@ class DiffusersMochi:
         return 8 * self.transformer.config.patch_size
 
     @torch.no_grad()
-    def _t5(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _t5(
+        self, ids: torch.Tensor, mask: torch.Tensor, expressions: Sequence[TokenizedExpression] = ()
+    ) -> torch.Tensor:
         # Mochi encodes prompts with T5's attention mask (unlike FLUX).
-        return self.t5(ids.to(self.device), attention_mask=mask.to(self.device))[0].to(self.dtype)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if not has_vector_magnets(expressions):
+            return self.t5(ids, attention_mask=mask)[0].to(self.dtype)
+        table = self.t5.get_input_embeddings()
+        norm = typical_norm(table, table.num_embeddings, ids.device)
+        embeds = with_vector_magnets(table(ids), expressions, norm)
+        return self.t5(inputs_embeds=embeds, attention_mask=mask)[0].to(self.dtype)
 
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +98,7 @@ class DiffusersMochi:
     def encode_expressions(self, expressions: Sequence[TokenizedExpression]) -> tuple[torch.Tensor, ExpressionLayout]:
         ids = torch.tensor([e.ids for e in expressions])
         mask = torch.tensor([[1] * e.valid_length + [0] * (len(e.ids) - e.valid_length) for e in expressions])
-        embeds = self._t5(ids, mask)
+        embeds = self._t5(ids, mask, expressions)
         return pack_expressions(embeds, [e.valid_length for e in expressions])
 
     @torch.no_grad()

@@ -3,11 +3,12 @@
 refam segment IMAGE "the cat on the left" ["another expression" ...] --out DIR
 refam segment-video FRAMES_OR_MP4 "the dog" --segmenter sam2.1_hiera_large.pt --out DIR
 refam eval refcoco --split val --data-root DATA --out DIR
+refam diagnose IMAGE "the red cup" --out DIR     (or --pairs PAIRS.jsonl: GAS statistics)
 refam bench [capture|...]
 
 One module per concern: ``arguments`` (shared options and their checks), ``models`` (pipeline and
 tracker from arguments), ``writers`` (output files), ``segment_command`` / ``video_command`` /
-``eval_command`` (one subcommand each), ``distributed`` (the ranks' barrier), ``progress``.
+``eval_command`` / ``diagnose_command`` (one subcommand each), ``distributed`` (the ranks' barrier), ``progress``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .diagnose_command import add_diagnose_parser
 from .eval_command import add_eval_parser
 from .segment_command import add_segment_parser
 from .video_command import add_video_parser
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_parser(sub)
     add_video_parser(sub)
     add_eval_parser(sub)
+    add_diagnose_parser(sub)
     bench = sub.add_parser(
         "bench", help="benchmarks that print numbers (capture overhead, amortisation, memory)"
     )

@@ -17,10 +17,12 @@ from refam.variants import (
     DEFAULT_POINT_STRATEGY,
     FEATURE_MODES,
     GAS_RULES,
+    MAGNET_VARIANTS,
     MASK_CHOICES,
     NP_MODES,
     POINT_STRATEGIES,
     SCORES,
+    SPACES,
     SPATIAL_RULES,
     STEP_AGGREGATIONS,
 )
@@ -51,6 +53,16 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
         "--magnets",
         default=None,
         help="comma-separated attention magnets (default '_,with,to,and,pink'; '' = none)",
+    )
+    g.add_argument(
+        "--magnet-variant",
+        choices=MAGNET_VARIANTS,
+        default=MAGNET_VARIANTS[0],
+        help="Table 5: default (the magnets as given), stop_words (their stop words only), random_stop_words "
+        "(stop words drawn from the paper's list), random_vectors (random embeddings in their place), none",
+    )
+    g.add_argument(
+        "--magnet-seed", type=int, default=0, help="seed of the random stop words / vectors (--magnet-variant random_*)"
     )
     g.add_argument(
         "--sigma",
@@ -150,6 +162,13 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
         default=NP_MODES[0],
         help="noun phrase: mask (keep its tokens of the expression; the paper's NP filter) or encode (encode it "
         "as its own text, as HybridGL does)",
+    )
+    g.add_argument(
+        "--space",
+        choices=SPACES,
+        default=SPACES[0],
+        help="Table 8: cross_attention (the paper's maps, scored as --score says) or output (ConceptAttention's "
+        "attention-output space)",
     )
     g.add_argument(
         "--branch-pooled",
@@ -278,6 +297,8 @@ def options_from_args(args: argparse.Namespace) -> RefAMOptions:
     return RefAMOptions(magnets=magnets).replace(
         **given,
         seed=args.seed,
+        magnet_variant=args.magnet_variant,
+        magnet_seed=args.magnet_seed,
         branch_pooled=args.branch_pooled,
         points=args.points,
         point_strategy=args.point_strategy or ("spread" if args.points > 1 else DEFAULT_POINT_STRATEGY),
@@ -292,6 +313,7 @@ def options_from_args(args: argparse.Namespace) -> RefAMOptions:
         gas_threshold=args.gas_threshold,
         gas_rule=args.gas_rule,
         spatial_rule=args.spatial_rule,
+        space=args.space,
         np_mode=args.np_mode,
         noun_phrase=not args.no_np,
         spatial_bias=not args.no_sb,

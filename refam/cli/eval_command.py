@@ -1,5 +1,6 @@
-"""``refam eval DATASET``: RefCOCO/+/g, Ref-DAVIS17, MeViS and Ref-YouTube-VOS runs, resumable
-and shardable over processes; rank 0 merges the records into the tables."""
+"""``refam eval DATASET``: RefCOCO/+/g, Ref-DAVIS17, MeViS and Ref-YouTube-VOS runs, and the heatmap
+segmentation of Table 11 (ImageNet-Segmentation, PascalVOC single class), resumable and shardable
+over processes; rank 0 merges the records into the tables."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ __all__ = ["VIDEO_DATASETS", "add_eval_parser", "cmd_eval"]
 def add_eval_parser(sub: Any) -> None:
     ev = sub.add_parser("eval", help="evaluate on RefCOCO / RefCOCO+ / RefCOCOg (refer format); resumable, shardable")
     ev.add_argument(
-        "dataset", help="refcoco, refcoco+, refcocog (or another folder in the refer format), ref-davis17, mevis"
+        "dataset",
+        help="refcoco, refcoco+, refcocog (or another folder in the refer format), ref-davis17, mevis, ref-youtube-vos; "
+        "imagenet-seg, pascal-voc (Table 11: the heatmap as a segmentation, no SAM)",
     )
-    ev.add_argument("--split", required=True, help="val, testA, testB (refcoco/+); val, test (refcocog); val (DAVIS); valid_u (MeViS)")
+    ev.add_argument(
+        "--split",
+        default=None,
+        help="val, testA, testB (refcoco/+); val, test (refcocog); val (DAVIS); valid_u (MeViS); "
+        "val (pascal-voc, the default); none for imagenet-seg",
+    )
     ev.add_argument(
         "--annotator",
         default="all",
@@ -37,7 +45,18 @@ def add_eval_parser(sub: Any) -> None:
         default=os.environ.get("REFAM_MOCHI_MODEL"),
         help="video: Mochi (diffusers folder / cached hub id) instead of FLUX on frames — the paper's video path",
     )
-    ev.add_argument("--data-root", required=True, help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/")
+    ev.add_argument(
+        "--data-root",
+        required=True,
+        help="folder holding <dataset>/refs(<splitBy>).p, instances.json, images/; for imagenet-seg the folder "
+        "holding gtsegs_ijcv.mat, for pascal-voc the folder holding VOCdevkit/",
+    )
+    ev.add_argument(
+        "--class-names",
+        default=None,
+        help="imagenet-seg: JSON map {synset id or WordNet lemma: class name} (default: DATA_ROOT/class_names.json, "
+        "then ConceptAttention's DATA_ROOT/imagenet_class_map.json)",
+    )
     ev.add_argument("--split-by", default=None, help="refer splitBy (default: unc for refcoco/+, umd for refcocog)")
     ev.add_argument("--images", default=None, help="COCO train2014 images (default: DATA_ROOT/images/mscoco/images/train2014)")
     ev.add_argument(
@@ -64,6 +83,76 @@ def add_eval_parser(sub: Any) -> None:
 
 
 VIDEO_DATASETS = ("ref-davis17", "mevis", "ref-youtube-vos")
+
+
+def _heatmap_dataset(args: argparse.Namespace) -> Any:
+    """The Table 11 set ``args`` name, its files checked (and ImageNet's class names resolved) now."""
+    if args.dataset == "imagenet-seg":
+        from refam.data.imagenet_seg import ImagenetSegmentation
+
+        if args.split is not None:
+            raise ValueError("--split: imagenet-seg is one set of 4,276 images with no splits; leave --split out")
+        return ImagenetSegmentation(args.data_root, args.class_names)
+    from refam.data.pascal_voc import PascalVocSingleClass
+
+    if args.class_names is not None:
+        raise ValueError("--class-names is for imagenet-seg; pascal-voc names its classes by ConceptAttention's fixed list")
+    return PascalVocSingleClass(args.data_root, args.split or "val")
+
+
+def _eval_heatmap(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
+    """Table 11: the heatmap cut at its mean, scored by ConceptAttention's protocol (no SAM)."""
+    from refam.data.captions import load_captions
+    from refam.eval import (
+        HEATMAP_DATASETS,
+        Shard,
+        evaluate_heatmap_segmentation,
+        heatmap_results_table,
+        heatmap_run_keys,
+        load_records,
+        summarize_heatmap,
+    )
+
+    shard = Shard.from_env()
+    out = Path(args.out)
+    if not args.merge_only:
+        dataset = _heatmap_dataset(args)
+        try:
+            captions = load_captions(args.captions) if args.captions and not args.no_caption else None
+            caption_mode = "empty" if args.no_caption else "file" if captions is not None else "ca"
+            _check_resume(out, {**heatmap_run_keys(dataset, caption_mode, captions), **_run_info(args)})
+            if caption_mode == "ca":
+                log('no --captions file: each image is captioned "a <class name>", as ConceptAttention does')
+            if args.segmenter or args.visuals:
+                log("note: --segmenter and --visuals are not used: Table 11 scores the heatmap itself, without SAM")
+            pipe = load_pipeline(args, log, with_segmenter=False)
+            note_ignored(args, pipe, log)
+            counts = evaluate_heatmap_segmentation(
+                pipe, dataset, out, caption_mode=caption_mode, captions=captions, shard=shard, limit=args.limit,
+                progress=log, run_info=_run_info(args), **preset,
+            )  # fmt: skip
+        finally:
+            dataset.close()
+        log(f"rank {shard.rank}: {counts['written']} new record(s), {counts['skipped']} skipped (unreadable images)")
+        left_out = getattr(dataset, "left_out", None)
+        if left_out:
+            log(f"{counts['selected']} single-class image(s) selected; left out: {left_out['multi_class']} with several "
+                f"classes, {left_out['background_only']} with background only (the paper scores 930 of val)")
+        barrier(shard)
+    if shard.rank == 0:
+        _need_results(out, any(out.glob("records.rank*.jsonl")))
+        summary = summarize_heatmap(load_records(out), HEATMAP_DATASETS[args.dataset])
+        config = _stored_config(out)
+        preset_name = (config or {}).get("preset", args.preset)
+        table = heatmap_results_table(summary, args.dataset, label=f"RefAM (this run, preset {preset_name})")
+        split = (config or {}).get("split", args.split)
+        (out / "results.json").write_text(
+            json.dumps({"dataset": args.dataset, "split": split, "preset": preset_name, **summary, "configuration": config},
+                       indent=2)
+        )
+        (out / "results.md").write_text(table + "\n")
+        print(table)
+    return 0
 
 
 def _eval_video(args: argparse.Namespace, log: StageLog, preset: dict[str, Any]) -> int:
@@ -175,6 +264,7 @@ def _stored_config(out: Path) -> dict[str, Any] | None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from refam.data.refer import ReferDataset
     from refam.eval import (
+        HEATMAP_DATASETS,
         PRESETS,
         Shard,
         evaluate_refer,
@@ -189,6 +279,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     check_args(args)
+    if args.dataset in HEATMAP_DATASETS:
+        return _eval_heatmap(args, log, PRESETS[args.preset])
+    if args.split is None:
+        raise ValueError(f"--split is required for {args.dataset}: e.g. --split val")
     if args.dataset in VIDEO_DATASETS:
         return _eval_video(args, log, PRESETS[args.preset])
     dataset = ReferDataset(

@@ -83,6 +83,9 @@ def ran_with(pipe: Any) -> dict[str, Any]:
         "guidance": opts.guidance,
         "seed": opts.seed,
         "magnets": list(opts.magnets),
+        "magnet_variant": opts.magnet_variant,
+        "magnet_seed": opts.magnet_seed,
+        "magnet_words": list(opts.magnet_plan().words),
         "points": opts.points,
         "point_strategy": opts.point_strategy,
         "negative_points": opts.negative_points,
@@ -90,4 +93,5 @@ def ran_with(pipe: Any) -> dict[str, Any]:
         "mask_choice": opts.mask_choice,
         "heatmap_mask": opts.heatmap_mask,
         "features": opts.features.describe(),
+        "space": opts.heatmap.space,
     }

@@ -24,6 +24,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "no-sb": {**PAPER_PROMPT, "spatial_bias": False},
     "no-am-np-sb": {**PAPER_PROMPT, "magnets": (), "noun_phrase": False, "spatial_bias": False},
     "am-only": {**PAPER_PROMPT, "noun_phrase": False, "spatial_bias": False},
+    # Table 5: the magnet variants ("none" is no-am; random_* draw with --magnet-seed, the paper
+    # averages five seeds).
+    "am-stop-words": {**PAPER_PROMPT, "magnet_variant": "stop_words"},
+    "am-random-stop-words": {**PAPER_PROMPT, "magnet_variant": "random_stop_words"},
+    "am-random-vectors": {**PAPER_PROMPT, "magnet_variant": "random_vectors"},
+    # Table 8: the maps in ConceptAttention's attention-output space instead of cross-attention.
+    "output-space": {**PAPER_PROMPT, "space": "output"},
     # Table 7: "REFAM + Inversion", the paper's prompt on RF-inversion features (refam.features).
     "inversion": {**PAPER_PROMPT, "features": "inversion"},
 }

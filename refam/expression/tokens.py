@@ -64,6 +64,10 @@ class TokenizedExpression:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
     magnets: tuple[str, ...] = ()
+    # The first ``vector_magnets`` magnet words are placeholders whose input embeddings the text
+    # encoder replaces by random vectors drawn with ``vector_seed`` (Table 5's "random vectors").
+    vector_magnets: int = 0
+    vector_seed: int = 0
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -83,6 +87,16 @@ class TokenizedExpression:
     @property
     def word_indices(self) -> list[int]:
         return [t.word_index for t in self.tokens]
+
+    @property
+    def vector_positions(self) -> list[int]:
+        """Token positions whose input embedding is a random vector, in magnet order."""
+        first = self.expression_word_count
+        return [
+            i
+            for i, t in enumerate(self.tokens)
+            if t.role is TokenRole.MAGNET and 0 <= t.word_index - first < self.vector_magnets
+        ]
 
     @property
     def valid_length(self) -> int:

@@ -6,6 +6,7 @@ Data only; :mod:`refam.expression.tokenize` turns them into token roles.
 from __future__ import annotations
 
 __all__ = [
+    "COLOUR_WORDS",
     "DEFAULT_MAGNETS",
     "NLTK_STOP_WORDS",
     "PAPER_STOP_WORD_LIST",
@@ -53,3 +54,10 @@ TOKENIZER_SYMBOL_STOP_WORDS: frozenset[str] = frozenset({"_", ";", ".", "-"})
 #: The paper's full stop-word list: 127 NLTK words + 4 symbols = 131 entries, all lower case.
 #: Matching is case-insensitive (a word matches when ``word.lower()`` is in the set).
 STOP_WORDS: frozenset[str] = NLTK_STOP_WORDS | TOKENIZER_SYMBOL_STOP_WORDS
+
+
+#: Basic colour terms, for the diagnostics' GAS statistics: the paper's "color-GAS tokens" (§3.4,
+#: "when they occur on meaningful tokens such as colors") are GAS on words of this list.
+COLOUR_WORDS: frozenset[str] = frozenset(
+    ["red", "orange", "yellow", "green", "blue", "purple", "violet", "pink", "brown", "black", "white", "gray", "grey", "beige", "tan", "gold", "golden", "silver", "navy", "maroon", "cyan", "magenta", "turquoise", "teal", "olive", "lime", "indigo", "crimson", "scarlet", "blond", "blonde"]
+)

@@ -8,6 +8,7 @@ weights for the cross-backend comparison.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -285,6 +286,35 @@ def test_comfy_text_path(comfy):
     assert cond[0][0].shape[1] == 256 and cond[0][1]["guidance"] == 2.5
 
 
+@torch.no_grad()
+def test_vector_magnets_through_comfyui_equal_the_diffusers_encoding(comfy, weights):
+    """Table 5's random-vector magnets: ComfyUI's CLIP takes them as embeddings in place of their
+    placeholder tokens and gives what the diffusers path gives with the same T5 weights."""
+    from refam.backends.comfy_text import encode_expressions, t5_pad_length, t5_tokenizer
+    from refam.backends.diffusers_flux import DiffusersFlux
+    from refam.expression import DEFAULT_MAGNETS
+    from refam.expression.magnets import magnet_plan
+    from refam.heatmap import HeatmapOptions
+    from refam.pipeline import prepare_expressions
+
+    clip, t5 = tiny_flux_clip()
+    tokenizer, pad = t5_tokenizer(clip), t5_pad_length(clip)
+    plan = magnet_plan("random_vectors", DEFAULT_MAGNETS, seed=4)
+    tokenized, _ = prepare_expressions(["the cat", "a red ball"], tokenizer, pad, plan, HeatmapOptions(noun_phrase=False))
+    ours, layout = encode_expressions(clip, tokenized)
+    twin = DiffusersFlux(transformer=weights[0], vae=weights[1], t5=t5, t5_tokenizer=tokenizer, clip=None, clip_tokenizer=None)
+    theirs, their_layout = twin.encode_expressions(tokenized)
+    assert layout == their_layout
+    # ComfyUI's T5 and transformers' differ by float rounding even on plain token ids (~2e-3 on
+    # values ~2 with these weights); the vectors may add nothing to that.
+    plain = [dataclasses.replace(t, vector_magnets=0) for t in tokenized]
+    placeholders, _ = encode_expressions(clip, plain)
+    baseline = (placeholders - twin.encode_expressions(plain)[0].float()).abs().max().item()
+    deviation = (ours - theirs.float()).abs().max().item()
+    assert deviation <= 1.5 * baseline + 1e-5, (deviation, baseline)
+    assert (ours - placeholders).abs().max().item() > 50 * baseline  # the vectors were encoded, not the placeholders
+
+
 def test_several_expressions_share_one_forward(model, vae, inputs):
     from comfy.patcher_extension import WrappersMP
 
@@ -404,7 +434,7 @@ def _marking_attention(q, k, v, heads, **kwargs):
 
 
 def test_attention_reader_runs_what_the_core_would_have_run(comfy, monkeypatch):
-    """The capture reads q/k/v and then calls exactly what ComfyUI calls without it: the layer's
+    """The capture calls exactly what ComfyUI calls without it and reads q/k/v and the output: the layer's
     preferred attention on newer cores (which consult an override before it), an override another
     pack installed, else the default."""
     import comfy.ldm.modules.attention as attention
@@ -418,8 +448,8 @@ def test_attention_reader_runs_what_the_core_would_have_run(comfy, monkeypatch):
     q, k, v = torch.randn(3, 1, 2, 5, 8).unbind(0)
     seen = []
 
-    def keep(*qkv):
-        seen.append(qkv)
+    def keep(*qkv_out):
+        seen.append(qkv_out)
 
     preferred = preferred_attention(layer)
     assert preferred is _marking_attention
@@ -429,7 +459,8 @@ def test_attention_reader_runs_what_the_core_would_have_run(comfy, monkeypatch):
         _default_attention, q, k, v, 2, layer.attn.comfy_attention, {"optimized_attention_override": reader}
     )
     assert torch.equal(without, with_refam) and (without > 500).all()
-    assert seen and all(a is b for a, b in zip(seen[0], (q, k, v), strict=True))
+    assert seen and all(a is b for a, b in zip(seen[0][:3], (q, k, v), strict=True))
+    assert torch.equal(seen[0][3], with_refam)  # the call's output, read for the output space
 
     def users_override(func, *args, **kwargs):  # another pack's override wins over the preference
         return func(*args, **kwargs) * 2

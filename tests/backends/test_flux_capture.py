@@ -126,6 +126,19 @@ def _masked_reference_run(model, inputs, embeds, layout):
                         lambda _m, _i, o, slot=slot, part=part: slot.__setitem__(part, o)
                     )
                 )
+        # the attention outputs before their projections: a double block projects the image's
+        # (to_out) and the text's (to_add_out) apart, a single block [attention; MLP] of all tokens
+        outputs = (
+            {"out_image": block.attn.to_out[0], "out_text": block.attn.to_add_out}
+            if name.startswith("double")
+            else {"out_all": block.proj_out}
+        )
+        for part, module in outputs.items():
+            hooks.append(
+                module.register_forward_pre_hook(
+                    lambda _m, i, slot=slot, part=part: slot.__setitem__(part, i[0])
+                )
+            )
     try:
         reference = model(**ref_inputs)[0]
     finally:
@@ -143,6 +156,16 @@ def _query_vectors(seen: dict, name: str, n_expr: int) -> tuple[torch.Tensor, to
     else:
         image, expr = slot["norm_q"][:, t_all:], slot["norm_q"][:, T_CAP:t_all]
     return image.transpose(1, 2), expr.transpose(1, 2)
+
+
+def _output_vectors(slot: dict, name: str, n_expr: int, inner: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image and expression attention outputs (before the output projection) of one block of the
+    reference run, ``[B, tokens, H*Dh]``."""
+    t_all = T_CAP + n_expr
+    if name.startswith("double"):
+        return slot["out_image"], slot["out_text"][:, T_CAP:]
+    joint = slot["out_all"][..., :inner]
+    return joint[:, t_all:], joint[:, T_CAP:t_all]
 
 
 @torch.no_grad()
@@ -186,7 +209,13 @@ def test_branch_equals_masked_joint_attention(model):
         keys = torch.cat([k_txt, apply_rotary_emb(k_img, (cos[t_all:], sin[t_all:]), sequence_dim=1)], dim=1)
         logits = torch.einsum("blhd,bshd->bhls", q_expr, keys) / math.sqrt(d)
         probs = logits.masked_fill(~allowed, float("-inf")).softmax(-1)[..., t_all:].mean(1)
-        torch.testing.assert_close(record.scores["attention_probs"].exp(), probs.transpose(1, 2), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            record.scores["attention_probs"].exp(), probs.transpose(1, 2), rtol=1e-4, atol=1e-6
+        )
+        # ConceptAttention's output space: attention outputs of image and expression tokens, unscaled
+        out_image, out_expr = _output_vectors(slot, record.name, layout.total, heads * d)
+        output = torch.einsum("bnc,blc->bnl", out_image, out_expr)
+        torch.testing.assert_close(record.scores["output_space"], output, rtol=1e-4, atol=1e-4)
 
 
 def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
@@ -204,7 +233,10 @@ def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
     with pytest.raises(RuntimeError, match=r"diffusers >= 0\.35"):
         FLUX1.diffusers_blocks(model)
     embeds, layout = _expr(model)
-    with pytest.raises(RuntimeError, match="single blocks as one tensor"), capture_attention(model, embeds, layout):
+    with (
+        pytest.raises(RuntimeError, match="single blocks as one tensor"),
+        capture_attention(model, embeds, layout),
+    ):
         pass
 
 
@@ -238,7 +270,9 @@ def test_concept_attention_heatmap_equals_conceptattentions_function(model, t5_t
     with capture_attention(model, embeds, layout) as cap:
         model(**inputs)
     grid = (GRID_H, GRID_W)
-    captured = CapturedAttention(cap.records, [expression], layout, ImageGeometry(grid, grid, grid), len(cap.records))
+    captured = CapturedAttention(
+        cap.records, [expression], layout, ImageGeometry(grid, grid, grid), len(cap.records)
+    )
     options = HeatmapOptions(noun_phrase=False, spatial_bias=False, remove_gas=False)
     assert options.chosen_score == "concept_attention"
     ours = build_heatmap(captured, 0, options)
@@ -247,6 +281,40 @@ def test_concept_attention_heatmap_equals_conceptattentions_function(model, t5_t
     vectors = [_query_vectors(seen, r.name, n) for r in cap.records]
     image_vectors = torch.stack([v[0] for v in vectors])[None]
     concept_vectors = torch.stack([v[1] for v in vectors])[None]
+    expected = _conceptattention_heatmaps(image_vectors, concept_vectors, range(len(vectors)))
+    for b in range(2):
+        got = torch.stack([m.grid.flatten() for m in ours.token_maps[b]])
+        torch.testing.assert_close(got, expected[b], rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_output_space_heatmap_equals_conceptattentions_function(model, t5_tokenizer):
+    """Table 8's output space: every token map equals ConceptAttention's heatmap function applied
+    to the attention outputs (its ``output_space_*_vectors``) of the masked joint run."""
+    from refam.attention import CapturedAttention, ImageGeometry
+    from refam.expression import tokenize_expression
+    from refam.heatmap import HeatmapOptions, build_heatmap
+
+    expression = tokenize_expression("the red cup on the left", t5_tokenizer, max_length=32, pad_to=32)
+    n = expression.valid_length
+    embeds, layout = _expr(model, lengths=(n,))
+    inputs = _inputs(model, batch=2)
+    with capture_attention(model, embeds, layout) as cap:
+        model(**inputs)
+    grid = (GRID_H, GRID_W)
+    captured = CapturedAttention(
+        cap.records, [expression], layout, ImageGeometry(grid, grid, grid), len(cap.records)
+    )
+    options = HeatmapOptions(noun_phrase=False, spatial_bias=False, space="output")
+    assert options.chosen_score == "output_space"
+    ours = build_heatmap(captured, 0, options)
+
+    _reference, seen, _inputs_used, _mask = _masked_reference_run(model, inputs, embeds, layout)
+    inner = model.config.num_attention_heads * model.config.attention_head_dim
+    vectors = [_output_vectors(seen[r.name], r.name, n, inner) for r in cap.records]
+    # one "head" holding the flattened channels, as ConceptAttention stores its output vectors
+    image_vectors = torch.stack([v[0][:, None] for v in vectors])[None]
+    concept_vectors = torch.stack([v[1][:, None] for v in vectors])[None]
     expected = _conceptattention_heatmaps(image_vectors, concept_vectors, range(len(vectors)))
     for b in range(2):
         got = torch.stack([m.grid.flatten() for m in ours.token_maps[b]])
@@ -265,7 +333,8 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
     seen: list[torch.Tensor] = []
     block = model.transformer_blocks[0]
     hook = block.norm1_context.register_forward_pre_hook(
-        lambda _m, args, kwargs: seen.append(kwargs.get("emb", args[1] if len(args) > 1 else None)), with_kwargs=True
+        lambda _m, args, kwargs: seen.append(kwargs.get("emb", args[1] if len(args) > 1 else None)),
+        with_kwargs=True,
     )
     try:
         shift = FLUX1.diffusers_pooled_shift(model, inputs["pooled_projections"], branch_pooled)
@@ -275,7 +344,11 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
         hook.remove()
     image_stream, branch = seen  # the block's own call, then the branch's
     timestep = inputs["timestep"] * 1000
-    pooled = inputs["pooled_projections"] if branch_pooled == "caption" else torch.zeros_like(inputs["pooled_projections"])
+    pooled = (
+        inputs["pooled_projections"]
+        if branch_pooled == "caption"
+        else torch.zeros_like(inputs["pooled_projections"])
+    )
     torch.testing.assert_close(branch, model.time_text_embed(timestep, pooled), atol=1e-6, rtol=1e-5)
     assert torch.equal(image_stream, model.time_text_embed(timestep, inputs["pooled_projections"]))
     with pytest.raises(ValueError, match="branch_pooled"):

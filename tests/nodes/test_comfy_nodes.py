@@ -138,9 +138,19 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         assert prompted.prompts[i].regions.mask()[p["y"], p["x"]]  # inside the heatmap's target region
     chosen, _preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=prompted, mask_choice="agreement")
     assert chosen.shape == (4, 77, 123)
-    grid, report = _run(pack, "RefAMTokenMaps", attention=att, image_index=1)
+    grid, report, text_attention, diagnostics = _run(pack, "RefAMTokenMaps", attention=att, image_index=1)
     assert grid.ndim == 4 and grid.shape[-1] == 3
     assert "role=magnet" in report and "the red square on the left" in report
+    # Figs. 1, 3 and 4 for each expression: one text-to-text tile per block, entropies in [0, 1]
+    analyses = json.loads(diagnostics)
+    assert [a["expression"] for a in analyses] == att.expressions.texts
+    assert text_attention.ndim == 4 and text_attention.shape[-1] == 3
+    for a in analyses:
+        n_blocks, n_tokens = len(a["blocks"]), len(a["pieces"])
+        assert len(a["entropy_mean"]) == len(a["entropy_min"]) == len(a["text_attention"]) == n_blocks
+        assert all(0.0 <= lo <= m <= 1.0 + 1e-6 for lo, m in zip(a["entropy_min"], a["entropy_mean"], strict=True))
+        assert len(a["text_mass"]) == len(a["image_share"]) == len(a["gas"]) == n_tokens
+        assert abs(sum(a["image_share"]) - 1.0) < 1e-4
 
 
 def test_all_in_one(pack, objects, sam2_folder):
