@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,7 +35,6 @@ __all__ = [
     "colour_gas_moved",
     "diagnose",
     "gas_category",
-    "summarize",
 ]
 
 #: What a GAS token is, for the statistics.
@@ -175,10 +173,3 @@ class GasStatistics:
             "colour_gas_moved_to_magnets": self.colour_gas_moved,
             "colour_gas_moved_share": self.colour_gas_moved / self.colour_gas if self.colour_gas else None,
         }
-
-
-def summarize(diagnoses: Iterable[tuple[Diagnosis, Diagnosis | None]]) -> GasStatistics:
-    stats = GasStatistics()
-    for with_magnets, without in diagnoses:
-        stats.add(with_magnets, without)
-    return stats

@@ -5,12 +5,20 @@ Mochi, ComfyUI's CLIP)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from refam.expression import TokenizedExpression
 
-__all__ = ["draw_magnet_vectors", "has_vector_magnets", "magnet_vectors_by_position", "typical_norm", "with_vector_magnets"]
+__all__ = [
+    "draw_magnet_vectors",
+    "encode_with_magnets",
+    "has_vector_magnets",
+    "magnet_vectors_by_position",
+    "typical_norm",
+    "with_vector_magnets",
+]
 
 # Rows of the embedding table the norm is measured on: every k-th token id, about this many.
 _NORM_SAMPLE = 2048
@@ -57,3 +65,15 @@ def with_vector_magnets(embeds: torch.Tensor, expressions: Sequence[TokenizedExp
         for position, vector in magnet_vectors_by_position(expression, out.shape[-1], norm).items():
             out[row, position] = vector.to(out)
     return out
+
+
+def encode_with_magnets(
+    t5: torch.nn.Module, ids: torch.Tensor, expressions: Sequence[TokenizedExpression], **kwargs: Any
+) -> torch.Tensor:
+    """A transformers T5 encoder's output for ``ids``; when an expression has vector magnets, run
+    from its input embeddings with the vectors in place."""
+    if not has_vector_magnets(expressions):
+        return t5(ids, **kwargs)[0]
+    table = t5.get_input_embeddings()
+    norm = typical_norm(table, table.num_embeddings, ids.device)
+    return t5(inputs_embeds=with_vector_magnets(table(ids), expressions, norm), **kwargs)[0]

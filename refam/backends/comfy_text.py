@@ -14,7 +14,7 @@ import torch
 from refam.architectures.flux import FLUX_IMAGE
 from refam.attention import ExpressionLayout, pack_expressions
 from refam.expression import TokenizedExpression
-from refam.magnet_vectors import magnet_vectors_by_position, typical_norm
+from refam.magnet_vectors import has_vector_magnets, magnet_vectors_by_position, typical_norm
 
 __all__ = ["COMFY_T5_PAD_LENGTH", "encode_caption", "encode_expressions", "t5_pad_length", "t5_tokenizer"]
 
@@ -66,20 +66,24 @@ def _t5_encoder(clip: Any) -> Any:
     return inner if inner is not None else getattr(model, getattr(model, "clip", ""), None)
 
 
-def _section(clip: Any, expression: TokenizedExpression) -> list[tuple[Any, float]]:
+def _vector_scale(clip: Any) -> tuple[int, float]:
+    """Width and typical norm of the CLIP's T5 token embeddings, read through its own embedding
+    call (which undoes any weight quantisation), for random-vector magnets."""
+    table = _t5_encoder(clip).transformer.get_input_embeddings()
+    clip.load_model()
+
+    def embed(ids: torch.Tensor) -> torch.Tensor:
+        return table(ids.to(table.weight.device), out_dtype=torch.float32)
+
+    return table.weight.shape[1], typical_norm(embed, table.weight.shape[0])
+
+
+def _section(expression: TokenizedExpression, scale: tuple[int, float] | None) -> list[tuple[Any, float]]:
     """One expression's tokens for the CLIP; a vector magnet goes in as an embedding tensor in place
     of its placeholder id, which ComfyUI's T5 takes as the input embedding at that position."""
     section: list[tuple[Any, float]] = [(int(i), 1.0) for i in expression.ids]
-    if expression.vector_magnets:
-        encoder = _t5_encoder(clip)
-        table = encoder.transformer.get_input_embeddings()
-        clip.load_model()
-
-        def embed(ids: torch.Tensor) -> torch.Tensor:
-            return table(ids.to(table.weight.device), out_dtype=torch.float32)
-
-        norm = typical_norm(embed, table.weight.shape[0])
-        for position, vector in magnet_vectors_by_position(expression, table.weight.shape[1], norm).items():
+    if scale is not None:
+        for position, vector in magnet_vectors_by_position(expression, *scale).items():
             section[position] = (vector, 1.0)
     return section
 
@@ -98,7 +102,8 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
     lengths = {len(e.ids) for e in expressions}
     if len(lengths) != 1:
         raise ValueError(f"expressions must share one padded length, got {sorted(lengths)}")
-    tokens["t5xxl"] = [_section(clip, e) for e in expressions]
+    scale = _vector_scale(clip) if has_vector_magnets(expressions) else None
+    tokens["t5xxl"] = [_section(e, scale) for e in expressions]
     cond = clip.encode_from_tokens(tokens)
     width = lengths.pop()
     rows = cond.reshape(len(expressions), width, cond.shape[-1])

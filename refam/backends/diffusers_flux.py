@@ -25,7 +25,7 @@ from refam.expression import TokenizedExpression
 from refam.features import FeatureOptions, PassAverage
 from refam.flow import denoise, inversion_sigmas, invert
 from refam.images import model_size, to_model_pixels
-from refam.magnet_vectors import has_vector_magnets, typical_norm, with_vector_magnets
+from refam.magnet_vectors import encode_with_magnets
 from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
@@ -112,13 +112,7 @@ class DiffusersFlux:
         with self._on_device(self.t5):
             # No attention mask, as the FLUX pipelines do: the model was trained on embeddings of
             # padded prompts, so the expression is encoded the same way.
-            ids = ids.to(self.device)
-            if not has_vector_magnets(expressions):
-                return self.t5(ids, output_hidden_states=False)[0].to(self.dtype)
-            table = self.t5.get_input_embeddings()
-            norm = typical_norm(table, table.num_embeddings, ids.device)
-            embeds = with_vector_magnets(table(ids), expressions, norm)
-            return self.t5(inputs_embeds=embeds, output_hidden_states=False)[0].to(self.dtype)
+            return encode_with_magnets(self.t5, ids.to(self.device), expressions, output_hidden_states=False).to(self.dtype)
 
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:

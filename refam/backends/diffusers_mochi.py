@@ -34,7 +34,7 @@ from refam.attention import (
 from refam.backends.diffusers_capture import capture_attention
 from refam.expression import TokenizedExpression
 from refam.images import model_size, to_model_pixels
-from refam.magnet_vectors import has_vector_magnets, typical_norm, with_vector_magnets
+from refam.magnet_vectors import encode_with_magnets
 from refam.noise import capture_noise, check_sigma
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 
@@ -79,13 +79,9 @@ class DiffusersMochi:
         self, ids: torch.Tensor, mask: torch.Tensor, expressions: Sequence[TokenizedExpression] = ()
     ) -> torch.Tensor:
         # Mochi encodes prompts with T5's attention mask (unlike FLUX).
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        if not has_vector_magnets(expressions):
-            return self.t5(ids, attention_mask=mask)[0].to(self.dtype)
-        table = self.t5.get_input_embeddings()
-        norm = typical_norm(table, table.num_embeddings, ids.device)
-        embeds = with_vector_magnets(table(ids), expressions, norm)
-        return self.t5(inputs_embeds=embeds, attention_mask=mask)[0].to(self.dtype)
+        return encode_with_magnets(self.t5, ids.to(self.device), expressions, attention_mask=mask.to(self.device)).to(
+            self.dtype
+        )
 
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
-__all__ = ["safe_component"]
+__all__ = ["read_json", "safe_component"]
+
+
+def read_json(path: str | Path, what: str, hint: str) -> Any:
+    """The JSON in ``path``; a missing file or one that is not JSON is named as ``what`` with ``hint``
+    (what the file should be)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found; {hint}")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} {path} is not JSON ({exc}); {hint}") from exc
 
 
 def _unsafe_reason(value: str) -> str | None:

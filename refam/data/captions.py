@@ -10,8 +10,9 @@ wrote for the video sets (§4). Either form works:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from refam.data import read_json
 
 __all__ = ["CAPTIONS_HELP", "load_captions"]
 
@@ -24,12 +25,7 @@ CAPTIONS_HELP = (
 def load_captions(path: str | Path) -> dict[str, str]:
     """Captions by id (as text) from ``path``; a clear error for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"captions file {path} not found; {CAPTIONS_HELP}")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"captions file {path} is not JSON ({exc}); {CAPTIONS_HELP}") from exc
+    data = read_json(path, "captions file", CAPTIONS_HELP)
     captions: dict[str, str] = {}
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         for entry in data["annotations"]:

@@ -16,7 +16,6 @@ the lemma when a map is keyed by lemma, and the lemma itself when no map names i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from refam.data import read_json
 from refam.install_hints import missing_package
 from refam.metrics.heatmap_segmentation import CA_SIZE, resize_labels
 
@@ -60,12 +60,7 @@ class ClassImage:
 def load_class_names(path: str | Path) -> dict[str, str]:
     """A class-name map ``{synset id or lemma: name}`` from a JSON file (flat, or CA's ``{"categories": ...}``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class names file {path} not found; give a JSON map {{synset id or lemma: name}}")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"class names file {path} is not JSON ({exc}); give a JSON map {{synset id or lemma: name}}") from exc
+    data = read_json(path, "class names file", "give a JSON map {synset id or lemma: name}")
     if isinstance(data, dict) and isinstance(data.get("categories"), dict):
         data = data["categories"]
     if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
