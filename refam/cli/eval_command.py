@@ -19,7 +19,11 @@ __all__ = ["VIDEO_DATASETS", "add_eval_parser", "cmd_eval"]
 
 
 def add_eval_parser(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="evaluate on RefCOCO / RefCOCO+ / RefCOCOg (refer format); resumable, shardable")
+    ev = sub.add_parser(
+        "eval",
+        help="the paper's evaluations: RefCOCO / RefCOCO+ / RefCOCOg, the video sets, ImageNet-Segmentation and "
+        "PascalVOC (Table 11); resumable, shardable",
+    )
     ev.add_argument(
         "dataset",
         help="refcoco, refcoco+, refcocog (or another folder in the refer format), ref-davis17, mevis, ref-youtube-vos; "
@@ -70,7 +74,9 @@ def add_eval_parser(sub: Any) -> None:
     ev.add_argument(
         "--preset", default="full",
         help="full (the library's defaults), paper (also the paper's argmax prompt: Table 2 as published), "
-        "or an ablation: no-am, no-np, no-sb, no-am-np-sb, am-only",
+        "or, each with the paper's prompt: the ablations no-am, no-np, no-sb, no-am-np-sb, am-only (Tables 4, 6); "
+        "the magnet variants am-stop-words, am-random-stop-words, am-random-vectors (Table 5, with --magnet-seed); "
+        "output-space (Table 8); inversion (Table 7)",
     )
     ev.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     ev.add_argument("--merge-only", action="store_true", help="merge the ranks' records and print the table")

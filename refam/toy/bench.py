@@ -33,6 +33,11 @@ def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any
         ("full RefAM", {}),
         *[(f"score {score}", {"score": score}) for score in SCORES],
         ("no magnets", {"magnets": ()}),
+        # Table 5's variants (random draws: seed 0 here; the paper averages five seeds).
+        ("magnets: stop words only", {"magnet_variant": "stop_words"}),
+        ("magnets: random stop words", {"magnet_variant": "random_stop_words"}),
+        ("magnets: random vectors", {"magnet_variant": "random_vectors"}),
+        ("space: attention output", {"space": "output"}),
         ("no stop-word filter", {"drop_stop_words": False}),
         ("GAS removed (paper rule)", {"remove_gas": True}),
         ("GAS removed (others rule)", {"remove_gas": True, "gas_rule": "others"}),
