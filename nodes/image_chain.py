@@ -97,14 +97,17 @@ def referring_expression(
     magnet_variant: str = MAGNET_VARIANTS[0],
     magnet_seed: int = 0,
 ) -> tuple:
-    from refam.backends.comfy_text import encode_expressions, t5_tokenizer
+    from refam.backends.comfy_text import encode_expressions, text_part
 
     texts = normalize_expressions(split_lines(expressions) or [""])
     options = HeatmapOptions(
         noun_phrase=noun_phrase, np_mode=np_mode, spatial_bias=spatial_bias, spatial_rule=spatial_rule
     )
     plan = magnet_plan(magnet_variant, parse_magnets(magnets), int(magnet_seed))
-    tokenized, cues = prepare_expressions(texts, t5_tokenizer(clip), int(t5_length), plan, options)
+    text = text_part(clip)
+    # t5_length pads T5 (FLUX.1, Mochi); an LLM encoder (FLUX.2) is causal and takes no padding.
+    pad = int(t5_length) if text.pad_length is not None else None
+    tokenized, cues = prepare_expressions(texts, text.tokenizer, pad, plan, options, text.template)
     embeds, layout = encode_expressions(clip, tokenized)
     return (P.Expressions(tokenized=tokenized, cues=cues, embeds=embeds, layout=layout),)
 

@@ -16,7 +16,7 @@ block-diagonal mask keeps each expression to itself, so the image keys/values ar
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,16 +108,22 @@ def resolve_capture_blocks(
 class ImageAttention:
     """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and
     RoPE; ``q_plain``: the same queries before RoPE (what ConceptAttention stores); ``out``: the
-    image tokens' output of that call (before the output projection), laid out like ``v``."""
+    image tokens' output of that call (before the output projection), laid out like ``v``;
+    ``text_rotation``: for a model whose RoPE moves text tokens (FLUX.2), ``(x [B, H, L, Dh],
+    positions [L]) -> x`` rotated as that block rotates text at those positions, so the expression's
+    tokens sit where they would as a caption; None where RoPE leaves text unchanged (FLUX.1)."""
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     q_plain: torch.Tensor
     out: torch.Tensor
+    text_rotation: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def rows(self, index: torch.Tensor) -> ImageAttention:
-        return ImageAttention(self.q[index], self.k[index], self.v[index], self.q_plain[index], self.out[index])
+        return ImageAttention(
+            self.q[index], self.k[index], self.v[index], self.q_plain[index], self.out[index], self.text_rotation
+        )
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,10 @@ class ExpressionLayout:
         return torch.repeat_interleave(
             torch.arange(len(self.lengths), device=device), torch.tensor(self.lengths, device=device)
         )
+
+    def positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[L]`` long: each token's index within its own expression (its text position as a caption)."""
+        return torch.cat([torch.arange(n, device=device) for n in self.lengths])
 
     def text_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``[L, L]`` bool: True where expression query i may attend expression key j."""
@@ -182,6 +192,11 @@ def expression_branch(
     ``vec`` is whatever the block's modulation takes (the timestep/guidance/pooled embedding).
     """
     q_e, k_e, v_e, state = adapter.expression_qkv(expr, vec)
+    # ConceptAttention compares queries before RoPE; the attention itself sees them rotated.
+    q_rot, k_rot = q_e, k_e
+    if image.text_rotation is not None:
+        positions = layout.positions(q_e.device)
+        q_rot, k_rot = image.text_rotation(q_e, positions), image.text_rotation(k_e, positions)
     b, h, n_expr, dh = q_e.shape
     if n_expr != layout.total:
         raise ValueError(f"expression stream has {n_expr} tokens, layout expects {layout.total}")
@@ -191,7 +206,7 @@ def expression_branch(
 
     # The grounding maps, in float32 because downstream softmaxes over tokens amplify bf16
     # rounding of near-equal scores.
-    scaled_dot = torch.matmul(image.q.float(), k_e.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
+    scaled_dot = torch.matmul(image.q.float(), k_rot.float().transpose(-1, -2)).mul_(scale).mean(dim=1)
     # ConceptAttention's heads-flattened dot product, as per-head products summed over heads: the
     # same sum without the copy of the image queries that flattening the heads would make.
     concept = torch.matmul(image.q_plain.float(), q_e.float().transpose(-1, -2)).sum(dim=1)
@@ -205,8 +220,8 @@ def expression_branch(
     # its probabilities are needed for the text-to-text mass that detects global attention sinks.
     # The two key blocks are scored separately and only the small [L, L + N] score matrix is
     # joined: concatenating the image keys and values would copy them in every block.
-    q32 = q_e.float()
-    to_text = torch.matmul(q32, k_e.float().transpose(-1, -2)).mul_(scale)
+    q32 = q_rot.float()
+    to_text = torch.matmul(q32, k_rot.float().transpose(-1, -2)).mul_(scale)
     to_text.masked_fill_(~layout.text_mask(to_text.device), float("-inf"))
     scores = torch.cat([to_text, torch.matmul(q32, image.k.float().transpose(-1, -2)).mul_(scale)], dim=-1)
     probs = scores.softmax(dim=-1)

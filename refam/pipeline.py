@@ -101,12 +101,19 @@ def normalize_expressions(expressions: str | Sequence[str]) -> list[str]:
 
 
 def prepare_expressions(
-    texts: Sequence[str], tokenizer: Any, pad: int, magnets: Sequence[str] | MagnetPlan, options: HeatmapOptions
+    texts: Sequence[str],
+    tokenizer: Any,
+    pad: int | None,
+    magnets: Sequence[str] | MagnetPlan,
+    options: HeatmapOptions,
+    template: tuple[str, str] | None = None,
 ) -> tuple[list[TokenizedExpression], list[LanguageCues]]:
-    """Language cues and T5 tokens (padded to ``pad``) of every expression, the one path for the
-    library and the nodes. With ``np_mode="encode"`` the head noun phrase is what gets tokenized
-    (``augmented``), standing for the expression (``text``); its maps need no NP mask then.
-    ``magnets``: words, or a :class:`MagnetPlan` (Table 5's variants, random vectors included)."""
+    """Language cues and tokens (padded to ``pad``: T5; None: an LLM encoder, whose causal
+    attention padding cannot reach, at most 512 tokens) of every expression, in the text
+    encoder's chat ``template`` if it has one: the one path for the library and the nodes. With
+    ``np_mode="encode"`` the head noun phrase is what gets tokenized (``augmented``), standing for
+    the expression (``text``); its maps need no NP mask then. ``magnets``: words, or a
+    :class:`MagnetPlan` (Table 5's variants, random vectors included)."""
     plan = magnets if isinstance(magnets, MagnetPlan) else MagnetPlan(tuple(magnets))
     cues, tokenized = [], []
     for text in texts:
@@ -117,7 +124,9 @@ def prepare_expressions(
         if options.noun_phrase and options.np_mode == "encode" and cue.noun_phrase:
             encoded = cue.noun_phrase
             cue = dataclasses.replace(cue, noun_phrase_words=None)
-        tokens = tokenize_expression(encoded, tokenizer, magnets=plan.words, max_length=pad, pad_to=pad)
+        tokens = tokenize_expression(
+            encoded, tokenizer, magnets=plan.words, max_length=pad or 512, pad_to=pad, template=template
+        )
         tokens = dataclasses.replace(tokens, text=text, vector_magnets=plan.vectors, vector_seed=plan.seed)
         tokenized.append(tokens)
         cues.append(cue)
@@ -265,6 +274,7 @@ class RefAMPipeline:
             self.backend.text_pad_length,
             opts.magnet_plan(),
             opts.heatmap,
+            getattr(self.backend, "text_template", None),
         )
 
     def capture(

@@ -73,3 +73,56 @@ def to_bfl(sd: dict[str, torch.Tensor], num_double: int, num_single: int) -> dic
         out[f"{dst}.norm.query_norm.scale"] = sd[f"{src}.attn.norm_q.weight"]
         out[f"{dst}.norm.key_norm.scale"] = sd[f"{src}.attn.norm_k.weight"]
     return out
+
+
+_FLUX2_GLOBAL = {
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in.in_layer": "time_guidance_embed.timestep_embedder.linear_1",
+    "time_in.out_layer": "time_guidance_embed.timestep_embedder.linear_2",
+    "guidance_in.in_layer": "time_guidance_embed.guidance_embedder.linear_1",
+    "guidance_in.out_layer": "time_guidance_embed.guidance_embedder.linear_2",
+    "double_stream_modulation_img.lin": "double_stream_modulation_img.linear",
+    "double_stream_modulation_txt.lin": "double_stream_modulation_txt.linear",
+    "single_stream_modulation.lin": "single_stream_modulation.linear",
+    "final_layer.linear": "proj_out",
+}
+_FLUX2_DOUBLE = {
+    "img_attn.proj": "attn.to_out.0",
+    "txt_attn.proj": "attn.to_add_out",
+    "img_mlp.0": "ff.linear_in",
+    "img_mlp.2": "ff.linear_out",
+    "txt_mlp.0": "ff_context.linear_in",
+    "txt_mlp.2": "ff_context.linear_out",
+}
+
+
+def flux2_to_bfl(sd: dict[str, torch.Tensor], num_double: int, num_single: int) -> dict[str, torch.Tensor]:
+    """diffusers FLUX.2 -> BFL / ComfyUI layout: no per-block modulation (three shared ones), no
+    biases, fused q/k/v in double blocks, single blocks already fused on both sides."""
+    out: dict[str, torch.Tensor] = {}
+
+    def copy(dst: str, src: str) -> None:
+        for end in ("weight", "bias"):
+            if f"{src}.{end}" in sd:
+                out[f"{dst}.{end}"] = sd[f"{src}.{end}"]
+
+    for dst, src in _FLUX2_GLOBAL.items():
+        copy(dst, src)
+    shift, scale = sd["norm_out.linear.weight"].chunk(2)
+    out["final_layer.adaLN_modulation.1.weight"] = torch.cat([scale, shift])
+    for i in range(num_double):
+        src, dst = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        for d, s in _FLUX2_DOUBLE.items():
+            copy(f"{dst}.{d}", f"{src}.{s}")
+        for d, s in _NORMS_DOUBLE.items():
+            out[f"{dst}.{d}"] = sd[f"{src}.{s}"]
+        out[f"{dst}.img_attn.qkv.weight"] = torch.cat([sd[f"{src}.attn.to_{x}.weight"] for x in "qkv"])
+        out[f"{dst}.txt_attn.qkv.weight"] = torch.cat([sd[f"{src}.attn.add_{x}_proj.weight"] for x in "qkv"])
+    for i in range(num_single):
+        src, dst = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        copy(f"{dst}.linear1", f"{src}.attn.to_qkv_mlp_proj")
+        copy(f"{dst}.linear2", f"{src}.attn.to_out")
+        out[f"{dst}.norm.query_norm.scale"] = sd[f"{src}.attn.norm_q.weight"]
+        out[f"{dst}.norm.key_norm.scale"] = sd[f"{src}.attn.norm_k.weight"]
+    return out

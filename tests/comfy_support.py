@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from bfl_layout import to_bfl
+from bfl_layout import flux2_to_bfl, to_bfl
 from conftest import REPO_ROOT
 from tiny_models import tiny_vae
 
@@ -139,6 +139,17 @@ def comfy_flux_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
         context_in_dim=cfg.joint_attention_dim,
         out_channels=(cfg.out_channels or cfg.in_channels) // 4,
     )
+    return comfy_model_from_config(unet_config, sd, dtype)
+
+
+def comfy_flux2_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
+    """The same FLUX.2 weights as a ComfyUI MODEL (detected by ComfyUI as ``flux2``), on the CPU."""
+    cfg = transformer.config
+    sd = flux2_to_bfl(transformer.state_dict(), cfg.num_layers, cfg.num_single_layers)
+    unet_config = detected_unet_config(
+        sd, axes_dim=list(cfg.axes_dims_rope), num_heads=cfg.num_attention_heads, out_channels=cfg.in_channels
+    )
+    assert unet_config["image_model"] == "flux2"
     return comfy_model_from_config(unet_config, sd, dtype)
 
 
@@ -280,6 +291,51 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
         if missing:
             raise AssertionError(f"tiny {part} weights missing in ComfyUI's model: {missing}")
     return clip, t5
+
+
+# Qwen3 (FLUX.2 klein's text encoder) at a small width; 28 layers, so the three that FLUX.2 reads
+# (9, 18, 27) exist. ComfyUI's Qwen3 fixes the head width at 128.
+TINY_QWEN3 = dict(
+    vocab_size=151936, hidden_size=64, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=128, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
+)  # fmt: skip
+
+
+def tiny_klein_clip(seed: int = 0):
+    """A ComfyUI FLUX.2 klein ``CLIP`` (the real ``KleinTokenizer`` with its chat template and
+    Qwen3 tokenizer files, ComfyUI's Qwen3 reading layers 9 / 18 / 27) holding a tiny random
+    Qwen3, and that Qwen3 in Hugging Face's layout."""
+    import comfy.sd
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    hf = Qwen3Model(Qwen3Config(**TINY_QWEN3)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    config = {k: v for k, v in TINY_QWEN3.items() if k != "head_dim"}
+
+    class TinyQwen3(comfy.text_encoders.flux.Qwen3_4BModel):
+        def __init__(self, device="cpu", dtype=None, model_options=None, **kwargs):
+            super().__init__(device=device, dtype=dtype, model_options=model_options, textmodel_json_config=config)
+
+    te = comfy.text_encoders.flux.klein_te()
+
+    class TinyKleinModel(te):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            comfy.text_encoders.flux.Flux2TEModel.__init__(
+                self, device=device, dtype=dtype, name="qwen3_4b", model_options=model_options or {}, clip_model=TinyQwen3
+            )
+
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.KleinTokenizer, TinyKleinModel)
+    clip = comfy.sd.CLIP(target=target, model_options={"initial_device": torch.device("cpu")})
+    sd = {f"model.{k}": v for k, v in hf.state_dict().items()}
+    missing, _unexpected = clip.cond_stage_model.qwen3_4b.load_sd(sd)
+    if missing:
+        raise AssertionError(f"tiny Qwen3 weights missing in ComfyUI's model: {missing}")
+    return clip, hf
 
 
 def tiny_mochi_clip(seed: int = 0):

@@ -30,6 +30,32 @@ def tiny_flux_transformer(seed: int = 0, guidance_embeds: bool = False, **overri
     return model.eval()
 
 
+# FLUX.2 klein's layout at a small width: no guidance embedding, four RoPE axes (16 = head dim),
+# an LLM-sized context (three concatenated hidden layers).
+TINY_FLUX2 = dict(
+    patch_size=1,
+    in_channels=32,
+    num_layers=2,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=48,
+    axes_dims_rope=(4, 4, 4, 4),
+    guidance_embeds=False,
+)
+
+
+def tiny_flux2_transformer(seed: int = 0, **overrides):
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    model = Flux2Transformer2DModel(**{**TINY_FLUX2, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
 def tiny_vae(seed: int = 0, channels: int = 8, groups: int = 4, quant_conv: bool = False, perturb: float = 0.0):
     """A 4-level (8x) diffusers VAE. ComfyUI's LDM autoencoder needs ``channels=groups=32`` and quant convs."""
     from diffusers import AutoencoderKL

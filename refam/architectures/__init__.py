@@ -13,6 +13,7 @@ from torch import nn
 
 from refam.architectures.base import Architecture, ComfyBlock, TextEncoder
 from refam.architectures.flux import FLUX1
+from refam.architectures.flux2 import FLUX2
 from refam.architectures.mochi import MOCHI
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
     "diffusers_architecture",
 ]
 
-ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, MOCHI)
+ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, FLUX2, MOCHI)
 
 # Diffusion models a user may hand a capture node, by ComfyUI class name, that have no module
 # here yet: RefAM names them instead of failing on a missing layer.
@@ -39,7 +40,7 @@ PLANNED = {
 }
 
 _LOADERS = {
-    "image": "FLUX.1 dev/schnell/Kontext (UNETLoader / CheckpointLoaderSimple)",
+    "image": "FLUX.1 dev/schnell/Kontext or FLUX.2 dev/klein (UNETLoader / CheckpointLoaderSimple)",
     "video": "Mochi (mochi_preview, UNETLoader)",
 }
 

@@ -91,6 +91,11 @@ class Architecture(ABC):
         """The module whose first input in a block's forward holds the image tokens' attention
         output (before the output projection): the output space's image vectors."""
 
+    def diffusers_start_pass(self, transformer: nn.Module, kwargs: dict[str, Any]) -> Any:
+        """From the transformer's forward arguments: this pass's token layout (opaque state handed
+        back to the methods below), for models whose blocks cannot tell it alone. None by default."""
+        return None
+
     @abstractmethod
     def diffusers_image_attention(
         self,
@@ -100,16 +105,23 @@ class Architecture(ABC):
         v: torch.Tensor,
         out: torch.Tensor,
         inputs: dict[str, Any],
+        state: Any,
     ) -> ImageAttention:
         """The image tokens' attention tensors of one block from what the q/k/v modules returned,
-        the output module's input and the block's bound forward arguments (``hidden_states``,
-        ``temb``, rotary embedding...)."""
+        the output module's input, the block's bound forward arguments (``hidden_states``,
+        ``temb``, rotary embedding...) and the pass state of :meth:`diffusers_start_pass`."""
 
     @abstractmethod
     def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
         """Text-encoder embeddings ``[B, L, D]`` -> the text stream, as the model does for the caption."""
 
-    diffusers_conditioning = "temb"  # the block argument that modulates it
+    def diffusers_conditioning(self, name: str, inputs: dict[str, Any], state: Any) -> torch.Tensor:
+        """What modulates the expression branch in block ``name``, from its bound forward arguments."""
+        return inputs["temb"]
+
+    def diffusers_text_like(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """A tensor of the block's stream: the branch runs on its device and dtype."""
+        return inputs["hidden_states"]
 
     # -- ComfyUI -------------------------------------------------------------------------------
     comfy_wrapper = "DIFFUSION_MODEL"  # the WrappersMP point that starts a pass

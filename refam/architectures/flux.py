@@ -23,12 +23,18 @@ from refam.variants import BRANCH_POOLED, check_choice
 
 __all__ = [
     "FLUX1",
+    "Modulation",
+    "clip_fp16",
+    "comfy_rope",
     "FLUX_IMAGE",
     "FLUX_SCHNELL",
     "flux_point",
     "latent_image_ids",
     "pack_latents",
+    "pack_modulations",
+    "to_heads",
     "token_grid",
+    "unpack_modulations",
     "unsupported_flux_variant",
 ]
 
@@ -69,7 +75,7 @@ def token_grid(latent_shape: Sequence[int], patch: int) -> tuple[int, int]:
 
 
 # -- shared by the adapters ------------------------------------------------------------------------
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+def to_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.unflatten(-1, (-1, head_dim))
 
 
@@ -83,7 +89,7 @@ def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Ten
     return q, k, v
 
 
-def _clip_fp16(x: torch.Tensor) -> torch.Tensor:
+def clip_fp16(x: torch.Tensor) -> torch.Tensor:
     # diffusers' blocks guard fp16 overflow this way; the branch must see what the model would.
     return x.clip(-65504, 65504) if x.dtype == torch.float16 else x
 
@@ -105,9 +111,9 @@ class DiffusersDoubleAdapter:
     def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
         attn = self.block.attn
         normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.block.norm1_context(expr, emb=vec)
-        q = attn.norm_added_q(_heads(attn.add_q_proj(normed), attn.head_dim))
-        k = attn.norm_added_k(_heads(attn.add_k_proj(normed), attn.head_dim))
-        v = _heads(attn.add_v_proj(normed), attn.head_dim)
+        q = attn.norm_added_q(to_heads(attn.add_q_proj(normed), attn.head_dim))
+        k = attn.norm_added_k(to_heads(attn.add_k_proj(normed), attn.head_dim))
+        v = to_heads(attn.add_v_proj(normed), attn.head_dim)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), (gate_msa, shift_mlp, scale_mlp, gate_mlp)
 
     def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
@@ -115,7 +121,7 @@ class DiffusersDoubleAdapter:
         block = self.block
         expr = expr + gate_msa.unsqueeze(1) * block.attn.to_add_out(attn_out.to(expr.dtype))
         normed = block.norm2_context(expr) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        return _clip_fp16(expr + gate_mlp.unsqueeze(1) * block.ff_context(normed))
+        return clip_fp16(expr + gate_mlp.unsqueeze(1) * block.ff_context(normed))
 
 
 class DiffusersSingleAdapter:
@@ -129,9 +135,9 @@ class DiffusersSingleAdapter:
     def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
         attn = self.block.attn
         normed, gate = self.block.norm(expr, emb=vec)
-        q = attn.norm_q(_heads(attn.to_q(normed), attn.head_dim))
-        k = attn.norm_k(_heads(attn.to_k(normed), attn.head_dim))
-        v = _heads(attn.to_v(normed), attn.head_dim)
+        q = attn.norm_q(to_heads(attn.to_q(normed), attn.head_dim))
+        k = attn.norm_k(to_heads(attn.to_k(normed), attn.head_dim))
+        v = to_heads(attn.to_v(normed), attn.head_dim)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), (normed, gate)
 
     def expression_update(self, expr: torch.Tensor, attn_out: torch.Tensor, state) -> torch.Tensor:
@@ -139,12 +145,33 @@ class DiffusersSingleAdapter:
         block = self.block
         mlp = block.act_mlp(block.proj_mlp(normed))
         joined = torch.cat([attn_out.to(mlp.dtype), mlp], dim=2)
-        return _clip_fp16(expr + gate.unsqueeze(1) * block.proj_out(joined))
+        return clip_fp16(expr + gate.unsqueeze(1) * block.proj_out(joined))
 
 
 # -- ComfyUI adapters ------------------------------------------------------------------------------
+@dataclass
+class Modulation:
+    """One (shift, scale, gate) set, ``[B, 1, D]`` each, as ComfyUI's ``ModulationOut``."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+    gate: torch.Tensor
+
+
+def pack_modulations(mods: Sequence[Any]) -> torch.Tensor:
+    """Modulation sets a block is handed ready-made (FLUX.2's shared modulation, Chroma's
+    approximator) -> one ``[B, 1, 3kD]`` tensor, which the branch can index by batch row."""
+    return torch.cat([t for m in mods for t in (m.shift, m.scale, m.gate)], dim=-1)
+
+
+def unpack_modulations(packed: torch.Tensor, sets: int) -> list[Modulation]:
+    parts = packed.chunk(3 * sets, dim=-1)
+    return [Modulation(*parts[3 * i : 3 * i + 3]) for i in range(sets)]
+
+
 class ComfyDoubleAdapter:
-    """Text-stream pieces of ComfyUI's FLUX ``DoubleStreamBlock``."""
+    """Text-stream pieces of ComfyUI's FLUX ``DoubleStreamBlock``: its own ``txt_mod``, or, for a
+    block built without modulation (FLUX.2, Chroma), the packed text sets of :func:`pack_modulations`."""
 
     kind = "double"
 
@@ -153,7 +180,8 @@ class ComfyDoubleAdapter:
 
     def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
         block = self.block
-        mod1, mod2 = block.txt_mod(vec)
+        txt_mod = getattr(block, "txt_mod", None)
+        mod1, mod2 = txt_mod(vec) if txt_mod is not None else unpack_modulations(vec, 2)
         q, k, v = _split_heads(block.txt_attn.qkv(_modulate(block.txt_norm1(expr), mod1)), block.num_heads)
         q, k = block.txt_attn.norm(q, k, v)
         return q, k, v, (mod1, mod2)
@@ -167,7 +195,9 @@ class ComfyDoubleAdapter:
 
 
 class ComfySingleAdapter:
-    """Text-stream view of ComfyUI's FLUX ``SingleStreamBlock`` (weights shared by all tokens)."""
+    """Text-stream view of ComfyUI's FLUX ``SingleStreamBlock`` (weights shared by all tokens); its
+    own ``modulation`` or a packed set (FLUX.2, Chroma). FLUX.2's MLP input is twice as wide
+    (``mlp_hidden_dim_first``, SiLU-gated)."""
 
     kind = "single"
 
@@ -176,9 +206,10 @@ class ComfySingleAdapter:
 
     def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
         block = self.block
-        mod, _ = block.modulation(vec)
+        mod = block.modulation(vec)[0] if block.modulation is not None else unpack_modulations(vec, 1)[0]
+        mlp_width = getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim)
         qkv, mlp = torch.split(
-            block.linear1(_modulate(block.pre_norm(expr), mod)), [3 * block.hidden_size, block.mlp_hidden_dim], dim=-1
+            block.linear1(_modulate(block.pre_norm(expr), mod)), [3 * block.hidden_size, mlp_width], dim=-1
         )
         q, k, v = _split_heads(qkv, block.num_heads)
         q, k = block.norm(q, k, v)
@@ -192,7 +223,7 @@ class ComfySingleAdapter:
 
 
 # -- RoPE ------------------------------------------------------------------------------------------
-def _comfy_rope(x: torch.Tensor, pe: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def comfy_rope(x: torch.Tensor, pe: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """FLUX RoPE exactly as ``comfy.ldm.flux.math`` applies it (float32, then back)."""
     shape = x.shape
     x = x.to(dtype=pe.dtype).reshape(*shape[:-1], -1, 1, 2)
@@ -215,22 +246,25 @@ _DOUBLE_PARTS = ("img_mod", "img_norm1", "img_attn", "txt_mod", "txt_norm1", "tx
 _SINGLE_PARTS = ("modulation", "pre_norm", "linear1", "linear2", "norm", "mlp_act")
 
 
-def unsupported_flux_variant(diffusion_model: nn.Module) -> str | None:
-    """What a ComfyUI ``Flux`` holds that the FLUX.1 adapters cannot read, in words; None for FLUX.1."""
+def unsupported_flux_variant(diffusion_model: nn.Module, shared_modulation: bool = False) -> str | None:
+    """What a ComfyUI ``Flux`` holds that the adapters cannot read, in words; None when they can.
+    ``shared_modulation``: blocks are handed their modulation ready-made (FLUX.2, Chroma) and may
+    have SiLU-gated MLPs; otherwise each block has its own (FLUX.1)."""
     params = getattr(diffusion_model, "params", None)
-    if getattr(params, "global_modulation", False):
-        return "FLUX.2 / FLUX.2 klein (one modulation shared by all blocks)"
     if getattr(params, "yak_mlp", False) or getattr(params, "txt_norm", False):
         return "this FLUX variant (gated MLPs / a text norm, e.g. Ovis-Image)"
+    own = {"img_mod", "txt_mod", "modulation"}
     for kind, blocks, parts in (
         ("double", diffusion_model.double_blocks, _DOUBLE_PARTS),
         ("single", diffusion_model.single_blocks, _SINGLE_PARTS),
     ):
         for index, block in enumerate(blocks):
-            missing = [part for part in parts if getattr(block, part, None) is None]
+            needed = [part for part in parts if not (shared_modulation and part in own)]
+            missing = [part for part in needed if getattr(block, part, None) is None]
             if missing:
                 return f"a FLUX model whose {kind} block {index} has no {', '.join(missing)}"
-            if kind == "single" and getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim) != block.mlp_hidden_dim:
+            gated = getattr(block, "mlp_hidden_dim_first", None) not in (None, getattr(block, "mlp_hidden_dim", None))
+            if kind == "single" and gated and not shared_modulation:
                 return f"a FLUX model whose single block {index} has a gated MLP"
     return None
 
@@ -253,7 +287,14 @@ class Flux1(Architecture):
 
     # -- diffusers -----------------------------------------------------------------------------
     def diffusers_matches(self, transformer: nn.Module) -> bool:
-        return hasattr(transformer, "transformer_blocks") and hasattr(transformer, "single_transformer_blocks")
+        # FLUX.2 (one shared modulation) and Chroma (an approximator's modulations) have these
+        # block lists too.
+        return (
+            hasattr(transformer, "transformer_blocks")
+            and hasattr(transformer, "single_transformer_blocks")
+            and not hasattr(transformer, "single_stream_modulation")
+            and not hasattr(transformer, "distilled_guidance_layer")
+        )
 
     def diffusers_blocks(self, transformer: nn.Module) -> list[tuple[str, nn.Module]]:
         if not self.diffusers_matches(transformer):
@@ -290,7 +331,7 @@ class Flux1(Architecture):
         # projects [attention output, MLP] of [text; image] together (proj_out).
         return block.attn.to_out[0] if hasattr(block, "ff_context") else block.proj_out
 
-    def diffusers_image_attention(self, block, q, k, v, out, inputs) -> ImageAttention:
+    def diffusers_image_attention(self, block, q, k, v, out, inputs, state) -> ImageAttention:
         # Both kinds receive the image alone as hidden_states; single blocks project [text; image]
         # together, so the image is the tail of what the projections returned.
         n_img = inputs["hidden_states"].shape[1]
@@ -299,8 +340,8 @@ class Flux1(Architecture):
         inner = q.shape[-2] * q.shape[-1]
         q = _diffusers_rope_tail(q_plain, rotary, n_img)
         k = _diffusers_rope_tail(k[:, -n_img:], rotary, n_img)
-        v = _heads(v[:, -n_img:], block.attn.head_dim)
-        out = _heads(out[:, -n_img:, :inner], block.attn.head_dim)
+        v = to_heads(v[:, -n_img:], block.attn.head_dim)
+        out = to_heads(out[:, -n_img:, :inner], block.attn.head_dim)
         return ImageAttention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
         )
@@ -320,7 +361,12 @@ class Flux1(Architecture):
 
     # -- ComfyUI -------------------------------------------------------------------------------
     def comfy_matches(self, diffusion_model: nn.Module) -> bool:
-        return class_named(diffusion_model, "ldm.flux.model", "Flux") and type(diffusion_model).__name__ != "ControlNetFlux"
+        params = getattr(diffusion_model, "params", None)
+        return (
+            class_named(diffusion_model, "ldm.flux.model", "Flux")
+            and type(diffusion_model).__name__ != "ControlNetFlux"
+            and not getattr(params, "global_modulation", False)  # FLUX.2
+        )
 
     def comfy_check(self, diffusion_model: nn.Module) -> None:
         variant = unsupported_flux_variant(diffusion_model)
@@ -363,7 +409,7 @@ class Flux1(Architecture):
         q_img = q[:, :, image]
         pe = args.get("pe")
         # The queries before RoPE (ConceptAttention's vectors): each position's rotation undone.
-        q_plain = q_img if pe is None else _comfy_rope(q_img, pe[:, :, image].transpose(-1, -2), v)
+        q_plain = q_img if pe is None else comfy_rope(q_img, pe[:, :, image].transpose(-1, -2), v)
         return ImageAttention(q_img, k[:, :, image], v[:, :, image], q_plain, out[:, :, image])
 
     def comfy_conditioning(self, args: dict, state: ComfyFluxPass) -> torch.Tensor:

@@ -198,7 +198,7 @@ class Mochi1(Architecture):
     def diffusers_output_module(self, block: nn.Module) -> nn.Module:
         return block.attn1.to_out[0]
 
-    def diffusers_image_attention(self, block, q, k, v, out, inputs) -> ImageAttention:
+    def diffusers_image_attention(self, block, q, k, v, out, inputs, state) -> ImageAttention:
         rotary = inputs.get("image_rotary_emb")
         q_plain = q
         if rotary is not None:

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from refam.architectures import comfy_architecture
-from refam.architectures.flux import FLUX_IMAGE, flux_point, token_grid
+from refam.architectures.flux import FLUX_IMAGE, token_grid
+from refam.architectures.flux2 import image_point
 from refam.attention import CapturedAttention, ExpressionLayout, ImageGeometry
 from refam.backends.branch import BlockProgress
 from refam.backends.comfy_capture import ComfyCapture, comfy_pixels, run_patched_pass
 from refam.backends.comfy_flow import run_inversion
-from refam.backends.comfy_text import encode_caption, encode_expressions, t5_pad_length, t5_tokenizer
+from refam.backends.comfy_text import encode_caption, encode_expressions, text_part
 from refam.expression import TokenizedExpression
 from refam.features import FeatureOptions, PassAverage
 from refam.flow import TimeShift
@@ -86,7 +87,7 @@ def capture_flux(
     average = PassAverage(layout, features.step_aggregation)
     if inversion:
         if isinstance(time_shift, FromBackend):
-            time_shift = flux_point(bool(session.diffusion_model.params.guidance_embed)).time_shift
+            time_shift = image_point(session.architecture, bool(session.diffusion_model.params.guidance_embed)).time_shift
         schedule = features.schedule(time_shift, grid[0] * grid[1])
         target = capture_noise(latent.shape, seed).contiguous()
         run_inversion(session, latent, positive, schedule, features, target, average=average, progress=progress)
@@ -125,18 +126,24 @@ class ComfyFlux:
     takes_features = True  # single pass, several σ or RF-inversion (refam.features)
 
     def __post_init__(self) -> None:
-        dm = flux_diffusion_model(self.model)
-        t5_tokenizer(self.clip)
+        architecture, dm = comfy_architecture(self.model, "image")
+        self._text = text_part(self.clip)
         if self.operating_point is None:
-            self.operating_point = flux_point(bool(dm.params.guidance_embed))
+            self.operating_point = image_point(architecture, bool(dm.params.guidance_embed))
 
     @property
     def tokenizer(self) -> Any:
-        return t5_tokenizer(self.clip)
+        return self._text.tokenizer
 
     @property
-    def text_pad_length(self) -> int:
-        return self.operating_point.text_length or t5_pad_length(self.clip)
+    def text_pad_length(self) -> int | None:
+        if self._text.pad_length is None:
+            return None
+        return self.operating_point.text_length or self._text.pad_length
+
+    @property
+    def text_template(self) -> tuple[str, str] | None:
+        return self._text.template
 
     def capture(
         self,

@@ -7,6 +7,7 @@ CLIP as pre-tokenized sections, so ComfyUI's ``(word:1.2)`` weight syntax never 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,37 +17,88 @@ from refam.attention import ExpressionLayout, pack_expressions
 from refam.expression import TokenizedExpression
 from refam.magnet_vectors import has_vector_magnets, magnet_vectors_by_position, typical_norm
 
-__all__ = ["COMFY_T5_PAD_LENGTH", "encode_caption", "encode_expressions", "t5_pad_length", "t5_tokenizer"]
+__all__ = [
+    "COMFY_T5_PAD_LENGTH",
+    "ComfyTextPart",
+    "encode_caption",
+    "encode_expressions",
+    "text_pad_length",
+    "text_part",
+    "text_template",
+    "text_tokenizer",
+]
 
 # ComfyUI pads FLUX's T5 prompts to 256 tokens (``T5XXLTokenizer(min_length=256)``).
 COMFY_T5_PAD_LENGTH = 256
 
+# What a CLIP must hold, for the message when it holds neither.
+_WANTED = (
+    "the model's text encoder: T5-XXL (FLUX.1: DualCLIPLoader type 'flux'; Mochi: CLIPLoader type 'mochi') "
+    "or Qwen3 (FLUX.2 klein: CLIPLoader type 'flux2')"
+)
 
-def _t5_part(clip: Any) -> Any:
-    """ComfyUI's T5-XXL tokenizer inside a CLIP: ``tokenizer.t5xxl`` for FLUX's dual tokenizer;
-    a single-encoder tokenizer (Mochi's ``SD1Tokenizer`` with ``clip_name="t5xxl"``) keeps it
-    under its ``clip`` attribute (``clip_t5xxl``)."""
+
+@dataclass(frozen=True)
+class ComfyTextPart:
+    """The text encoder of a ComfyUI CLIP that RefAM encodes expressions with.
+
+    ``key``: its name in the CLIP's token dict (``t5xxl``, ``qwen3_4b``...); ``tokenizer``: the
+    Hugging Face tokenizer behind it (word offsets for token roles); ``pad_length``: what a T5
+    prompt is padded to, None for a causal LLM (padding after a prompt never reaches it);
+    ``template``: an LLM's chat template around the prompt, (before, after)."""
+
+    key: str
+    tokenizer: Any
+    pad_length: int | None
+    template: tuple[str, str] | None
+    model: Any  # the CLIP's encoder for that key (its input embeddings serve vector magnets)
+
+
+def _inner(tokenizer: Any) -> Any:
+    """A single-encoder tokenizer's (``SD1Tokenizer``) own tokenizer: an attribute named after the
+    encoder (upstream) or ``sd_tokenizer`` (newer cores)."""
+    inner = getattr(tokenizer, "sd_tokenizer", None)
+    return inner if inner is not None else getattr(tokenizer, getattr(tokenizer, "clip", ""), None)
+
+
+def _model_part(clip: Any, key: str) -> Any:
+    model = clip.cond_stage_model
+    part = getattr(model, key, None)
+    return part if part is not None else getattr(model, getattr(model, "clip", ""), None)
+
+
+def text_part(clip: Any) -> ComfyTextPart:
+    """The T5-XXL (FLUX.1's dual CLIP, Mochi's single one) or LLM (FLUX.2 klein's Qwen3, with its
+    chat template) part of a ComfyUI CLIP; a TypeError naming what the CLIP holds otherwise."""
     tokenizer = getattr(clip, "tokenizer", None)
-    inner = getattr(tokenizer, "t5xxl", None)
-    if inner is None and getattr(tokenizer, "clip_name", None) == "t5xxl":
-        inner = getattr(tokenizer, getattr(tokenizer, "clip", ""), None)
-    return inner
+    t5 = getattr(tokenizer, "t5xxl", None)
+    if t5 is None and getattr(tokenizer, "clip_name", None) == "t5xxl":
+        t5 = _inner(tokenizer)
+    if getattr(t5, "tokenizer", None) is not None:
+        pad = int(getattr(t5, "min_length", None) or COMFY_T5_PAD_LENGTH)
+        return ComfyTextPart("t5xxl", t5.tokenizer, pad, None, _model_part(clip, "t5xxl"))
+    template = getattr(tokenizer, "llama_template", None)
+    key = getattr(tokenizer, "clip_name", None)
+    llm = _inner(tokenizer) if isinstance(template, str) and template.count("{}") == 1 else None
+    if getattr(llm, "tokenizer", None) is not None and key:
+        before, after = template.split("{}")
+        return ComfyTextPart(key, llm.tokenizer, None, (before, after), _model_part(clip, key))
+    raise TypeError(
+        f"RefAM needs {_WANTED}; the CLIP given has tokenizer {type(tokenizer).__name__} without either"
+    )
 
 
-def t5_tokenizer(clip: Any) -> Any:
-    """The Hugging Face T5 tokenizer behind a FLUX or Mochi CLIP (word offsets for token roles)."""
-    hf = getattr(_t5_part(clip), "tokenizer", None)
-    if hf is None:
-        raise TypeError(
-            "RefAM needs the model's T5-XXL text encoder (FLUX: DualCLIPLoader type 'flux'; Mochi: CLIPLoader "
-            f"type 'mochi'); the CLIP given has tokenizer {type(getattr(clip, 'tokenizer', None)).__name__} "
-            "without a T5-XXL part"
-        )
-    return hf
+def text_tokenizer(clip: Any) -> Any:
+    """The Hugging Face tokenizer behind a CLIP's text encoder (word offsets for token roles)."""
+    return text_part(clip).tokenizer
 
 
-def t5_pad_length(clip: Any) -> int:
-    return int(getattr(_t5_part(clip), "min_length", None) or COMFY_T5_PAD_LENGTH)
+def text_pad_length(clip: Any) -> int | None:
+    return text_part(clip).pad_length
+
+
+def text_template(clip: Any) -> tuple[str, str] | None:
+    return text_part(clip).template
 
 
 def encode_caption(clip: Any, caption: str, guidance: float | None = FLUX_IMAGE.guidance) -> list:
@@ -59,17 +111,10 @@ def encode_caption(clip: Any, caption: str, guidance: float | None = FLUX_IMAGE.
     return [[cond, out]]
 
 
-def _t5_encoder(clip: Any) -> Any:
-    """ComfyUI's T5 model inside a CLIP (``t5xxl`` for FLUX; ``clip_t5xxl`` for Mochi's single encoder)."""
-    model = clip.cond_stage_model
-    inner = getattr(model, "t5xxl", None)
-    return inner if inner is not None else getattr(model, getattr(model, "clip", ""), None)
-
-
-def _vector_scale(clip: Any) -> tuple[int, float]:
-    """Width and typical norm of the CLIP's T5 token embeddings, read through its own embedding
-    call (which undoes any weight quantisation), for random-vector magnets."""
-    table = _t5_encoder(clip).transformer.get_input_embeddings()
+def _vector_scale(clip: Any, part: ComfyTextPart) -> tuple[int, float]:
+    """Width and typical norm of the text encoder's token embeddings, read through its own
+    embedding call (which undoes any weight quantisation), for random-vector magnets."""
+    table = part.model.transformer.get_input_embeddings()
     clip.load_model()
 
     def embed(ids: torch.Tensor) -> torch.Tensor:
@@ -90,22 +135,23 @@ def _section(expression: TokenizedExpression, scale: tuple[int, float] | None) -
 
 @torch.no_grad()
 def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) -> tuple[torch.Tensor, ExpressionLayout]:
-    """T5 embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``.
+    """Text-encoder embeddings of every expression's non-padding tokens, back to back: ``[1, L, D]``.
 
-    Each expression is one section: T5 encodes them side by side in one batch, each padded as a
-    caption would be.
+    Each expression is one section: the encoder runs them side by side in one batch, T5's padded
+    as a caption would be, an LLM's (causal: padding after a prompt cannot reach it) padded here
+    to the longest with its pad token, which ComfyUI masks.
     """
     if not expressions:
         raise ValueError("no expressions to encode")
-    t5_tokenizer(clip)  # the TypeError for a CLIP without T5
+    part = text_part(clip)  # the TypeError for a CLIP without a text encoder RefAM reads
     tokens = dict(clip.tokenize(""))
-    lengths = {len(e.ids) for e in expressions}
-    if len(lengths) != 1:
-        raise ValueError(f"expressions must share one padded length, got {sorted(lengths)}")
-    scale = _vector_scale(clip) if has_vector_magnets(expressions) else None
-    tokens["t5xxl"] = [_section(e, scale) for e in expressions]
+    width = max(len(e.ids) for e in expressions)
+    if part.pad_length is not None and any(len(e.ids) != width for e in expressions):
+        raise ValueError(f"expressions must share one padded length, got {sorted({len(e.ids) for e in expressions})}")
+    scale = _vector_scale(clip, part) if has_vector_magnets(expressions) else None
+    pad = int(part.tokenizer.pad_token_id) if part.pad_length is None else 0
+    tokens[part.key] = [_section(e, scale) + [(pad, 1.0)] * (width - len(e.ids)) for e in expressions]
     cond = clip.encode_from_tokens(tokens)
-    width = lengths.pop()
     rows = cond.reshape(len(expressions), width, cond.shape[-1])
     joined, layout = pack_expressions(rows, [e.valid_length for e in expressions])
     return joined.float().cpu(), layout

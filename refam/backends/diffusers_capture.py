@@ -85,9 +85,10 @@ class DiffusersCapture:
         self.records = self.runner.records
         self._slots = [_Slots() for _ in self.named_blocks]
         self._signatures = [inspect.signature(b.forward) for _, b in self.named_blocks]
+        self._pass: Any = None
 
     def install(self) -> list[torch.utils.hooks.RemovableHandle]:
-        handles = [self.transformer.register_forward_pre_hook(self._on_model_start)]
+        handles = [self.transformer.register_forward_pre_hook(self._on_model_start, with_kwargs=True)]
         for i, (_, block) in enumerate(self.named_blocks[: self.last + 1]):
             slots = self._slots[i]
             handles.append(block.register_forward_pre_hook(self._open(slots)))
@@ -100,6 +101,7 @@ class DiffusersCapture:
 
     def release(self) -> None:
         self.runner.release()
+        self._pass = None
         for slots in self._slots:
             slots.take()
 
@@ -127,7 +129,9 @@ class DiffusersCapture:
 
         return hook
 
-    def _on_model_start(self, _module, _inputs) -> None:
+    def _on_model_start(self, module, args, kwargs) -> None:
+        forward = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+        self._pass = self.architecture.diffusers_start_pass(module, forward)
         self.runner.start_pass(None)
 
     def _after_block(self, index: int):
@@ -136,8 +140,8 @@ class DiffusersCapture:
             q, k, v, o = self._slots[index].take()
             if q is None or k is None or v is None or o is None:
                 raise RuntimeError(f"{self.names[index]}: its attention's q/k/v or output projections did not run")
-            text = inputs["encoder_hidden_states"]
-            vec = inputs[self.architecture.diffusers_conditioning]
+            text = self.architecture.diffusers_text_like(inputs)
+            vec = self.architecture.diffusers_conditioning(self.names[index], inputs, self._pass)
             vec = vec if self.vec_shift is None else vec + self.vec_shift.to(vec)
 
             def embed(batch: int) -> torch.Tensor:
@@ -146,7 +150,7 @@ class DiffusersCapture:
                 return self.architecture.diffusers_embed(self.transformer, embeds)
 
             def image() -> ImageAttention:
-                return self.architecture.diffusers_image_attention(block, q, k, v, o, inputs)
+                return self.architecture.diffusers_image_attention(block, q, k, v, o, inputs, self._pass)
 
             self.runner.run(index, image, vec, embed)
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from refam.expression.words import Word, words_overlapping
 
-__all__ = ["SENTENCEPIECE_MARK", "encode", "special_ids", "token_words"]
+__all__ = ["BYTE_LEVEL_SPACE", "SENTENCEPIECE_MARK", "encode", "special_ids", "token_words"]
 
 #: SentencePiece's word-start mark, which T5 sometimes emits as a piece of its own.
 SENTENCEPIECE_MARK = "\u2581"
+#: Byte-level BPE's space (Qwen, Mistral's tekken), a piece of its own before digits ("Ġ", "2").
+BYTE_LEVEL_SPACE = "\u0120"
 
 
 def special_ids(tokenizer: Any) -> set[int]:
@@ -66,9 +68,12 @@ def _offsets_from_pieces(
     return offsets
 
 
-def encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]], list[bool], list[str]]:
-    """Token ids, char offsets, special-token flags and pieces for ``text`` (with special tokens)."""
-    kwargs: dict[str, Any] = {"add_special_tokens": True, "return_special_tokens_mask": True}
+def encode(
+    tokenizer: Any, text: str, special_tokens: bool = True
+) -> tuple[list[int], list[tuple[int, int]], list[bool], list[str]]:
+    """Token ids, char offsets, special-token flags and pieces for ``text`` (with the tokenizer's
+    special tokens unless ``special_tokens`` is False)."""
+    kwargs: dict[str, Any] = {"add_special_tokens": special_tokens, "return_special_tokens_mask": True}
     # verbose=False: we truncate ourselves, so HF's "longer than the maximum length" warning is noise.
     try:
         enc = tokenizer(text, return_offsets_mapping=True, verbose=False, **kwargs)

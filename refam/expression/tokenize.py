@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from refam.expression.alignment import SENTENCEPIECE_MARK, encode, special_ids, token_words
+from refam.expression.alignment import BYTE_LEVEL_SPACE, SENTENCEPIECE_MARK, encode, special_ids, token_words
 from refam.expression.tokens import Token, TokenizedExpression, TokenRole
 from refam.expression.word_lists import DEFAULT_MAGNETS, STOP_WORDS
 from refam.expression.words import check_expression, split_words
@@ -52,6 +52,13 @@ def _word_boundary_cut(word_of: list[int], budget: int) -> int:
     return keep if keep > 0 else budget  # one giant word: cut inside it rather than drop everything
 
 
+def _template_tokens(tokenizer: Any, text: str, start: bool) -> list[Token]:
+    """A chat template's text as EOS-role tokens; ``start``: with the tokenizer's start token (Mistral's ``<s>``)."""
+    ids = [int(i) for i in tokenizer(text, add_special_tokens=start)["input_ids"]] if text or start else []
+    pieces = tokenizer.convert_ids_to_tokens(ids) if ids else []
+    return [Token(i, str(p), TokenRole.EOS, -1, "") for i, p in zip(ids, pieces, strict=True)]
+
+
 def tokenize_expression(
     expression: str,
     tokenizer: Any,
@@ -60,6 +67,7 @@ def tokenize_expression(
     stop_words: Collection[str] = STOP_WORDS,
     max_length: int = 512,
     pad_to: int | None = None,
+    template: tuple[str, str] | None = None,
 ) -> TokenizedExpression:
     """Tokenize ``expression + magnets`` and label every token with its role and word.
 
@@ -79,6 +87,12 @@ def tokenize_expression(
     - ``pad_to``: pad with the tokenizer's pad id up to that length (PAD role), as the text encoder
       expects (ComfyUI pads T5 to 256, diffusers to 512). Real tokens are capped at
       ``min(max_length, pad_to)``; the result has exactly ``pad_to`` tokens.
+    - ``template``: the chat template an LLM text encoder wraps a prompt in, as (text before,
+      text after) the prompt (FLUX.2 klein: ``("<|im_start|>user\\n", "<|im_end|>...")``). Its tokens
+      (with the tokenizer's own start token, if any) surround the expression and its magnets, labelled
+      EOS: they belong to no word and their maps are dropped with EOS's. The expression is encoded
+      alone, between them: the templates end and start at special tokens or newlines, where
+      byte-level BPE never merges across.
     """
     text = check_expression(expression)
     magnet_words = _check_magnets(magnets)
@@ -97,7 +111,7 @@ def tokenize_expression(
         for i, w in enumerate(words)
     ]
 
-    ids, offsets, special, pieces = encode(tokenizer, augmented)
+    ids, offsets, special, pieces = encode(tokenizer, augmented, special_tokens=template is None)
     words_of_token = token_words(augmented, words, offsets, special)
     specials = special_ids(tokenizer)
     warnings: list[str] = []
@@ -114,9 +128,10 @@ def tokenize_expression(
         first = overlapped[0]
         if first >= n_expr_words:
             role = TokenRole.MAGNET
-        elif not piece.strip(SENTENCEPIECE_MARK):
-            # A bare word-start mark ('▁' before '_' or '(') is the tokenizer's own symbol, which the
-            # paper's list names among its "special symbols from the tokenization" (printed "_").
+        elif not piece.strip(SENTENCEPIECE_MARK + BYTE_LEVEL_SPACE):
+            # A bare word-start mark ('▁' before '_' or '(', byte-level 'Ġ' before a digit) is the
+            # tokenizer's own symbol, which the paper's list names among its "special symbols from
+            # the tokenization" (printed "_").
             # Punctuation the list does not name (',', "'", '?') keeps its word's role: the list is
             # the paper's choice, and it stops at '_ ; . -'.
             role = TokenRole.STOP
@@ -131,6 +146,9 @@ def tokenize_expression(
             f"the expression contains {typed_special} special-token text(s) such as '</s>'; "
             "they are encoded as special tokens and not used as words"
         )
+
+    if template is not None:
+        tokens = _template_tokens(tokenizer, template[0], True) + tokens + _template_tokens(tokenizer, template[1], False)
 
     unk_id = getattr(tokenizer, "unk_token_id", None)
     n_unk = sum(t.id == unk_id for t in tokens) if isinstance(unk_id, int) else 0

@@ -15,8 +15,10 @@ __all__ = ["DEFAULT_DROP_ROLES", "Token", "TokenRole", "TokenizedExpression"]
 class TokenRole(str, Enum):
     """What a token is, for the heatmap filters (which drop everything but CONTENT by default).
 
-    ``EOS`` covers the end-of-sequence token ``</s>`` and any other special token a tokenizer adds
-    (e.g. a start token); none of them belongs to a word. ``PAD`` tokens are padding: they are
+    ``EOS`` covers the end-of-sequence token ``</s>``, any other special token a tokenizer adds
+    (e.g. a start token) and the chat template an LLM text encoder wraps the prompt in (FLUX.2's
+    ``<|im_start|>user`` ... ``<|im_end|>``, whose closing tokens play ``</s>``'s part); none of them
+    belongs to a word. ``PAD`` tokens are padding: they are
     excluded from the softmax over tokens as well as from the average.
     """
 
