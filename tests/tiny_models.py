@@ -151,3 +151,31 @@ def save_tiny_flux_folder(path, t5_tokenizer, clip_tokenizer, seed: int = 0):
         json.dumps({"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"})
     )
     return path
+
+
+# Chroma's layout at a small width: FLUX.1's RoPE axes (text ids zero), and an approximator whose
+# input stays Chroma's 64 wide (16 timestep + 16 guidance + 32 index channels, fixed in ComfyUI).
+TINY_CHROMA = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=2,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    axes_dims_rope=(4, 6, 6),
+    approximator_num_channels=64,
+    approximator_hidden_dim=32,
+    approximator_layers=2,
+)
+
+
+def tiny_chroma_transformer(seed: int = 0, **overrides):
+    from diffusers import ChromaTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = ChromaTransformer2DModel(**{**TINY_CHROMA, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from refam.architectures.base import Architecture, ComfyBlock, TextEncoder
+from refam.architectures.chroma import CHROMA
 from refam.architectures.flux import FLUX1
 from refam.architectures.flux2 import FLUX2
 from refam.architectures.mochi import MOCHI
@@ -26,12 +27,11 @@ __all__ = [
     "diffusers_architecture",
 ]
 
-ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, FLUX2, MOCHI)
+ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, FLUX2, CHROMA, MOCHI)
 
 # Diffusion models a user may hand a capture node, by ComfyUI class name, that have no module
 # here yet: RefAM names them instead of failing on a missing layer.
 PLANNED = {
-    "Chroma": "Chroma",
     "ChromaRadiance": "Chroma Radiance",
     "QwenImageTransformer2DModel": "Qwen-Image",
     "NextDiT": "Lumina 2 / Z-Image",
@@ -40,7 +40,7 @@ PLANNED = {
 }
 
 _LOADERS = {
-    "image": "FLUX.1 dev/schnell/Kontext or FLUX.2 dev/klein (UNETLoader / CheckpointLoaderSimple)",
+    "image": "FLUX.1 dev/schnell/Kontext, FLUX.2 dev/klein or Chroma (UNETLoader / CheckpointLoaderSimple)",
     "video": "Mochi (mochi_preview, UNETLoader)",
 }
 

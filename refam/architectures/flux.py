@@ -230,14 +230,20 @@ def comfy_rope(x: torch.Tensor, pe: torch.Tensor, like: torch.Tensor) -> torch.T
     return (pe[..., 0] * x[..., 0] + pe[..., 1] * x[..., 1]).reshape(*shape).type_as(like)
 
 
-def _diffusers_rope_tail(x: torch.Tensor, rotary: Any, n_tail: int) -> torch.Tensor:
-    """RoPE on the last ``n_tail`` positions of ``x [B, S, H, Dh]`` (the image tokens)."""
+def _diffusers_rope(x: torch.Tensor, rotary: Any) -> torch.Tensor:
+    """RoPE ``(cos, sin)`` rows on the positions of ``x [B, S, H, Dh]``."""
     from diffusers.models.embeddings import apply_rotary_emb
 
-    if rotary is None:
-        return x
-    cos, sin = rotary
-    return apply_rotary_emb(x, (cos[-n_tail:], sin[-n_tail:]), sequence_dim=1)
+    return x if rotary is None else apply_rotary_emb(x, rotary, sequence_dim=1)
+
+
+@dataclass
+class DiffusersFluxPass:
+    """One diffusers forward's layout: ``txt_len`` text tokens, then ``n_img`` target image tokens
+    (then any reference images)."""
+
+    txt_len: int
+    n_img: int
 
 
 # Everything the ComfyUI adapters read from a block; a block without one of these is a layout
@@ -331,17 +337,30 @@ class Flux1(Architecture):
         # projects [attention output, MLP] of [text; image] together (proj_out).
         return block.attn.to_out[0] if hasattr(block, "ff_context") else block.proj_out
 
-    def diffusers_image_attention(self, block, q, k, v, out, inputs, state) -> ImageAttention:
+    def diffusers_start_pass(self, transformer: nn.Module, kwargs: dict[str, Any]) -> DiffusersFluxPass:
+        img_ids = kwargs.get("img_ids")
+        n_img = kwargs["hidden_states"].shape[1]
+        if img_ids is not None:
+            # Kontext's reference tokens follow the target's and carry time coordinate 1.
+            img_ids = img_ids[0] if img_ids.ndim == 3 else img_ids
+            n_img = int((img_ids[:, 0] == 0).sum())
+        return DiffusersFluxPass(kwargs["encoder_hidden_states"].shape[1], n_img)
+
+    def diffusers_image_attention(self, block, q, k, v, out, inputs, state: DiffusersFluxPass) -> ImageAttention:
         # Both kinds receive the image alone as hidden_states; single blocks project [text; image]
-        # together, so the image is the tail of what the projections returned.
-        n_img = inputs["hidden_states"].shape[1]
-        rotary = inputs.get("image_rotary_emb")
-        q_plain = q[:, -n_img:]
+        # together, so there the image starts after the text. Reference images (Kontext) follow the
+        # target: the maps are read for the target only.
+        start = q.shape[1] - inputs["hidden_states"].shape[1]
+        rows = slice(start, start + state.n_img)
+        q_plain = q[:, rows]
         inner = q.shape[-2] * q.shape[-1]
-        q = _diffusers_rope_tail(q_plain, rotary, n_img)
-        k = _diffusers_rope_tail(k[:, -n_img:], rotary, n_img)
-        v = to_heads(v[:, -n_img:], block.attn.head_dim)
-        out = to_heads(out[:, -n_img:, :inner], block.attn.head_dim)
+        rotary = inputs.get("image_rotary_emb")
+        if rotary is not None:
+            rotary = tuple(r[state.txt_len : state.txt_len + state.n_img] for r in rotary)
+        q = _diffusers_rope(q_plain, rotary)
+        k = _diffusers_rope(k[:, rows], rotary)
+        v = to_heads(v[:, rows], block.attn.head_dim)
+        out = to_heads(out[:, rows, :inner], block.attn.head_dim)
         return ImageAttention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
         )

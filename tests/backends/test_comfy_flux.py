@@ -641,3 +641,52 @@ def test_interrupted_inversion_leaves_nothing_behind(comfy, model, vae, inputs):
     again = capture_flux(model, vae, image, positive, embeds, layout, [None, None], **run)
     for a, b in zip(reference.blocks, again.blocks, strict=True):
         assert torch.equal(a.logits, b.logits)
+
+
+@torch.no_grad()
+def test_kontext_reference_tokens_agree_with_diffusers_and_stay_out_of_the_maps(weights, model, inputs):
+    """FLUX.1 Kontext: a reference latent in the conditioning (ComfyUI's ReferenceLatent) appends
+    its tokens after the target's (time coordinate 1); both backends read the maps of the target's
+    tokens only and agree on them."""
+    from refam.architectures.flux import FLUX1, latent_image_ids, pack_latents
+    from refam.backends.comfy_capture import ComfyCapture, denoise_once
+    from refam.backends.diffusers_capture import capture_attention
+    from refam.noise import capture_noise
+
+    positive, embeds, layout, _image = inputs
+    sigma, rng = 0.75, torch.Generator().manual_seed(11)
+    latent = torch.randn(2, 4, 6, 8, generator=rng)  # 2x2 patches: a 3x4 token grid
+    reference = torch.randn(1, 4, 6, 8, generator=rng)
+    cond, extra = positive[0]
+    kontext = [[cond, {**extra, "reference_latents": [reference]}]]
+    session = ComfyCapture(model, embeds, layout)
+    noise = capture_noise(latent.shape, 5).contiguous()
+    denoise_once(session.patched_model(), latent, kontext, sigma, noise)
+
+    transformer = weights[0]
+    process_in = model.model.latent_format.process_in
+    noisy = (1 - sigma) * process_in(latent) + sigma * noise
+    grid = (3, 4)
+    ref_ids = latent_image_ids(*grid)
+    ref_ids[:, 0] = 1
+    packed_ref = pack_latents(process_in(reference)).expand(2, -1, -1)
+    pooled = extra["pooled_output"].expand(2, -1)
+    shift = FLUX1.diffusers_pooled_shift(transformer, pooled, "zero")  # as ComfyCapture's default branch
+    with capture_attention(transformer, embeds, layout, architecture=FLUX1, vec_shift=shift) as theirs:
+        transformer(
+            hidden_states=torch.cat([pack_latents(noisy), packed_ref], dim=1),
+            encoder_hidden_states=cond.expand(2, -1, -1),
+            pooled_projections=pooled,
+            guidance=torch.full((2,), 3.5),
+            timestep=torch.full((2,), sigma),
+            img_ids=torch.cat([latent_image_ids(*grid), ref_ids]),
+            txt_ids=torch.zeros(cond.shape[1], 3),
+            return_dict=False,
+        )
+    worst = 0.0
+    for a, b in zip(session.records, theirs.records, strict=True):
+        assert a.logits.shape == b.logits.shape == (2, grid[0] * grid[1], layout.total)  # the target only
+        scores_agree(a, b)
+        worst = max(worst, (a.logits - b.logits).abs().max().item())
+    assert worst <= CROSS_BACKEND_ATOL
+    print(f"\nagreement flux1-kontext: max |dlogit| = {worst:.2e}")
