@@ -305,7 +305,8 @@ def token_maps(attention: P.Attention, image_index: int) -> tuple:
     if not 0 <= image_index < captured.batch_size:
         raise ValueError(f"image_index {image_index} is outside the batch of {captured.batch_size}")
     heats = expression_heatmaps(captured, attention.expressions.cues, attention.options)
-    tiles, labels, report = [], [], []
+    tiles, labels = [], []
+    report = [f"model: {captured.meta['architecture']}"] if "architecture" in captured.meta else []
     for text, heat in zip(attention.expressions.texts, heats, strict=True):
         report.append(f"{text!r}: GAS {heat.gas_tokens[image_index] or 'none'}")
         for tm in heat.token_maps[image_index]:

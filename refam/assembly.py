@@ -18,13 +18,17 @@ import torch
 __all__ = ["ARCHITECTURES", "TOY_BANNER", "WHERE_WEIGHTS_GO", "detect_architecture", "load_parts"]
 
 ProgressFn = Callable[[str], None]
-ARCHITECTURES = ("flux", "mochi")
+ARCHITECTURES = ("flux", "flux2", "mochi")
 # diffusers' transformer class name -> the architecture that loads it
-_TRANSFORMER_CLASSES = {"MochiTransformer3DModel": "mochi", "FluxTransformer2DModel": "flux"}
+_TRANSFORMER_CLASSES = {
+    "MochiTransformer3DModel": "mochi",
+    "FluxTransformer2DModel": "flux",
+    "Flux2Transformer2DModel": "flux2",
+}
 
 WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
-  - a diffusers folder of FLUX.1-dev / FLUX.1-schnell (e.g. a Hugging Face snapshot),
-  - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev),
+  - a diffusers folder of FLUX.1-dev / FLUX.1-schnell or FLUX.2 klein (e.g. a Hugging Face snapshot),
+  - a hub id already in your Hugging Face cache (black-forest-labs/FLUX.1-dev, black-forest-labs/FLUX.2-klein-4B),
   - a transformer file such as flux1-dev.safetensors, with t5xxl_fp16.safetensors + clip_l.safetensors in
     ComfyUI's models/text_encoders and ae.safetensors in models/vae (set COMFYUI_PATH or --comfyui);
 and --segmenter to a SAM / SAM2 checkpoint (e.g. sam2.1_hiera_large.pt in ComfyUI's models/sam2)."""
@@ -100,8 +104,11 @@ def load_parts(
             search_dirs=segmenter_search_dirs(comfyui_path),
             image_size=segmenter_image_size,
         )
-    if chosen and (architecture or detect_architecture(chosen)) == "mochi":
+    found = (architecture or detect_architecture(chosen)) if chosen else None
+    if found == "mochi":
         backend = loading.load_mochi(chosen, device=device, dtype=dtype, progress=progress)
+    elif found == "flux2":
+        backend = loading.load_flux2(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
     elif chosen:
         backend = loading.load_flux(
             chosen, t5=t5, clip_l=clip_l, vae=vae, comfyui_path=comfyui_path, device=device, dtype=dtype,

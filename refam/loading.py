@@ -28,7 +28,7 @@ from refam.model_folders import comfyui_model_dirs, comfyui_root
 from refam.single_files import load_clip_file, load_t5_file, load_transformer_file, load_vae_file
 from refam.weights import CHECKPOINT_SUFFIXES, find_weights_file, safetensors_problem
 
-__all__ = ["cached_flux_model", "check_diffusers_folder", "load_flux", "load_mochi"]
+__all__ = ["cached_flux_model", "check_diffusers_folder", "load_flux", "load_flux2", "load_mochi"]
 
 T5_NAMES = ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "t5xxl_fp8_e4m3fn.safetensors")
 CLIP_NAMES = ("clip_l.safetensors",)
@@ -252,6 +252,59 @@ def load_flux(
         clip=clip_model,
         clip_tokenizer=clip_tok,
         name=name,
+        device=torch.device(device),
+        dtype=torch_dtype,
+        offload=offload,
+    )
+
+
+FLUX2_PARTS = ("transformer", "vae", "text_encoder")
+
+
+def load_flux2(
+    model: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.bfloat16,
+    offload: bool = False,
+    local_files_only: bool = True,
+    progress: ProgressFn | None = None,
+) -> Any:
+    """Load FLUX.2 klein (4B / 9B) from a diffusers folder or a cached hub id as a RefAM backend:
+    its transformer, FLUX.2 VAE, Qwen3 text encoder and tokenizer. FLUX.2 dev's Mistral encoder is
+    refused by name (it runs in ComfyUI)."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from refam.backends.diffusers_flux2 import DiffusersFlux2
+
+    say = progress or (lambda _s: None)
+    torch_dtype = parse_dtype(dtype)
+    source = Path(str(model)).expanduser()
+    repo = str(source) if source.exists() else str(model)
+    if source.exists():
+        check_diffusers_folder(source, FLUX2_PARTS)
+        index = source / "model_index.json"
+        pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "") if index.is_file() else ""
+        if pipeline and "Klein" not in pipeline:
+            raise ValueError(
+                f"{source} is a {pipeline} (FLUX.2 dev, Mistral-Small text encoder): RefAM's diffusers backend runs "
+                "FLUX.2 klein (Qwen3); run FLUX.2 dev in ComfyUI with the RefAM nodes"
+            )
+    opts = {"local_files_only": local_files_only, "torch_dtype": torch_dtype}
+    say(f"loading transformer from {repo}")
+    transformer = _from_pretrained(Flux2Transformer2DModel, repo, "transformer", **opts)
+    say("loading VAE")
+    vae_model = _from_pretrained(AutoencoderKLFlux2, repo, "vae", **opts)
+    say("loading text encoder")
+    text_encoder = _from_pretrained(AutoModel, repo, "text_encoder", **opts)
+    tokenizer = _from_pretrained(AutoTokenizer, repo, "tokenizer", local_files_only=local_files_only)
+    return DiffusersFlux2(
+        transformer=transformer,
+        vae=vae_model,
+        text_encoder=text_encoder,
+        text_tokenizer=tokenizer,
+        name=source.name if source.exists() else str(model),
         device=torch.device(device),
         dtype=torch_dtype,
         offload=offload,

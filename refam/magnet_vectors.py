@@ -15,6 +15,7 @@ __all__ = [
     "draw_magnet_vectors",
     "encode_with_magnets",
     "has_vector_magnets",
+    "magnet_inputs",
     "magnet_vectors_by_position",
     "typical_norm",
     "with_vector_magnets",
@@ -67,13 +68,20 @@ def with_vector_magnets(embeds: torch.Tensor, expressions: Sequence[TokenizedExp
     return out
 
 
+def magnet_inputs(
+    encoder: torch.nn.Module, ids: torch.Tensor, expressions: Sequence[TokenizedExpression]
+) -> dict[str, torch.Tensor]:
+    """What a transformers text encoder is called with for ``ids``: the ids, or, when an expression
+    has vector magnets, its input embeddings with the vectors in place."""
+    if not has_vector_magnets(expressions):
+        return {"input_ids": ids}
+    table = encoder.get_input_embeddings()
+    norm = typical_norm(table, table.num_embeddings, ids.device)
+    return {"inputs_embeds": with_vector_magnets(table(ids), expressions, norm)}
+
+
 def encode_with_magnets(
     t5: torch.nn.Module, ids: torch.Tensor, expressions: Sequence[TokenizedExpression], **kwargs: Any
 ) -> torch.Tensor:
-    """A transformers T5 encoder's output for ``ids``; when an expression has vector magnets, run
-    from its input embeddings with the vectors in place."""
-    if not has_vector_magnets(expressions):
-        return t5(ids, **kwargs)[0]
-    table = t5.get_input_embeddings()
-    norm = typical_norm(table, table.num_embeddings, ids.device)
-    return t5(inputs_embeds=with_vector_magnets(table(ids), expressions, norm), **kwargs)[0]
+    """A transformers T5 encoder's output for ``ids`` (vector magnets in place, if any)."""
+    return t5(**magnet_inputs(t5, ids, expressions), **kwargs)[0]

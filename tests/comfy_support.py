@@ -18,7 +18,7 @@ import torch
 
 from bfl_layout import flux2_to_bfl, to_bfl
 from conftest import REPO_ROOT
-from tiny_models import tiny_vae
+from tiny_models import TINY_QWEN3, tiny_qwen3, tiny_vae
 
 PACK_MODULE = "comfyui_refam"
 
@@ -193,6 +193,31 @@ def comfy_vae_from_diffusers(vae):
     return comfy.sd.VAE(sd=vae.state_dict(), config=config, device=torch.device("cpu"), dtype=torch.float32)
 
 
+def tiny_flux2_vae_for_comfy(seed: int = 0):
+    """A ComfyUI FLUX.2 ``VAE``: the tiny 8x autoencoder with FLUX.2's latent batch norm (2x2
+    patches, normalised by running statistics), so latents are 4·z channels at 1/16, as ComfyUI
+    makes of a checkpoint holding ``bn.running_mean``."""
+    import comfy.sd
+
+    vae = tiny_vae_for_comfy(seed)
+    channels = 4 * vae.config.latent_channels
+    generator = torch.Generator().manual_seed(seed)
+    sd = {
+        **vae.state_dict(),
+        "bn.running_mean": torch.randn(channels, generator=generator) * 0.1,
+        "bn.running_var": 1.0 + torch.rand(channels, generator=generator),
+        "bn.num_batches_tracked": torch.tensor(1),
+    }
+    ddconfig = {**vae_ddconfig(vae), "batch_norm_latent": True}
+    config = {"params": {"embed_dim": vae.config.latent_channels, "ddconfig": ddconfig}}
+    comfy_vae = comfy.sd.VAE(sd=sd, config=config, device=torch.device("cpu"), dtype=torch.float32)
+    # What ComfyUI's loader sets when it finds the batch norm (comfy.sd.VAE without a config).
+    comfy_vae.downscale_ratio *= 2
+    comfy_vae.upscale_ratio *= 2
+    comfy_vae.latent_channels = channels
+    return comfy_vae
+
+
 def tiny_vae_for_comfy(seed: int = 0):
     """A diffusers VAE that ComfyUI's LDM autoencoder can hold: 32-channel groups, quant convs."""
     return tiny_vae(seed, channels=32, groups=32, quant_conv=True, perturb=0.02)
@@ -293,14 +318,6 @@ def tiny_flux_clip(seed: int = 0, full_width: bool = False):
     return clip, t5
 
 
-# Qwen3 (FLUX.2 klein's text encoder) at a small width; 28 layers, so the three that FLUX.2 reads
-# (9, 18, 27) exist. ComfyUI's Qwen3 fixes the head width at 128.
-TINY_QWEN3 = dict(
-    vocab_size=151936, hidden_size=64, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
-    num_key_value_heads=1, head_dim=128, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
-)  # fmt: skip
-
-
 def tiny_klein_clip(seed: int = 0):
     """A ComfyUI FLUX.2 klein ``CLIP`` (the real ``KleinTokenizer`` with its chat template and
     Qwen3 tokenizer files, ComfyUI's Qwen3 reading layers 9 / 18 / 27) holding a tiny random
@@ -308,13 +325,8 @@ def tiny_klein_clip(seed: int = 0):
     import comfy.sd
     import comfy.supported_models_base
     import comfy.text_encoders.flux
-    from transformers import Qwen3Config, Qwen3Model
 
-    torch.manual_seed(seed)
-    hf = Qwen3Model(Qwen3Config(**TINY_QWEN3)).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    hf = tiny_qwen3(seed)
     config = {k: v for k, v in TINY_QWEN3.items() if k != "head_dim"}
 
     class TinyQwen3(comfy.text_encoders.flux.Qwen3_4BModel):
@@ -399,3 +411,24 @@ class PooledVideoVAE:
         pooled = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 8)  # [T', 3, h, w]
         latent = torch.einsum("cd,tdhw->cthw", self.mix, pooled * 2 - 1)
         return latent[None]
+
+
+def comfy_chroma_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
+    """The same Chroma weights as a ComfyUI MODEL (detected by ComfyUI as ``chroma``), on the CPU."""
+    from chroma_layout import chroma_to_comfy
+
+    cfg = transformer.config
+    sd = chroma_to_comfy(transformer.state_dict())
+    unet_config = detected_unet_config(
+        sd,
+        hidden_size=cfg.num_attention_heads * cfg.attention_head_dim,
+        num_heads=cfg.num_attention_heads,
+        axes_dim=list(cfg.axes_dims_rope),
+        context_in_dim=cfg.joint_attention_dim,
+        # The approximator: ComfyUI takes Chroma's widths and depth as constants.
+        out_dim=cfg.num_attention_heads * cfg.attention_head_dim,
+        hidden_dim=cfg.approximator_hidden_dim,
+        n_layers=cfg.approximator_layers,
+    )
+    assert unet_config["image_model"] == "chroma"
+    return comfy_model_from_config(unet_config, sd, dtype)

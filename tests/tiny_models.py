@@ -179,3 +179,47 @@ def tiny_chroma_transformer(seed: int = 0, **overrides):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model.eval()
+
+
+# Qwen3 at a small width with the 28 layers klein reads from (9, 18, 27); heads of 128 as ComfyUI's.
+TINY_QWEN3 = dict(
+    vocab_size=151936, hidden_size=64, intermediate_size=64, num_hidden_layers=28, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=128, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
+)  # fmt: skip
+
+
+def tiny_qwen3(seed: int = 0):
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    model = Qwen3Model(Qwen3Config(**TINY_QWEN3)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def tiny_flux2_vae(seed: int = 0):
+    """A 4-level (8x) FLUX.2 VAE (latent batch norm over 2x2 patches) with 4 latent channels."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLFlux2(block_out_channels=(32,) * 4, latent_channels=4, norm_num_groups=32, layers_per_block=1)
+    with torch.no_grad():
+        vae.bn.running_mean.normal_(0.0, 0.1)
+        vae.bn.running_var.uniform_(1.0, 2.0)
+    return vae.eval()
+
+
+def save_tiny_flux2_klein_folder(path, qwen_tokenizer, seed: int = 0):
+    """A diffusers-layout FLUX.2 klein folder of tiny random parts (transformer, VAE, Qwen3, tokenizer)."""
+    import json
+
+    text = tiny_qwen3(seed)
+    context = 3 * text.config.hidden_size  # klein concatenates three hidden layers
+    tiny_flux2_transformer(seed, in_channels=16, joint_attention_dim=context).save_pretrained(path / "transformer")
+    tiny_flux2_vae(seed).save_pretrained(path / "vae")
+    text.save_pretrained(path / "text_encoder")
+    qwen_tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
+    return path

@@ -47,6 +47,15 @@ MODEL_FILES: dict[str, tuple[str, str]] = {
     "t5xxl_fp16.safetensors": ("text_encoders", f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
     "clip_l.safetensors": ("text_encoders", f"{_HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
     "ae.safetensors": ("vae", f"{_HF}/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors"),
+    "flux-2-klein-4b.safetensors": (
+        "diffusion_models",
+        f"{_HF}/black-forest-labs/FLUX.2-klein-4B/resolve/main/flux-2-klein-4b.safetensors",
+    ),
+    "qwen_3_4b.safetensors": (
+        "text_encoders",
+        f"{_HF}/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+    ),
+    "flux2-vae.safetensors": ("vae", f"{_HF}/Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors"),
     "sam2.1_hiera_large.pt": ("sam2", "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt"),
     "mochi_preview_bf16.safetensors": (
         "diffusion_models",
@@ -313,6 +322,15 @@ def flux_loaders(g: Graph):
     return unet, clip, vae
 
 
+def flux2_klein_loaders(g: Graph):
+    """FLUX.2 klein 4B as ComfyUI's own klein template loads it: the model, Qwen3-4B (CLIP type
+    flux2) and the FLUX.2 VAE."""
+    unet = g.add("UNETLoader", unet_name="flux-2-klein-4b.safetensors", weight_dtype="default")
+    clip = g.add("CLIPLoader", clip_name="qwen_3_4b.safetensors", type="flux2", device="default")
+    vae = g.add("VAELoader", vae_name="flux2-vae.safetensors")
+    return unet, clip, vae
+
+
 def text_nodes(g: Graph, clip: Node, expressions: str, caption: str):
     cond = g.add("RefAMCaptionConditioning", caption=caption)
     expr = g.add("RefAMReferringExpression", expressions=expressions)
@@ -392,8 +410,8 @@ def output_group(*columns: list[Node], title: str = "5 · Output") -> Group:
 
 
 # -- the shared front half: FLUX + image + expression -> captured attention -------------------------
-def flux_front(g: Graph, expressions: str, caption: str = EXAMPLE_CAPTION):
-    unet, clip, vae = flux_loaders(g)
+def flux_front(g: Graph, expressions: str, caption: str = EXAMPLE_CAPTION, loaders=flux_loaders):
+    unet, clip, vae = loaders(g)
     image = g.add("LoadImage", image="refam_example.png")
     cond, expr = text_nodes(g, clip, expressions, caption)
     capture = g.add("RefAMCaptureAttentionFlux")
@@ -426,6 +444,29 @@ def referring_segmentation() -> Graph:
     to_image = g.add("MaskToImage")
     g.link(seg, "mask", to_image, "mask")
     save = g.add("SaveImage", filename_prefix="refam_mask")
+    g.link(to_image, "IMAGE", save, "images")
+    g.layout(
+        [load([f["unet"], f["vae"]], [f["clip"], sam2], [f["image"]]), describe([f["cond"]], [f["expr"]])],
+        [
+            capture_group([f["capture"], f["filter"]], [heat, point]),
+            segment_group([seg]),
+            output_group([to_image, save]),
+        ],
+    )
+    return g
+
+
+def referring_segmentation_flux2_klein() -> Graph:
+    g = Graph(
+        "refam_referring_segmentation_flux2_klein",
+        "RefAM on FLUX.2 klein 4B (Qwen3 text encoder): type what to segment -> heatmap preview, point and SAM2 "
+        "mask. The operating point is FLUX.1's, untuned for FLUX.2.",
+    )
+    f = flux_front(g, "the cat on the left", loaders=flux2_klein_loaders)
+    heat, point, sam2, seg = segmentation_tail(g, f)
+    to_image = g.add("MaskToImage")
+    g.link(seg, "mask", to_image, "mask")
+    save = g.add("SaveImage", filename_prefix="refam_mask_flux2")
     g.link(to_image, "IMAGE", save, "images")
     g.layout(
         [load([f["unet"], f["vae"]], [f["clip"], sam2], [f["image"]]), describe([f["cond"]], [f["expr"]])],
@@ -577,7 +618,14 @@ def video_mochi() -> Graph:
     return g
 
 
-WORKFLOWS = (referring_segmentation, refer_and_inpaint, diagnostics, video_flux_on_frames, video_mochi)
+WORKFLOWS = (
+    referring_segmentation,
+    referring_segmentation_flux2_klein,
+    refer_and_inpaint,
+    diagnostics,
+    video_flux_on_frames,
+    video_mochi,
+)
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT

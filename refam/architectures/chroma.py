@@ -12,7 +12,7 @@ FLUX.1-schnell's blocks and token layout with the modulation moved out of them:
   rotation; 16-channel latents packed 2x2 into tokens, FLUX.1's VAE.
 
 Sequence ``[text ; image]`` on both hosts. diffusers hands single blocks ``[text ; image]`` as one
-tensor, so the caption length is read when the pass starts.
+tensor: the image starts after the caption, whose length FLUX.1's pass state holds.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from torch import nn
 
 from refam.architectures.base import TextEncoder, class_named
 from refam.architectures.flux import (
-    ComfyDoubleAdapter,
     ComfyFluxPass,
-    ComfySingleAdapter,
+    DiffusersFluxPass,
     Flux1,
     pack_modulations,
     token_grid,
@@ -46,20 +45,6 @@ CHROMA_IMAGE = OperatingPoint(sigma=0.75, resolution=1024, guidance=None, text_l
 
 # Modulation sets of a diffusers double block's ``temb [B, 12, D]``: image first, then text.
 _IMAGE_SETS = 6
-
-
-class _WithoutOwnModulation:
-    """A single block of the October-2025 core's own Chroma classes, seen as FLUX's block built with
-    ``modulation=False``: those classes have no ``modulation`` attribute at all, where FLUX's
-    adapter reads None for a block that is handed its modulation."""
-
-    modulation = None
-
-    def __init__(self, block: nn.Module) -> None:
-        self._block = block
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._block, name)
 
 
 class Chroma(Flux1):
@@ -86,19 +71,15 @@ class Chroma(Flux1):
         named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
         return named
 
-    def diffusers_start_pass(self, transformer: nn.Module, kwargs: dict[str, Any]) -> int:
-        """The caption's token count: where the image starts in a single block's ``hidden_states``."""
-        return kwargs["encoder_hidden_states"].shape[1]
-
-    def diffusers_conditioning(self, name: str, inputs: dict[str, Any], state: int) -> torch.Tensor:
+    def diffusers_conditioning(self, name: str, inputs: dict[str, Any], state: DiffusersFluxPass) -> torch.Tensor:
         temb = inputs["temb"]
         return temb[:, _IMAGE_SETS:] if name.startswith("double") else temb
 
-    def diffusers_image_attention(self, block, q, k, v, out, inputs, state: int) -> ImageAttention:
+    def diffusers_image_attention(self, block, q, k, v, out, inputs, state: DiffusersFluxPass) -> ImageAttention:
         if not hasattr(block, "ff_context"):
-            # FLUX.1's reading takes the image as the tail of hidden_states' length; a single
-            # block's hidden_states hold the caption first.
-            inputs = {**inputs, "hidden_states": inputs["hidden_states"][:, state:]}
+            # FLUX.1's reading finds the image where hidden_states' tokens start among the
+            # projected ones; a single block's hidden_states hold the caption first.
+            inputs = {**inputs, "hidden_states": inputs["hidden_states"][:, state.txt_len :]}
         return super().diffusers_image_attention(block, q, k, v, out, inputs, state)
 
     def diffusers_pooled_shift(self, transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> None:
@@ -122,11 +103,6 @@ class Chroma(Flux1):
         variant = unsupported_flux_variant(diffusion_model, shared_modulation=True)
         if variant is not None:
             raise NotImplementedError(f"RefAM does not support {variant} yet; its Chroma capture runs on Chroma MODELs")
-
-    def comfy_adapter(self, name: str, block: nn.Module):
-        if name.startswith("double"):
-            return ComfyDoubleAdapter(block)
-        return ComfySingleAdapter(block if hasattr(block, "modulation") else _WithoutOwnModulation(block))
 
     def comfy_start_pass(self, diffusion_model, args, kwargs, branch_pooled) -> tuple[ComfyFluxPass, dict, int]:
         # Chroma._forward(x, timestep, context, guidance, control, transformer_options): no pooled

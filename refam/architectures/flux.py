@@ -206,7 +206,9 @@ class ComfySingleAdapter:
 
     def expression_qkv(self, expr: torch.Tensor, vec: torch.Tensor):
         block = self.block
-        mod = block.modulation(vec)[0] if block.modulation is not None else unpack_modulations(vec, 1)[0]
+        # The October-2025 core's own Chroma blocks have no ``modulation`` attribute at all.
+        own = getattr(block, "modulation", None)
+        mod = own(vec)[0] if own is not None else unpack_modulations(vec, 1)[0]
         mlp_width = getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim)
         qkv, mlp = torch.split(
             block.linear1(_modulate(block.pre_norm(expr), mod)), [3 * block.hidden_size, mlp_width], dim=-1

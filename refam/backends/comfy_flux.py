@@ -36,6 +36,11 @@ def flux_diffusion_model(model: Any) -> torch.nn.Module:
     return comfy_architecture(model, "image")[1]
 
 
+def _guidance_embed(diffusion_model: torch.nn.Module) -> bool:
+    # Chroma's parameters have no guidance embedding field (its approximator takes guidance 0).
+    return bool(getattr(diffusion_model.params, "guidance_embed", False))
+
+
 def _latent_multiple(vae: Any, diffusion_model: torch.nn.Module) -> int:
     ratio = getattr(vae, "downscale_ratio", 8)
     ratio = ratio if isinstance(ratio, int) else 8
@@ -87,7 +92,7 @@ def capture_flux(
     average = PassAverage(layout, features.step_aggregation)
     if inversion:
         if isinstance(time_shift, FromBackend):
-            time_shift = image_point(session.architecture, bool(session.diffusion_model.params.guidance_embed)).time_shift
+            time_shift = image_point(session.architecture, _guidance_embed(session.diffusion_model)).time_shift
         schedule = features.schedule(time_shift, grid[0] * grid[1])
         target = capture_noise(latent.shape, seed).contiguous()
         run_inversion(session, latent, positive, schedule, features, target, average=average, progress=progress)
@@ -108,7 +113,14 @@ def capture_flux(
         layout=layout,
         geometry=ImageGeometry(original_size=(height, width), model_size=size, grid=grid),
         num_blocks=len(session.names),
-        meta={"backend": "comfy-flux", "sigma": sigma, "seed": seed, "branch_pooled": branch_pooled, **meta},
+        meta={
+            "backend": "comfy-flux",
+            "architecture": session.architecture.label,
+            "sigma": sigma,
+            "seed": seed,
+            "branch_pooled": branch_pooled,
+            **meta,
+        },
     )
 
 
@@ -129,7 +141,7 @@ class ComfyFlux:
         architecture, dm = comfy_architecture(self.model, "image")
         self._text = text_part(self.clip)
         if self.operating_point is None:
-            self.operating_point = image_point(architecture, bool(dm.params.guidance_embed))
+            self.operating_point = image_point(architecture, _guidance_embed(dm))
 
     @property
     def tokenizer(self) -> Any:

@@ -43,8 +43,8 @@ class ComfyTextPart:
     """The text encoder of a ComfyUI CLIP that RefAM encodes expressions with.
 
     ``key``: its name in the CLIP's token dict (``t5xxl``, ``qwen3_4b``...); ``tokenizer``: the
-    Hugging Face tokenizer behind it (word offsets for token roles); ``pad_length``: what a T5
-    prompt is padded to, None for a causal LLM (padding after a prompt never reaches it);
+    Hugging Face tokenizer behind it (word offsets for token roles); ``pad_length``: what a prompt
+    is padded to (FLUX.1's T5: 256), None when prompts are not padded (Chroma's T5, the LLMs);
     ``template``: an LLM's chat template around the prompt, (before, after)."""
 
     key: str
@@ -52,6 +52,7 @@ class ComfyTextPart:
     pad_length: int | None
     template: tuple[str, str] | None
     model: Any  # the CLIP's encoder for that key (its input embeddings serve vector magnets)
+    causal: bool  # an LLM: padding after a prompt never reaches it
 
 
 def _inner(tokenizer: Any) -> Any:
@@ -76,13 +77,14 @@ def text_part(clip: Any) -> ComfyTextPart:
         t5 = _inner(tokenizer)
     if getattr(t5, "tokenizer", None) is not None:
         pad = int(getattr(t5, "min_length", None) or COMFY_T5_PAD_LENGTH)
-        return ComfyTextPart("t5xxl", t5.tokenizer, pad, None, _model_part(clip, "t5xxl"))
+        # Chroma's T5 tokenizer (min_length 1) does not pad its prompts.
+        return ComfyTextPart("t5xxl", t5.tokenizer, pad if pad > 1 else None, None, _model_part(clip, "t5xxl"), False)
     template = getattr(tokenizer, "llama_template", None)
     key = getattr(tokenizer, "clip_name", None)
     llm = _inner(tokenizer) if isinstance(template, str) and template.count("{}") == 1 else None
     if getattr(llm, "tokenizer", None) is not None and key:
         before, after = template.split("{}")
-        return ComfyTextPart(key, llm.tokenizer, None, (before, after), _model_part(clip, key))
+        return ComfyTextPart(key, llm.tokenizer, None, (before, after), _model_part(clip, key), True)
     raise TypeError(
         f"RefAM needs {_WANTED}; the CLIP given has tokenizer {type(tokenizer).__name__} without either"
     )
@@ -103,7 +105,9 @@ def text_template(clip: Any) -> tuple[str, str] | None:
 
 def encode_caption(clip: Any, caption: str, guidance: float | None = FLUX_IMAGE.guidance) -> list:
     """CONDITIONING for the denoising pass; the caption is taken literally (no ``(word:1.2)``)."""
-    tokens = clip.tokenize(caption or "", disable_weights=True)
+    # Chat-template tokenizers (FLUX.2's) switch the weight syntax off themselves and refuse the flag.
+    literal = {} if isinstance(getattr(clip.tokenizer, "llama_template", None), str) else {"disable_weights": True}
+    tokens = clip.tokenize(caption or "", **literal)
     out = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     cond = out.pop("cond")
     if guidance is not None:
@@ -139,11 +143,15 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
 
     Each expression is one section: the encoder runs them side by side in one batch, T5's padded
     as a caption would be, an LLM's (causal: padding after a prompt cannot reach it) padded here
-    to the longest with its pad token, which ComfyUI masks.
+    to the longest with its pad token, which ComfyUI masks. An unpadded T5 (Chroma's, which runs
+    without a mask) encodes each expression alone, as its caption would be.
     """
     if not expressions:
         raise ValueError("no expressions to encode")
     part = text_part(clip)  # the TypeError for a CLIP without a text encoder RefAM reads
+    if part.pad_length is None and not part.causal and len(expressions) > 1:
+        alone = [encode_expressions(clip, [e])[0] for e in expressions]
+        return torch.cat(alone, dim=1), ExpressionLayout(tuple(e.valid_length for e in expressions))
     tokens = dict(clip.tokenize(""))
     width = max(len(e.ids) for e in expressions)
     if part.pad_length is not None and any(len(e.ids) != width for e in expressions):

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from refam.architectures.flux import FLUX1, FLUX_IMAGE, flux_point, latent_image_ids, pack_latents
+from refam.architectures import diffusers_architecture
+from refam.architectures.flux import FLUX1, latent_image_ids, pack_latents
+from refam.architectures.flux2 import image_point
 from refam.attention import BlockCapture, CapturedAttention, ExpressionLayout, ImageGeometry, pack_expressions
 from refam.backends.diffusers_capture import capture_attention, run_until_captured
 from refam.expression import TokenizedExpression
@@ -63,9 +65,12 @@ class DiffusersFlux:
     takes_features = True  # single pass, several σ or RF-inversion (refam.features)
 
     def __post_init__(self) -> None:
-        FLUX1.diffusers_blocks(self.transformer)  # fails early, naming the class, if this is not FLUX
+        # Fails early, naming the class, if this is no FLUX-family image transformer.
+        self.architecture = diffusers_architecture(self.transformer, "image")
+        self.architecture.diffusers_blocks(self.transformer)
         if self.operating_point is None:
-            self.operating_point = flux_point(bool(getattr(self.transformer.config, "guidance_embeds", False)))
+            guidance = bool(getattr(self.transformer.config, "guidance_embeds", False))
+            self.operating_point = image_point(self.architecture, guidance)
         self.device = torch.device(self.device)
         home = torch.device("cpu") if self.offload else self.device
         for module in self._modules():
@@ -91,7 +96,20 @@ class DiffusersFlux:
 
     @property
     def num_blocks(self) -> int:
-        return len(FLUX1.diffusers_blocks(self.transformer))
+        return len(self.architecture.diffusers_blocks(self.transformer))
+
+    # -- latent layout (FLUX.1: 2x2 patches packed into tokens) -----------------------------------
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int]:
+        """The token grid of normalised latents ``[B, C, h, w]`` from :meth:`encode_images`."""
+        return latents.shape[2] // 2, latents.shape[3] // 2
+
+    def to_tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (or noise of their shape) -> the transformer's tokens ``[B, N, C']``."""
+        return pack_latents(latents)
+
+    def position_ids(self, grid: tuple[int, int], text_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(img_ids, txt_ids)`` of a forward: FLUX.1's (0, row, column) and zeros for the text."""
+        return latent_image_ids(*grid, device=device), torch.zeros(text_length, 3, device=device)
 
     @contextmanager
     def _on_device(self, module: nn.Module | None) -> Iterator[None]:
@@ -236,10 +254,10 @@ class DiffusersFlux:
 
         say("encoding image")
         unpacked = self.encode_images(to_model_pixels(images, size)).float()
-        grid = (unpacked.shape[2] // 2, unpacked.shape[3] // 2)
+        grid = self.token_grid(unpacked)
         # The trajectory and the noising run in float32 whatever the model's dtype, as ComfyUI's do.
-        latents = pack_latents(unpacked)
-        noise = pack_latents(capture_noise(unpacked.shape, seed)).to(latents.device)
+        latents = self.to_tokens(unpacked)
+        noise = self.to_tokens(capture_noise(unpacked.shape, seed)).to(latents.device)
         flux = FluxInputs(self, prompt_embeds, pooled, grid, batch, guidance)
         branch = Branch(expr_embeds, layout, blocks, branch_pooled)
         meta: dict[str, Any] = {"features": features.describe()}
@@ -269,6 +287,7 @@ class DiffusersFlux:
             num_blocks=self.num_blocks,
             meta={
                 "backend": "diffusers-flux",
+                "architecture": self.architecture.label,
                 "model": self.name,
                 "sigma": sigma,
                 "seed": seed,
@@ -347,24 +366,27 @@ class FluxInputs:
 
     backend: DiffusersFlux
     prompt_embeds: torch.Tensor
-    pooled: torch.Tensor
+    pooled: torch.Tensor | None
     grid: tuple[int, int]
     batch: int
     guidance: float | None
 
     def __post_init__(self) -> None:
         device, transformer = self.backend.device, self.backend.transformer
+        img_ids, txt_ids = self.backend.position_ids(self.grid, self.prompt_embeds.shape[1], device)
         self.base: dict[str, Any] = dict(
             encoder_hidden_states=self.prompt_embeds.to(device).expand(self.batch, -1, -1),
-            pooled_projections=self.pooled.to(device).expand(self.batch, -1),
-            img_ids=latent_image_ids(*self.grid, device=device),
-            txt_ids=torch.zeros(self.prompt_embeds.shape[1], 3, device=device),
+            img_ids=img_ids,
+            txt_ids=txt_ids,
             return_dict=False,
         )
+        if self.pooled is not None:  # FLUX.2 has no pooled text vector
+            self.base["pooled_projections"] = self.pooled.to(device).expand(self.batch, -1)
         if getattr(transformer.config, "guidance_embeds", False):
             if self.guidance is None:
                 raise ValueError(
-                    f"{self.backend.name} has a guidance embedding: give guidance (FLUX.1-dev: {FLUX_IMAGE.guidance})"
+                    f"{self.backend.name} has a guidance embedding: give guidance "
+                    f"(its default: {self.backend.operating_point.guidance})"
                 )
             self.base["guidance"] = torch.full((self.batch,), self.guidance, device=device, dtype=torch.float32)
 
@@ -387,12 +409,14 @@ class Branch:
         self.blocks = None if self.blocks is None else tuple(self.blocks)
 
     def installed(self, transformer: nn.Module, flux: FluxInputs, *, stop_after_last: bool):
-        shift = FLUX1.diffusers_pooled_shift(transformer, flux.base["pooled_projections"], self.pooled)
+        architecture = flux.backend.architecture
+        pooled = flux.base.get("pooled_projections")
+        shift = None if pooled is None else architecture.diffusers_pooled_shift(transformer, pooled, self.pooled)
         return capture_attention(
             transformer,
             self.embeds,
             self.layout,
-            architecture=FLUX1,
+            architecture=architecture,
             blocks=self.blocks,
             stop_after_last=stop_after_last,
             vec_shift=shift,

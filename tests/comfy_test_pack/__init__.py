@@ -1,4 +1,5 @@
-"""Test-only ComfyUI custom node: a FLUX CLIP with small random encoders of FLUX's widths.
+"""Test-only ComfyUI custom nodes: a FLUX CLIP with small random encoders of FLUX's widths, and a
+FLUX.2 klein CLIP with a small random Qwen3.
 
 A full-size T5-XXL (4.7B parameters) is too heavy for the CPU integration test, so this node
 builds the text encoder in the server process: ComfyUI's real FLUX tokenizer (T5 + CLIP-L),
@@ -31,4 +32,21 @@ class RefAMTestTinyFluxCLIP:
         return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"RefAMTestTinyFluxCLIP": RefAMTestTinyFluxCLIP}
+class RefAMTestTinyKleinCLIP:
+    CATEGORY = "RefAM/testing"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "build"
+    DESCRIPTION = "Test only: FLUX.2 klein CLIP (ComfyUI's KleinTokenizer) with a small random Qwen3 (28 layers, 64 wide)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def build(self):
+        from comfy_support import tiny_klein_clip
+
+        clip, _ = tiny_klein_clip(seed=0)
+        return (clip,)
+
+
+NODE_CLASS_MAPPINGS = {"RefAMTestTinyFluxCLIP": RefAMTestTinyFluxCLIP, "RefAMTestTinyKleinCLIP": RefAMTestTinyKleinCLIP}

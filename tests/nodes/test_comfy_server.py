@@ -38,6 +38,10 @@ ARTIFACTS = Path(os.environ.get("REFAM_TEST_ARTIFACTS", REPO_ROOT / "test-artifa
 FLUX_FILE = "refam_test_flux_1x1.safetensors"
 VAE_FILE = "refam_test_ae.safetensors"
 SAM2_FILE = "sam2.1_hiera_tiny.safetensors"
+FLUX2_FILE = "refam_test_flux2_klein_1x1.safetensors"
+FLUX2_VAE_FILE = "refam_test_flux2_vae.safetensors"
+# The test klein CLIP's context: its Qwen3's layers 9, 18, 27 concatenated.
+KLEIN_CONTEXT = 192
 
 
 def _free_port() -> int:
@@ -62,9 +66,30 @@ def _write_models(root: Path) -> None:
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(CONFIG_DIR / "flux1-dev"), subfolder="vae"))
     (root / "vae").mkdir()
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(root / "vae" / VAE_FILE))
+    _write_flux2_klein(root)
     sam2 = build_sam2_module("sam2.1_hiera_t", image_size=1024)
     (root / "sam2").mkdir()
     save_file({k: v.contiguous() for k, v in sam2.state_dict().items()}, str(root / "sam2" / SAM2_FILE))
+
+
+def _write_flux2_klein(root: Path) -> None:
+    """FLUX.2 klein's layout, one block of each kind at the narrowest width ComfyUI's detection
+    allows (one head of 128), in BFL layout; the FLUX.2 VAE at full size (diffusers layout, with
+    its latent batch norm)."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from safetensors.torch import save_file
+
+    from bfl_layout import flux2_to_bfl
+
+    torch.manual_seed(0)
+    flux2 = Flux2Transformer2DModel(
+        num_layers=1, num_single_layers=1, attention_head_dim=128, num_attention_heads=1,
+        joint_attention_dim=KLEIN_CONTEXT, guidance_embeds=False,
+    )  # fmt: skip
+    sd = flux2_to_bfl(flux2.state_dict(), 1, 1)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(root / "diffusion_models" / FLUX2_FILE))
+    vae = AutoencoderKLFlux2()
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(root / "vae" / FLUX2_VAE_FILE))
 
 
 def _write_clip(frames_dir: Path, target: Path) -> None:
@@ -222,14 +247,17 @@ def _wait(url: str, prompt_id: str, timeout: float = 600.0) -> dict:
 def _api_twin(name: str, **widgets) -> dict:
     """A shipped API twin with the test's random models (and the in-process test CLIP) swapped in."""
     api = json.loads((REPO_ROOT / "example_workflows" / "api" / f"{name}.api.json").read_text())
+    flux2 = any(n["class_type"] == "CLIPLoader" and n["inputs"].get("type") == "flux2" for n in api.values())
     for node in api.values():
         kind = node["class_type"]
         if kind == "DualCLIPLoader":
             node["class_type"], node["inputs"] = "RefAMTestTinyFluxCLIP", {}
+        elif kind == "CLIPLoader" and flux2:
+            node["class_type"], node["inputs"] = "RefAMTestTinyKleinCLIP", {}
         elif kind == "UNETLoader":
-            node["inputs"]["unet_name"] = FLUX_FILE
+            node["inputs"]["unet_name"] = FLUX2_FILE if flux2 else FLUX_FILE
         elif kind == "VAELoader":
-            node["inputs"]["vae_name"] = VAE_FILE
+            node["inputs"]["vae_name"] = FLUX2_VAE_FILE if flux2 else VAE_FILE
         elif kind == "RefAMLoadSAM2":
             node["inputs"]["checkpoint"] = SAM2_FILE
         for key, value in widgets.get(kind, {}).items():
@@ -262,6 +290,22 @@ def test_referring_segmentation_api_twin_end_to_end(server):
     previews = [out for out in result["outputs"].values() if any(i["type"] == "temp" for i in out.get("images", []))]
     assert previews, "the heatmap / segment previews were not shown"
     print(f"workflow (a) on CPU: {time.time() - started:.1f} s, mask {mask.shape[1]}x{mask.shape[0]}, area {int((mask > 0).sum())} px")
+
+
+@pytest.mark.comfy_model("flux2")
+def test_flux2_klein_api_twin_end_to_end(server):
+    """The FLUX.2 klein workflow's API twin: UNETLoader reads a FLUX.2 file, VAELoader the FLUX.2 VAE
+    (latent batch norm), the klein CLIP encodes the expressions in Qwen3's chat template."""
+    from PIL import Image
+
+    started = time.time()
+    api = _api_twin("refam_referring_segmentation_flux2_klein", RefAMCaptureAttentionFlux={"resolution": 256})
+    result = _run(server, api)
+    saved = [img for out in result["outputs"].values() for img in out.get("images", []) if img["type"] == "output"]
+    assert len(saved) == 1 and saved[0]["filename"].startswith("refam_mask_flux2")
+    mask = np.asarray(Image.open(server["root"] / "output" / saved[0]["subfolder"] / saved[0]["filename"]).convert("L"))
+    assert (mask.shape[1], mask.shape[0]) == server["image_size"] and set(np.unique(mask)) <= {0, 255}
+    print(f"FLUX.2 klein workflow on CPU: {time.time() - started:.1f} s, mask area {int((mask > 0).sum())} px")
 
 
 def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
