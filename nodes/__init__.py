@@ -23,7 +23,8 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         "RefAMReferringExpression",
         "RefAM Referring Expression",
         "Tokenize referring expressions with token roles, append attention magnets and encode them with the "
-        "model's text encoder (FLUX.1: T5; FLUX.2 klein: Qwen3 in its chat template).",
+        "model's text encoder (FLUX.1, Chroma: T5; FLUX.2 klein, Z-Image: Qwen3; Qwen-Image: Qwen2.5-VL; the "
+        "LLMs in their chat templates).",
         chain.EXPRESSION_INPUTS,
         chain.EXPRESSION_OUTPUTS,
         chain.referring_expression,
@@ -31,9 +32,10 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     NodeSpec(
         "RefAMCaptureAttentionFlux",
         "RefAM Capture Attention (FLUX)",
-        "One FLUX.1 / FLUX.1 Kontext / FLUX.2 pass at sigma on the image (or the passes RefAM Feature Mode asks "
-        "for); every expression rides along in a separate branch that reads the model's attention without changing "
-        "its output. The model found is named in RefAM Token Maps' report.",
+        "One pass of the image model (FLUX.1 / Kontext, FLUX.2, Chroma, Qwen-Image, Z-Image) at sigma on the "
+        "image (or the passes RefAM Feature Mode asks for); every expression rides along in a separate branch "
+        "that reads the model's attention without changing its output. The model found is named in RefAM Token "
+        "Maps' report.",
         chain.CAPTURE_INPUTS,
         chain.ATTENTION_OUTPUTS,
         chain.capture_attention,

@@ -125,14 +125,14 @@ def capture_attention(
     branch_pooled: str,
     features: FeatureOptions | None = None,
 ) -> tuple:
-    from refam.backends.comfy_flux import capture_flux, flux_diffusion_model
+    from refam.backends.comfy_flux import capture_flux, joint_block_count
     from refam.backends.comfy_runtime import block_progress
 
     batch = image_batch(image)
-    dm = flux_diffusion_model(model)
+    blocks_per_pass = joint_block_count(model)
     features = features or FeatureOptions()
     # The bar counts blocks of the one pass, or with inversion the steps of both stages.
-    total = 2 * features.inversion_steps if features.mode == "inversion" else len(dm.double_blocks) + len(dm.single_blocks)
+    total = 2 * features.inversion_steps if features.mode == "inversion" else blocks_per_pass
     captured = capture_flux(
         model,
         vae,

@@ -176,7 +176,7 @@ def segment_all_in_one(
     guidance: float,
     resolution: int,
 ) -> tuple:
-    from refam.backends.comfy_flux import ComfyFlux, flux_diffusion_model
+    from refam.backends.comfy_flux import ComfyFlux, joint_block_count
     from refam.backends.comfy_runtime import block_progress
     from refam.options import RefAMOptions
     from refam.pipeline import RefAMPipeline, normalize_expressions
@@ -185,8 +185,7 @@ def segment_all_in_one(
 
     texts = normalize_expressions(split_lines(expressions) or [""])
     batch = image_batch(image)
-    dm = flux_diffusion_model(model)
-    backend = ComfyFlux(model, clip, vae, progress=block_progress(len(dm.double_blocks) + len(dm.single_blocks)))
+    backend = ComfyFlux(model, clip, vae, progress=block_progress(joint_block_count(model)))
     options = RefAMOptions(magnets=parse_magnets(magnets)).replace(
         sigma=sigma,
         seed=seed,

@@ -18,12 +18,14 @@ import torch
 __all__ = ["ARCHITECTURES", "TOY_BANNER", "WHERE_WEIGHTS_GO", "detect_architecture", "load_parts"]
 
 ProgressFn = Callable[[str], None]
-ARCHITECTURES = ("flux", "flux2", "mochi")
+ARCHITECTURES = ("flux", "flux2", "chroma", "z_image", "mochi")
 # diffusers' transformer class name -> the architecture that loads it
 _TRANSFORMER_CLASSES = {
     "MochiTransformer3DModel": "mochi",
     "FluxTransformer2DModel": "flux",
     "Flux2Transformer2DModel": "flux2",
+    "ChromaTransformer2DModel": "chroma",
+    "ZImageTransformer2DModel": "z_image",
 }
 
 WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
@@ -86,8 +88,8 @@ def load_parts(
 
     if architecture is not None and architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)} (or None: detect), got {architecture!r}")
-    if architecture == "mochi" and not model:
-        raise ValueError("architecture='mochi' needs model=: a Mochi diffusers folder or a cached hub id")
+    if architecture not in (None, "flux") and not model:
+        raise ValueError(f"architecture={architecture!r} needs model=: a diffusers folder or a cached hub id of that model")
     say = progress or (lambda _s: None)
     chosen = model or os.environ.get("REFAM_FLUX_MODEL") or loading.cached_flux_model()
     seg = None
@@ -109,6 +111,10 @@ def load_parts(
         backend = loading.load_mochi(chosen, device=device, dtype=dtype, progress=progress)
     elif found == "flux2":
         backend = loading.load_flux2(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
+    elif found == "chroma":
+        backend = loading.load_chroma(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
+    elif found == "z_image":
+        backend = loading.load_z_image(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
     elif chosen:
         backend = loading.load_flux(
             chosen, t5=t5, clip_l=clip_l, vae=vae, comfyui_path=comfyui_path, device=device, dtype=dtype,

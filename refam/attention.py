@@ -109,16 +109,16 @@ class ImageAttention:
     """Image-token q/k/v of the block's real attention call, ``[B, H, N, Dh]``, after QK-norm and
     RoPE; ``q_plain``: the same queries before RoPE (what ConceptAttention stores); ``out``: the
     image tokens' output of that call (before the output projection), laid out like ``v``;
-    ``text_rotation``: for a model whose RoPE moves text tokens (FLUX.2), ``(x [B, H, L, Dh],
-    positions [L]) -> x`` rotated as that block rotates text at those positions, so the expression's
-    tokens sit where they would as a caption; None where RoPE leaves text unchanged (FLUX.1)."""
+    ``text_rotation``: for a model whose RoPE moves text tokens (FLUX.2, Z-Image),
+    ``(x [B, H, L, Dh], layout) -> x`` rotated as that block rotates text, each expression's tokens
+    where they would be as a caption; None where RoPE leaves text unchanged (FLUX.1)."""
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     q_plain: torch.Tensor
     out: torch.Tensor
-    text_rotation: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    text_rotation: Callable[[torch.Tensor, ExpressionLayout], torch.Tensor] | None = None
 
     def rows(self, index: torch.Tensor) -> ImageAttention:
         return ImageAttention(
@@ -195,8 +195,7 @@ def expression_branch(
     # ConceptAttention compares queries before RoPE; the attention itself sees them rotated.
     q_rot, k_rot = q_e, k_e
     if image.text_rotation is not None:
-        positions = layout.positions(q_e.device)
-        q_rot, k_rot = image.text_rotation(q_e, positions), image.text_rotation(k_e, positions)
+        q_rot, k_rot = image.text_rotation(q_e, layout), image.text_rotation(k_e, layout)
     b, h, n_expr, dh = q_e.shape
     if n_expr != layout.total:
         raise ValueError(f"expression stream has {n_expr} tokens, layout expects {layout.total}")

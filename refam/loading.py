@@ -28,7 +28,15 @@ from refam.model_folders import comfyui_model_dirs, comfyui_root
 from refam.single_files import load_clip_file, load_t5_file, load_transformer_file, load_vae_file
 from refam.weights import CHECKPOINT_SUFFIXES, find_weights_file, safetensors_problem
 
-__all__ = ["cached_flux_model", "check_diffusers_folder", "load_flux", "load_flux2", "load_mochi"]
+__all__ = [
+    "cached_flux_model",
+    "check_diffusers_folder",
+    "load_chroma",
+    "load_flux",
+    "load_flux2",
+    "load_mochi",
+    "load_z_image",
+]
 
 T5_NAMES = ("t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "t5xxl_fp8_e4m3fn.safetensors")
 CLIP_NAMES = ("clip_l.safetensors",)
@@ -258,57 +266,111 @@ def load_flux(
     )
 
 
-FLUX2_PARTS = ("transformer", "vae", "text_encoder")
+# The folder parts each loader reads (diffusers' subfolder names).
+FLUX2_PARTS = CHROMA_PARTS = Z_IMAGE_PARTS = ("transformer", "vae", "text_encoder")
 
 
-def load_flux2(
+def _load_folder(
     model: str | Path,
+    classes: dict[str, Any],
+    make: Callable[..., Any],
     *,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = torch.bfloat16,
-    offload: bool = False,
-    local_files_only: bool = True,
-    progress: ProgressFn | None = None,
+    device: str | torch.device,
+    dtype: str | torch.dtype,
+    offload: bool,
+    local_files_only: bool,
+    progress: ProgressFn | None,
+    check: Callable[[Path], None] | None = None,
 ) -> Any:
-    """Load FLUX.2 klein (4B / 9B) from a diffusers folder or a cached hub id as a RefAM backend:
-    its transformer, FLUX.2 VAE, Qwen3 text encoder and tokenizer. FLUX.2 dev's Mistral encoder is
-    refused by name (it runs in ComfyUI)."""
-    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
-    from transformers import AutoModel, AutoTokenizer
-
-    from refam.backends.diffusers_flux2 import DiffusersFlux2
-
+    """A backend from a diffusers folder or cached hub id: ``classes`` maps each subfolder
+    (transformer, vae, text_encoder, tokenizer) to the class that loads it, in that order; the
+    folder is checked whole (and by ``check``) before anything loads; ``make(parts, name=...)``
+    builds the backend."""
     say = progress or (lambda _s: None)
     torch_dtype = parse_dtype(dtype)
     source = Path(str(model)).expanduser()
     repo = str(source) if source.exists() else str(model)
     if source.exists():
-        check_diffusers_folder(source, FLUX2_PARTS)
-        index = source / "model_index.json"
-        pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "") if index.is_file() else ""
-        if pipeline and "Klein" not in pipeline:
-            raise ValueError(
-                f"{source} is a {pipeline} (FLUX.2 dev, Mistral-Small text encoder): RefAM's diffusers backend runs "
-                "FLUX.2 klein (Qwen3); run FLUX.2 dev in ComfyUI with the RefAM nodes"
-            )
-    opts = {"local_files_only": local_files_only, "torch_dtype": torch_dtype}
-    say(f"loading transformer from {repo}")
-    transformer = _from_pretrained(Flux2Transformer2DModel, repo, "transformer", **opts)
-    say("loading VAE")
-    vae_model = _from_pretrained(AutoencoderKLFlux2, repo, "vae", **opts)
-    say("loading text encoder")
-    text_encoder = _from_pretrained(AutoModel, repo, "text_encoder", **opts)
-    tokenizer = _from_pretrained(AutoTokenizer, repo, "tokenizer", local_files_only=local_files_only)
-    return DiffusersFlux2(
-        transformer=transformer,
-        vae=vae_model,
-        text_encoder=text_encoder,
-        text_tokenizer=tokenizer,
-        name=source.name if source.exists() else str(model),
-        device=torch.device(device),
-        dtype=torch_dtype,
-        offload=offload,
+        check_diffusers_folder(source, [part for part in classes if part != "tokenizer"])
+        if check is not None:
+            check(source)
+    parts: dict[str, Any] = {}
+    for part, cls in classes.items():
+        say(f"loading {part.replace('_', ' ')}" + (f" from {repo}" if part == "transformer" else ""))
+        opts = {"local_files_only": local_files_only} if part == "tokenizer" else {"local_files_only": local_files_only, "torch_dtype": torch_dtype}
+        parts[part] = _from_pretrained(cls, repo, part, **opts)
+    return make(
+        parts, name=source.name if source.exists() else str(model), device=torch.device(device), dtype=torch_dtype, offload=offload
     )
+
+
+def _refuse_flux2_dev(source: Path) -> None:
+    index = source / "model_index.json"
+    pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "") if index.is_file() else ""
+    if pipeline and "Klein" not in pipeline:
+        raise ValueError(
+            f"{source} is a {pipeline} (FLUX.2 dev, Mistral-Small text encoder): RefAM's diffusers backend runs "
+            "FLUX.2 klein (Qwen3); run FLUX.2 dev in ComfyUI with the RefAM nodes"
+        )
+
+
+def load_flux2(model: str | Path, **kwargs: Any) -> Any:
+    """Load FLUX.2 klein (4B / 9B) from a diffusers folder or a cached hub id: its transformer,
+    FLUX.2 VAE, Qwen3 text encoder and tokenizer. FLUX.2 dev's Mistral encoder is refused by name
+    (it runs in ComfyUI). Keywords as :func:`load_chroma`."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from refam.backends.diffusers_flux2 import DiffusersFlux2
+
+    classes = {"transformer": Flux2Transformer2DModel, "vae": AutoencoderKLFlux2, "text_encoder": AutoModel, "tokenizer": AutoTokenizer}
+
+    def make(parts: dict[str, Any], **backend: Any) -> DiffusersFlux2:
+        return DiffusersFlux2(transformer=parts["transformer"], vae=parts["vae"], text_encoder=parts["text_encoder"],
+                              text_tokenizer=parts["tokenizer"], **backend)  # fmt: skip
+
+    return _load_folder(model, classes, make, check=_refuse_flux2_dev, **_folder_options(kwargs))
+
+
+def load_chroma(model: str | Path, **kwargs: Any) -> Any:
+    """Load Chroma from a diffusers folder or a cached hub id: its transformer, FLUX VAE, T5-XXL and
+    T5 tokenizer. Keywords: ``device``, ``dtype`` (bf16), ``offload``, ``local_files_only``, ``progress``."""
+    from diffusers import AutoencoderKL, ChromaTransformer2DModel
+    from transformers import T5EncoderModel, T5TokenizerFast
+
+    from refam.backends.diffusers_chroma import DiffusersChroma
+
+    classes = {"transformer": ChromaTransformer2DModel, "vae": AutoencoderKL, "text_encoder": T5EncoderModel, "tokenizer": T5TokenizerFast}
+
+    def make(parts: dict[str, Any], **backend: Any) -> DiffusersChroma:
+        return DiffusersChroma(transformer=parts["transformer"], vae=parts["vae"], t5=parts["text_encoder"],
+                               t5_tokenizer=parts["tokenizer"], clip=None, clip_tokenizer=None, **backend)  # fmt: skip
+
+    return _load_folder(model, classes, make, **_folder_options(kwargs))
+
+
+def load_z_image(model: str | Path, **kwargs: Any) -> Any:
+    """Load Z-Image (Turbo) from a diffusers folder or a cached hub id: its transformer, FLUX VAE,
+    Qwen3-4B text encoder and tokenizer. Keywords as :func:`load_chroma`."""
+    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from refam.backends.diffusers_z_image import DiffusersZImage
+
+    classes = {"transformer": ZImageTransformer2DModel, "vae": AutoencoderKL, "text_encoder": AutoModel, "tokenizer": AutoTokenizer}
+
+    def make(parts: dict[str, Any], **backend: Any) -> DiffusersZImage:
+        return DiffusersZImage(transformer=parts["transformer"], vae=parts["vae"], text_encoder=parts["text_encoder"],
+                               text_tokenizer=parts["tokenizer"], **backend)  # fmt: skip
+
+    return _load_folder(model, classes, make, **_folder_options(kwargs))
+
+
+def _folder_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - {"device", "dtype", "offload", "local_files_only", "progress"}
+    if unknown:
+        raise TypeError(f"unexpected keyword(s) {', '.join(sorted(unknown))}")
+    return {"device": "cpu", "dtype": torch.bfloat16, "offload": False, "local_files_only": True, "progress": None, **kwargs}
 
 
 def load_mochi(

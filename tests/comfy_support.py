@@ -84,6 +84,13 @@ def load_pack() -> ModuleType:
     return module
 
 
+def run_node(pack: ModuleType, node_id: str, **kwargs):
+    """Run a node of the pack as ComfyUI would: widgets not given keep their declared defaults."""
+    spec = next(s for s in pack.nodes.NODE_SPECS if s.node_id == node_id)
+    defaults = {p.name: p.default for p in spec.inputs if p.is_widget and p.name not in kwargs}
+    return spec.run(**defaults, **kwargs)
+
+
 def detected_unet_config(state_dict: dict, **weights_cannot_tell) -> dict:
     """ComfyUI's own ``unet_config`` for a state dict (``model_detection``), so fields a newer core
     requires arrive by themselves. ``weights_cannot_tell``: what the detector takes as the real
@@ -432,3 +439,144 @@ def comfy_chroma_from_diffusers(transformer, dtype: torch.dtype = torch.float32)
     )
     assert unet_config["image_model"] == "chroma"
     return comfy_model_from_config(unet_config, sd, dtype)
+
+
+def comfy_qwen_image_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
+    """The same Qwen-Image weights as a ComfyUI MODEL (detected by ComfyUI as ``qwen_image``; its
+    keys are diffusers' own, so no conversion), on the CPU. An Edit-2511 transformer (diffusers'
+    ``zero_cond_t``) gets the empty marker its ComfyUI checkpoints carry."""
+    cfg = transformer.config
+    sd = dict(transformer.state_dict())
+    if cfg.zero_cond_t:
+        sd["__index_timestep_zero__"] = torch.tensor([])
+    unet_config = detected_unet_config(
+        sd,
+        attention_head_dim=cfg.attention_head_dim,
+        num_attention_heads=cfg.num_attention_heads,
+        joint_attention_dim=cfg.joint_attention_dim,
+        axes_dims_rope=list(cfg.axes_dims_rope),
+        patch_size=cfg.patch_size,
+        out_channels=cfg.out_channels,
+    )
+    assert unet_config["image_model"] == "qwen_image"
+    return comfy_model_from_config(unet_config, sd, dtype)
+
+
+def tiny_qwen_image_clip(seed: int = 0):
+    """A ComfyUI Qwen-Image ``CLIP`` — the real ``QwenImageTokenizer`` (its template, the shipped
+    ``qwen25_tokenizer`` files), ComfyUI's Qwen2.5-VL settings (last layer after the final norm,
+    pad 151643 masked) and its ``QwenImageTEModel`` template crop — holding a tiny random
+    Qwen2.5-VL text decoder; and that decoder in Hugging Face's layout."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+    import comfy.text_encoders.llama as llama
+    import comfy.text_encoders.qwen_image as qwen_image
+
+    from tiny_models import TINY_QWEN25_VL, tiny_qwen25_vl_text
+
+    hf = tiny_qwen25_vl_text(seed)
+
+    class TextOnly(llama.Qwen25_7BVLI):
+        # The decoder without its vision tower (~670M parameters that an image-free prompt never uses).
+        def __init__(self, config_dict, dtype, device, operations):
+            torch.nn.Module.__init__(self)
+            config = llama.Qwen25_7BVLI_Config(**config_dict)
+            self.num_layers = config.num_hidden_layers
+            self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
+            self.dtype = dtype
+
+    class Sized(comfy.sd1_clip.SDClipModel):
+        # Sits under ComfyUI's Qwen25_7BVLIModel, which passes its own settings; only the size and
+        # the model class are changed (both cores, whose Qwen25_7BVLIModel signatures differ).
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "textmodel_json_config": dict(TINY_QWEN25_VL), "model_class": TextOnly})
+
+    class TinyQwen25(qwen_image.Qwen25_7BVLIModel, Sized):
+        pass
+
+    class TinyQwenImageTE(qwen_image.QwenImageTEModel):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            comfy.sd1_clip.SD1ClipModel.__init__(
+                self, device=device, dtype=dtype, name="qwen25_7b", clip_model=TinyQwen25, model_options=model_options or {}
+            )
+
+    target = comfy.supported_models_base.ClipTarget(qwen_image.QwenImageTokenizer, TinyQwenImageTE)
+    clip = comfy.sd.CLIP(target=target, model_options={"initial_device": torch.device("cpu")})
+    missing, _unexpected = clip.cond_stage_model.qwen25_7b.load_sd({f"model.{k}": v for k, v in hf.state_dict().items()})
+    if missing:
+        raise AssertionError(f"tiny Qwen2.5-VL weights missing in ComfyUI's model: {missing}")
+    return clip, hf
+
+
+def comfy_z_image_from_diffusers(transformer, dtype: torch.dtype = torch.float32):
+    """The same Z-Image weights as a ComfyUI MODEL (NextDiT), converted with ComfyUI's own key map;
+    the sizes ComfyUI's detection takes from the real model (heads, RoPE axes, the FFN rounding) set
+    to the tiny one's."""
+    import comfy.utils
+
+    cfg = transformer.config
+    key_map = comfy.utils.z_image_to_diffusers({"n_layers": cfg.n_layers, "dim": cfg.dim, "n_refiner_layers": cfg.n_refiner_layers})
+    sd: dict[str, torch.Tensor] = {}
+    for key, value in transformer.state_dict().items():
+        target = key_map[key]
+        if isinstance(target, tuple):  # a slice of a fused tensor: (name, (dim, offset, size))
+            name, (dim, offset, size) = target[0], target[1]
+            whole = sd.setdefault(name, torch.zeros(3 * cfg.dim, *value.shape[1:], dtype=value.dtype))
+            whole.narrow(dim, offset, size).copy_(value)
+        else:
+            sd[target] = value
+    unet_config = detected_unet_config(
+        sd, in_channels=cfg.in_channels, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, axes_dims=list(cfg.axes_dims),
+        axes_lens=list(cfg.axes_lens), rope_theta=float(cfg.rope_theta), ffn_dim_multiplier=8.0 / 3.0, multiple_of=2,
+        z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32,
+    )  # fmt: skip
+    return comfy_model_from_config(unet_config, sd, dtype)
+
+
+def tiny_z_image_clip(seed: int = 0):
+    """A ComfyUI Z-Image ``CLIP`` (the real ``ZImageTokenizer`` with its chat template) holding a
+    tiny random Qwen3 read at its second-to-last layer, as ComfyUI's Z-Image encoder reads it."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+    import comfy.text_encoders.llama
+    import comfy.text_encoders.z_image
+
+    hf = tiny_qwen3(seed)
+    config = {k: v for k, v in TINY_QWEN3.items() if k != "head_dim"}
+
+    class TinyQwen3(comfy.sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options=None, **kwargs):
+            super().__init__(
+                device=device, layer="hidden", layer_idx=-2, textmodel_json_config=config, dtype=dtype,
+                special_tokens={"pad": 151643}, layer_norm_hidden_state=False, model_class=comfy.text_encoders.llama.Qwen3_4B,
+                enable_attention_masks=True, return_attention_masks=True, model_options=model_options or {},
+            )  # fmt: skip
+
+    class TinyZImageTE(comfy.sd1_clip.SD1ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            super().__init__(device=device, dtype=dtype, name="qwen3_4b", clip_model=TinyQwen3, model_options=model_options or {})
+
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.z_image.ZImageTokenizer, TinyZImageTE)
+    clip = comfy.sd.CLIP(target=target, model_options={"initial_device": torch.device("cpu")})
+    missing, _unexpected = clip.cond_stage_model.qwen3_4b.load_sd({f"model.{k}": v for k, v in hf.state_dict().items()})
+    if missing:
+        raise AssertionError(f"tiny Qwen3 weights missing in ComfyUI's model: {missing}")
+    return clip, hf
+
+
+def tiny_wan21_vae(seed: int = 0):
+    """A ComfyUI ``VAE`` of Wan 2.1's layout (Qwen-Image's VAE) at a tiny width, recognised from
+    its state dict by ComfyUI's own loader: 16 latent channels at 1/8, a frame axis."""
+    import comfy.sd
+    from comfy.ldm.wan.vae import WanVAE
+
+    torch.manual_seed(seed)
+    module = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                    temperal_downsample=[False, True, True], image_channels=3, dropout=0.0)  # fmt: skip
+    # ComfyUI's layers are allocated uninitialised; give every weight a defined random value.
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.05 + (1.0 if p.ndim == 1 and "gamma" in name else 0.0))
+    return comfy.sd.VAE(sd=module.state_dict(), device=torch.device("cpu"), dtype=torch.float32)

@@ -32,6 +32,20 @@ def clip_tokenizer():
     return CLIPTokenizer.from_pretrained(str(shared_path("tokenizers", "clip_l")))
 
 
+# The Qwen tokenizer ComfyUI ships (FLUX.2 klein's Qwen3, Z-Image's, Qwen-Image's Qwen2.5-VL): the
+# January-2026 core's copy, whose <think> / </think> are single tokens as Qwen3's are.
+QWEN_TOKENIZER = REPO_ROOT.parent / "shared" / "comfyui" / "0.10.0-hiddenswitch" / "comfy" / "text_encoders" / "qwen25_tokenizer"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    from transformers import AutoTokenizer
+
+    if not QWEN_TOKENIZER.is_dir():
+        pytest.fail(f"ComfyUI's Qwen tokenizer missing: {QWEN_TOKENIZER} (the repo expects ../shared beside it)")
+    return AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER))
+
+
 @pytest.fixture(scope="session")
 def two_cats_path() -> Path:
     return shared_path("coco_two_cats", "000000039769.png")
@@ -39,7 +53,12 @@ def two_cats_path() -> Path:
 
 # Model families a ComfyUI core may lack, and a file of the core whose text says it has them: the
 # October-2025 core predates FLUX.2, so its tests do not apply there (deselected, not skipped).
-COMFY_MODEL_FAMILIES = {"flux2": ("comfy/ldm/flux/model.py", "global_modulation")}
+COMFY_MODEL_FAMILIES = {
+    "flux2": ("comfy/ldm/flux/model.py", "global_modulation"),
+    # Qwen-Image whose attention call hands q/k/v as [B, H, T, Dh], the layout the capture reads.
+    "qwen_image": ("comfy/ldm/qwen_image/model.py", "skip_reshape=True"),
+    "z_image": ("comfy/ldm/lumina/model.py", "pad_tokens_multiple"),
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

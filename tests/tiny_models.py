@@ -223,3 +223,97 @@ def save_tiny_flux2_klein_folder(path, qwen_tokenizer, seed: int = 0):
     qwen_tokenizer.save_pretrained(path / "tokenizer")
     (path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
     return path
+
+
+# Qwen-Image's layout at a small width: 2x2 patches of 16 latent channels, three RoPE axes (16 = head
+# dim), a caption width of its own (Qwen2.5-VL's 3584 in the real model).
+TINY_QWEN_IMAGE = dict(
+    patch_size=2,
+    in_channels=64,
+    out_channels=16,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=48,
+    axes_dims_rope=(4, 6, 6),
+)
+
+
+def tiny_qwen_image_transformer(seed: int = 0, **overrides):
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = QwenImageTransformer2DModel(**{**TINY_QWEN_IMAGE, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+# Qwen2.5-VL's text model at a small width: ComfyUI fixes its heads at 128 wide and its M-RoPE
+# sections at (16, 24, 24), so one head of 128; two layers; the real vocabulary.
+TINY_QWEN25_VL = dict(
+    vocab_size=152064, hidden_size=128, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1,
+    num_key_value_heads=1, rms_norm_eps=1e-6, max_position_embeddings=4096,
+)  # fmt: skip
+
+
+def tiny_qwen25_vl_text(seed: int = 0):
+    """Qwen2.5-VL's text decoder (Hugging Face layout; what diffusers' Qwen-Image pipeline reads the
+    last hidden state of) with random weights."""
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    config = Qwen2_5_VLTextConfig(
+        **TINY_QWEN25_VL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLTextModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+# Z-Image's layout at a quarter of its width: 8 heads of 128 (its RoPE axes 32 / 48 / 48), 2 joint
+# layers, 2 + 2 refiners. 1024 is the narrowest width whose timestep MLP both hosts build alike.
+TINY_Z_IMAGE = dict(
+    in_channels=4, dim=1024, n_layers=2, n_refiner_layers=2, n_heads=8, n_kv_heads=8, cap_feat_dim=32,
+    axes_dims=[32, 48, 48], axes_lens=[1024, 64, 64],
+)  # fmt: skip
+
+
+def tiny_z_image_transformer(seed: int = 0, **overrides):
+    from diffusers import ZImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = ZImageTransformer2DModel(**{**TINY_Z_IMAGE, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def save_tiny_chroma_folder(path, t5_tokenizer, seed: int = 0):
+    """A diffusers-layout Chroma folder of tiny random parts (transformer, FLUX-layout VAE, T5, tokenizer)."""
+    import json
+
+    # the tiny VAE's 4 latent channels, packed 2x2
+    tiny_chroma_transformer(seed, in_channels=16).save_pretrained(path / "transformer")
+    tiny_vae(seed).save_pretrained(path / "vae")
+    tiny_t5(seed=seed).save_pretrained(path / "text_encoder")
+    t5_tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "ChromaPipeline"}))
+    return path
+
+
+def save_tiny_z_image_folder(path, qwen_tokenizer, seed: int = 0):
+    """A diffusers-layout Z-Image folder of tiny random parts (transformer, FLUX-layout VAE, Qwen3, tokenizer)."""
+    import json
+
+    text = tiny_qwen3(seed)
+    tiny_z_image_transformer(seed, cap_feat_dim=text.config.hidden_size).save_pretrained(path / "transformer")
+    tiny_vae(seed).save_pretrained(path / "vae")
+    text.save_pretrained(path / "text_encoder")
+    qwen_tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "ZImagePipeline"}))
+    return path

@@ -434,16 +434,14 @@ def segmentation_tail(g: Graph, front: dict):
     return heat, point, sam2, seg
 
 
-def referring_segmentation() -> Graph:
-    g = Graph(
-        "refam_referring_segmentation",
-        "RefAM: type what to segment (one expression per line) -> heatmap preview, point and SAM2 mask.",
-    )
-    f = flux_front(g, "the cat on the left")
+def _segmentation_workflow(name: str, note: str, loaders, mask_prefix: str) -> Graph:
+    """Load -> describe -> capture -> heatmap -> point -> SAM2 mask -> saved mask, on ``loaders``' model."""
+    g = Graph(name, note)
+    f = flux_front(g, "the cat on the left", loaders=loaders)
     heat, point, sam2, seg = segmentation_tail(g, f)
     to_image = g.add("MaskToImage")
     g.link(seg, "mask", to_image, "mask")
-    save = g.add("SaveImage", filename_prefix="refam_mask")
+    save = g.add("SaveImage", filename_prefix=mask_prefix)
     g.link(to_image, "IMAGE", save, "images")
     g.layout(
         [load([f["unet"], f["vae"]], [f["clip"], sam2], [f["image"]]), describe([f["cond"]], [f["expr"]])],
@@ -454,29 +452,25 @@ def referring_segmentation() -> Graph:
         ],
     )
     return g
+
+
+def referring_segmentation() -> Graph:
+    return _segmentation_workflow(
+        "refam_referring_segmentation",
+        "RefAM: type what to segment (one expression per line) -> heatmap preview, point and SAM2 mask.",
+        flux_loaders,
+        "refam_mask",
+    )
 
 
 def referring_segmentation_flux2_klein() -> Graph:
-    g = Graph(
+    return _segmentation_workflow(
         "refam_referring_segmentation_flux2_klein",
         "RefAM on FLUX.2 klein 4B (Qwen3 text encoder): type what to segment -> heatmap preview, point and SAM2 "
         "mask. The operating point is FLUX.1's, untuned for FLUX.2.",
+        flux2_klein_loaders,
+        "refam_mask_flux2",
     )
-    f = flux_front(g, "the cat on the left", loaders=flux2_klein_loaders)
-    heat, point, sam2, seg = segmentation_tail(g, f)
-    to_image = g.add("MaskToImage")
-    g.link(seg, "mask", to_image, "mask")
-    save = g.add("SaveImage", filename_prefix="refam_mask_flux2")
-    g.link(to_image, "IMAGE", save, "images")
-    g.layout(
-        [load([f["unet"], f["vae"]], [f["clip"], sam2], [f["image"]]), describe([f["cond"]], [f["expr"]])],
-        [
-            capture_group([f["capture"], f["filter"]], [heat, point]),
-            segment_group([seg]),
-            output_group([to_image, save]),
-        ],
-    )
-    return g
 
 
 def refer_and_inpaint() -> Graph:

@@ -16,6 +16,8 @@ from refam.architectures.chroma import CHROMA
 from refam.architectures.flux import FLUX1
 from refam.architectures.flux2 import FLUX2
 from refam.architectures.mochi import MOCHI
+from refam.architectures.qwen_image import QWEN_IMAGE
+from refam.architectures.z_image import Z_IMAGE
 
 __all__ = [
     "ARCHITECTURES",
@@ -27,20 +29,21 @@ __all__ = [
     "diffusers_architecture",
 ]
 
-ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, FLUX2, CHROMA, MOCHI)
+ARCHITECTURES: tuple[Architecture, ...] = (FLUX1, FLUX2, CHROMA, QWEN_IMAGE, Z_IMAGE, MOCHI)
 
-# Diffusion models a user may hand a capture node, by ComfyUI class name, that have no module
-# here yet: RefAM names them instead of failing on a missing layer.
+# Diffusion models a user may hand a capture node, by ComfyUI class name, that no module here reads
+# (tried after the modules: NextDiT is Z-Image's class too): RefAM names them instead of failing on
+# a missing layer.
 PLANNED = {
     "ChromaRadiance": "Chroma Radiance",
-    "QwenImageTransformer2DModel": "Qwen-Image",
-    "NextDiT": "Lumina 2 / Z-Image",
+    "NextDiT": "Lumina 2",
     "HunyuanVideo": "HunyuanVideo / HunyuanImage",
     "WanModel": "Wan",
 }
 
 _LOADERS = {
-    "image": "FLUX.1 dev/schnell/Kontext, FLUX.2 dev/klein or Chroma (UNETLoader / CheckpointLoaderSimple)",
+    "image": "FLUX.1 dev/schnell/Kontext, FLUX.2 dev/klein, Chroma, Qwen-Image / Qwen-Image-Edit or Z-Image "
+    "(UNETLoader / CheckpointLoaderSimple)",
     "video": "Mochi (mochi_preview, UNETLoader)",
 }
 
@@ -68,16 +71,16 @@ def comfy_architecture(model: Any, modality: str | None = None) -> tuple[Archite
     a TypeError names what else was found, a NotImplementedError a model whose support is planned."""
     inner = getattr(getattr(model, "model", None), "diffusion_model", None)
     found = type(inner).__name__ if inner is not None else type(model).__name__
+    for arch in ARCHITECTURES:
+        if (modality is None or arch.modality == modality) and inner is not None and arch.comfy_matches(inner):
+            arch.comfy_check(inner)
+            return arch, inner
     if found in PLANNED:
         raise NotImplementedError(
             f"RefAM does not support {PLANNED[found]} yet (support is planned); it runs on "
             + " and ".join(_LOADERS[m] for m in _modalities(modality))
             + " MODELs"
         )
-    for arch in ARCHITECTURES:
-        if (modality is None or arch.modality == modality) and inner is not None and arch.comfy_matches(inner):
-            arch.comfy_check(inner)
-            return arch, inner
     raise TypeError(
         "RefAM needs a "
         + " or ".join(_LOADERS[m] for m in _modalities(modality))

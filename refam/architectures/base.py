@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from refam.attention import ImageAttention, JointBlockAdapter
+from refam.attention import ExpressionLayout, ImageAttention, JointBlockAdapter
 from refam.operating_point import OperatingPoint
 
 __all__ = ["Architecture", "ComfyBlock", "TextEncoder", "class_named", "own_function"]
@@ -112,8 +112,9 @@ class Architecture(ABC):
         ``temb``, rotary embedding...) and the pass state of :meth:`diffusers_start_pass`."""
 
     @abstractmethod
-    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
-        """Text-encoder embeddings ``[B, L, D]`` -> the text stream, as the model does for the caption."""
+    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+        """Text-encoder embeddings ``[B, L, D]`` (expressions back to back, as ``layout`` says) -> the
+        text stream, as the model does for the caption."""
 
     def diffusers_conditioning(self, name: str, inputs: dict[str, Any], state: Any) -> torch.Tensor:
         """What modulates the expression branch in block ``name``, from its bound forward arguments."""
@@ -125,6 +126,10 @@ class Architecture(ABC):
 
     # -- ComfyUI -------------------------------------------------------------------------------
     comfy_wrapper = "DIFFUSION_MODEL"  # the WrappersMP point that starts a pass
+    # How the branch rides a block: "replace" (a ``dit`` replace patch per block, which calls the
+    # block) or "after_block" (one ``double_block`` patch called after every block, for a model
+    # whose forward consults no replace patches, e.g. Z-Image's NextDiT).
+    comfy_patch = "replace"
 
     @abstractmethod
     def comfy_matches(self, diffusion_model: nn.Module) -> bool:
@@ -168,8 +173,9 @@ class Architecture(ABC):
         """The vector that modulates the expression branch in this block."""
 
     @abstractmethod
-    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
-        """Text-encoder embeddings ``[B, L, D]`` -> the text stream, as the model does for the caption."""
+    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+        """Text-encoder embeddings ``[B, L, D]`` (expressions back to back, as ``layout`` says) -> the
+        text stream, as the model does for the caption."""
 
     @abstractmethod
     def comfy_text_like(self, block: ComfyBlock, args: dict) -> torch.Tensor:

@@ -27,6 +27,7 @@ from refam.architectures.flux import (
     ComfyFluxPass,
     DiffusersFluxPass,
     Flux1,
+    double_and_single_blocks,
     pack_modulations,
     token_grid,
     unsupported_flux_variant,
@@ -67,9 +68,7 @@ class Chroma(Flux1):
         # No signature check as FLUX.1's: Chroma's single blocks take [text ; image] by design.
         if not self.diffusers_matches(transformer):
             raise TypeError(f"expected a diffusers ChromaTransformer2DModel, got {type(transformer).__name__}")
-        named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
-        named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
-        return named
+        return double_and_single_blocks(transformer)
 
     def diffusers_conditioning(self, name: str, inputs: dict[str, Any], state: DiffusersFluxPass) -> torch.Tensor:
         temb = inputs["temb"]

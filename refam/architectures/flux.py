@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from refam.architectures.base import Architecture, ComfyBlock, TextEncoder, class_named
-from refam.attention import ImageAttention
+from refam.attention import ExpressionLayout, ImageAttention
 from refam.operating_point import OperatingPoint
 from refam.variants import BRANCH_POOLED, check_choice
 
@@ -26,12 +26,14 @@ __all__ = [
     "Modulation",
     "clip_fp16",
     "comfy_rope",
+    "double_and_single_blocks",
     "FLUX_IMAGE",
     "FLUX_SCHNELL",
     "flux_point",
     "latent_image_ids",
     "pack_latents",
     "pack_modulations",
+    "refuse_fused_projections",
     "to_heads",
     "token_grid",
     "unpack_modulations",
@@ -277,6 +279,18 @@ def unsupported_flux_variant(diffusion_model: nn.Module, shared_modulation: bool
     return None
 
 
+def double_and_single_blocks(transformer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A diffusers FLUX-family transformer's blocks in execution order: ``double.i``, then ``single.j``."""
+    named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
+    named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
+    return named
+
+
+def refuse_fused_projections(block: nn.Module) -> None:
+    if getattr(block.attn, "fused_projections", False):
+        raise RuntimeError("RefAM reads the separate q/k/v projections; call transformer.unfuse_qkv_projections() first")
+
+
 @dataclass
 class ComfyFluxPass:
     """One forward's token layout: text first, then ``n_img`` image tokens (then any reference tokens)."""
@@ -320,15 +334,10 @@ class Flux1(Architecture):
                     f"diffusers {diffusers.__version__} passes text and image to FLUX's single blocks as one tensor; "
                     "RefAM needs diffusers >= 0.35: pip install -U 'diffusers>=0.35'"
                 )
-        named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
-        named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
-        return named
+        return double_and_single_blocks(transformer)
 
     def diffusers_adapter(self, name: str, block: nn.Module):
-        if getattr(block.attn, "fused_projections", False):
-            raise RuntimeError(
-                "RefAM reads the separate q/k/v projections; call transformer.unfuse_qkv_projections() first"
-            )
+        refuse_fused_projections(block)
         return (DiffusersDoubleAdapter if name.startswith("double") else DiffusersSingleAdapter)(block)
 
     def diffusers_qkv_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -367,7 +376,7 @@ class Flux1(Architecture):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
         )
 
-    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
+    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         return transformer.context_embedder(embeds)
 
     @torch.no_grad()
@@ -437,7 +446,7 @@ class Flux1(Architecture):
         vec = args["vec"]
         return vec if state.vec_shift is None else vec + state.vec_shift.to(vec)
 
-    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
+    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         return diffusion_model.txt_in(embeds)
 
     def comfy_text_like(self, block: ComfyBlock, args: dict) -> torch.Tensor:

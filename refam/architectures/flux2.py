@@ -30,12 +30,14 @@ from refam.architectures.flux import (
     Flux1,
     clip_fp16,
     comfy_rope,
+    double_and_single_blocks,
     flux_point,
     pack_modulations,
+    refuse_fused_projections,
     to_heads,
     unsupported_flux_variant,
 )
-from refam.attention import ImageAttention
+from refam.attention import ExpressionLayout, ImageAttention
 from refam.operating_point import OperatingPoint
 
 __all__ = ["FLUX2", "FLUX2_DEV", "FLUX2_IMAGE", "KLEIN_TEMPLATE", "Flux2", "image_point"]
@@ -135,16 +137,16 @@ def _diffusers_text_rotation(text_rope: tuple[torch.Tensor, torch.Tensor]):
 
     cos, sin = text_rope
 
-    def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        positions = positions.to(cos.device)
+    def rotate(x: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+        positions = layout.positions(cos.device)  # each expression from text position 0, as a caption
         return apply_rotary_emb(x, (cos[positions], sin[positions]), sequence_dim=2)
 
     return rotate
 
 
 def _comfy_text_rotation(pe: torch.Tensor):
-    def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return comfy_rope(x, pe[:, :, positions.to(pe.device)], x)
+    def rotate(x: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+        return comfy_rope(x, pe[:, :, layout.positions(pe.device)], x)
 
     return rotate
 
@@ -164,15 +166,10 @@ class Flux2(Flux1):
     def diffusers_blocks(self, transformer: nn.Module) -> list[tuple[str, nn.Module]]:
         if not self.diffusers_matches(transformer):
             raise TypeError(f"expected a diffusers Flux2Transformer2DModel, got {type(transformer).__name__}")
-        named = [(f"double.{i}", b) for i, b in enumerate(transformer.transformer_blocks)]
-        named += [(f"single.{i}", b) for i, b in enumerate(transformer.single_transformer_blocks)]
-        return named
+        return double_and_single_blocks(transformer)
 
     def diffusers_adapter(self, name: str, block: nn.Module):
-        if getattr(block.attn, "fused_projections", False):
-            raise RuntimeError(
-                "RefAM reads the separate q/k/v projections; call transformer.unfuse_qkv_projections() first"
-            )
+        refuse_fused_projections(block)
         return (DiffusersDoubleAdapter if name.startswith("double") else DiffusersSingleAdapter)(block)
 
     def diffusers_qkv_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -251,7 +248,7 @@ class Flux2(Flux1):
         # A double block gets ((image sets), (text sets)); a single block its one set.
         return pack_modulations(vec[1]) if isinstance(vec, tuple) else pack_modulations([vec])
 
-    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
+    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         norm = getattr(diffusion_model, "txt_norm", None)
         return diffusion_model.txt_in(norm(embeds) if norm is not None else embeds)
 

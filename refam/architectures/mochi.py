@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refam.architectures.base import Architecture, ComfyBlock, TextEncoder, class_named, own_function
-from refam.attention import BlockCapture, ImageAttention
+from refam.attention import BlockCapture, ExpressionLayout, ImageAttention
 from refam.operating_point import OperatingPoint
 
 __all__ = [
@@ -209,7 +209,7 @@ class Mochi1(Architecture):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_plain.transpose(1, 2), out.transpose(1, 2)
         )
 
-    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
+    def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         return transformer.time_embed.caption_proj(embeds)
 
     # -- ComfyUI -------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class Mochi1(Architecture):
     def comfy_conditioning(self, args: dict, state: ComfyMochiPass) -> torch.Tensor:
         return args["vec"]
 
-    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
+    def comfy_embed(self, diffusion_model: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         return diffusion_model.t5_yproj(embeds)
 
     def comfy_text_like(self, block: ComfyBlock, args: dict) -> torch.Tensor:

@@ -213,10 +213,13 @@ class ComfyCapture:
         from comfy.patcher_extension import WrappersMP
 
         clone = self.model.clone()
-        replace = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-        for index, block in enumerate(self.joint_blocks[: self.runner.last + 1]):
-            patch = self._block_patch(index, block, replace.get(block.patch_key))
-            clone.set_model_patch_replace(patch, "dit", *block.patch_key)
+        if self.architecture.comfy_patch == "after_block":
+            clone.set_model_patch(self._after_block_patch, "double_block")
+        else:
+            replace = clone.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+            for index, block in enumerate(self.joint_blocks[: self.runner.last + 1]):
+                patch = self._block_patch(index, block, replace.get(block.patch_key))
+                clone.set_model_patch_replace(patch, "dit", *block.patch_key)
         clone.add_wrapper_with_key(getattr(WrappersMP, self.architecture.comfy_wrapper), PATCH_KEY, self._on_pass)
         return clone
 
@@ -241,18 +244,21 @@ class ComfyCapture:
             self.diffusion_model, args, kwargs, self.branch_pooled
         )
         self.runner.start_pass(positive_rows(options.get("cond_or_uncond"), batch))
+        if self.architecture.comfy_patch == "after_block" and self.active:
+            # No per-block patch wraps the attention call: the reader stays on for the whole pass
+            # and each block's patch takes the latest call (the refiners' come before the first).
+            reader = attention_reader(options.get("optimized_attention_override"), self._keep, self._preferred[0])
+            kwargs = {**kwargs, "transformer_options": {**options, "optimized_attention_override": reader}}
         out = executor(*args, **kwargs)
         if self.keep_output:
             self._outputs.append(out)
         return out
 
+    def _keep(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+        # Only references here: the slicing runs in the branch, where a meter charges it.
+        self._attention = (q, k, v, out)
+
     def _block_patch(self, index: int, block: ComfyBlock, previous: Callable | None):
-        arch = self.architecture
-
-        def keep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
-            # Only references here: the slicing runs in the branch, where a meter charges it.
-            self._attention = (q, k, v, out)
-
         def patch(args: dict, extra: dict) -> dict:
             import comfy.model_management
 
@@ -261,27 +267,43 @@ class ComfyCapture:
                 return previous(args, extra) if previous is not None else extra["original_block"](args)
             options = dict(args.get("transformer_options") or {})
             options["optimized_attention_override"] = attention_reader(
-                options.get("optimized_attention_override"), keep, self._preferred[index]
+                options.get("optimized_attention_override"), self._keep, self._preferred[index]
             )
             call_args = {**args, "transformer_options": options}
             out = previous(call_args, extra) if previous is not None else extra["original_block"](call_args)
-            seen, self._attention = self._attention, None
-            if seen is None:
-                raise RuntimeError(f"{block.name}: no attention call was seen")
-            state = self._pass
-            like = arch.comfy_text_like(block, args)
-
-            def embed(batch: int) -> torch.Tensor:
-                embeds = self.expression_embeds.to(device=like.device, dtype=like.dtype)
-                return arch.comfy_embed(self.diffusion_model, embeds.expand(batch, -1, -1))
-
-            def image() -> ImageAttention:
-                q, k, v, out = seen
-                # The call returns [B, T, H*Dh] (skip_reshape): laid out like v for the architecture.
-                out = out.unflatten(-1, (q.shape[1], -1)).transpose(1, 2)
-                return arch.comfy_image_attention(block, q, k, v, out, args, state)
-
-            self.runner.run(index, image, arch.comfy_conditioning(args, state), embed)
+            self._branch(index, block, args)
             return out
 
         return patch
+
+    def _after_block_patch(self, args: dict) -> dict:
+        """The one patch a model without replace patches calls after each joint block (Z-Image's
+        NextDiT: ``patches["double_block"]``); it changes nothing in the block's output."""
+        import comfy.model_management
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        index = args["block_index"]
+        if self.active and index <= self.runner.last:
+            self._branch(index, self.joint_blocks[index], args)
+        return {}
+
+    def _branch(self, index: int, block: ComfyBlock, args: dict) -> None:
+        """One block of the expression branch on the attention call just seen."""
+        arch = self.architecture
+        seen, self._attention = self._attention, None
+        if seen is None:
+            raise RuntimeError(f"{block.name}: no attention call was seen")
+        state = self._pass
+        like = arch.comfy_text_like(block, args)
+
+        def embed(batch: int) -> torch.Tensor:
+            embeds = self.expression_embeds.to(device=like.device, dtype=like.dtype)
+            return arch.comfy_embed(self.diffusion_model, embeds.expand(batch, -1, -1), self.layout)
+
+        def image() -> ImageAttention:
+            q, k, v, out = seen
+            # The call returns [B, T, H*Dh] (skip_reshape): laid out like v for the architecture.
+            out = out.unflatten(-1, (q.shape[1], -1)).transpose(1, 2)
+            return arch.comfy_image_attention(block, q, k, v, out, args, state)
+
+        self.runner.run(index, image, arch.comfy_conditioning(args, state), embed)

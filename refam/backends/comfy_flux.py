@@ -27,7 +27,7 @@ from refam.noise import capture_noise
 from refam.operating_point import FROM_BACKEND, FromBackend, OperatingPoint
 from refam.variants import BRANCH_POOLED
 
-__all__ = ["ComfyFlux", "capture_flux", "flux_diffusion_model"]
+__all__ = ["ComfyFlux", "capture_flux", "flux_diffusion_model", "joint_block_count"]
 
 
 def flux_diffusion_model(model: Any) -> torch.nn.Module:
@@ -36,9 +36,16 @@ def flux_diffusion_model(model: Any) -> torch.nn.Module:
     return comfy_architecture(model, "image")[1]
 
 
+def joint_block_count(model: Any) -> int:
+    """How many joint blocks a pass of the image MODEL runs (what a progress bar counts), checked
+    as :func:`flux_diffusion_model` checks it."""
+    architecture, diffusion_model = comfy_architecture(model, "image")
+    return len(architecture.comfy_blocks(diffusion_model))
+
+
 def _guidance_embed(diffusion_model: torch.nn.Module) -> bool:
     # Chroma's parameters have no guidance embedding field (its approximator takes guidance 0).
-    return bool(getattr(diffusion_model.params, "guidance_embed", False))
+    return bool(getattr(getattr(diffusion_model, "params", None), "guidance_embed", False))
 
 
 def _latent_multiple(vae: Any, diffusion_model: torch.nn.Module) -> int:
@@ -86,7 +93,8 @@ def capture_flux(
     )
     batch, height, width = images.shape[:3]
     size = model_size((height, width), resolution, _latent_multiple(vae, session.diffusion_model))
-    latent = vae.encode(comfy_pixels(images, size)).float()
+    # One image at a time: a video VAE (Qwen-Image's is Wan 2.1's) would read a batch as frames.
+    latent = torch.cat([vae.encode(comfy_pixels(images[i : i + 1], size)) for i in range(batch)]).float()
     grid = token_grid(latent.shape, session.diffusion_model.patch_size)
     meta: dict[str, Any] = {"features": features.describe()}
     average = PassAverage(layout, features.step_aggregation)

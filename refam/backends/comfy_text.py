@@ -33,9 +33,14 @@ COMFY_T5_PAD_LENGTH = 256
 
 # What a CLIP must hold, for the message when it holds neither.
 _WANTED = (
-    "the model's text encoder: T5-XXL (FLUX.1: DualCLIPLoader type 'flux'; Mochi: CLIPLoader type 'mochi') "
-    "or Qwen3 (FLUX.2 klein: CLIPLoader type 'flux2')"
+    "the model's text encoder: T5-XXL (FLUX.1: DualCLIPLoader type 'flux'; Mochi: CLIPLoader type 'mochi'), "
+    "Qwen3 (FLUX.2 klein: CLIPLoader type 'flux2') or Qwen2.5-VL (Qwen-Image: CLIPLoader type 'qwen_image')"
 )
+
+# ComfyUI's Qwen2.5-VL text model (Qwen-Image's) crops a prompt's template up to and including the
+# user turn's opening from its output, as diffusers' pipeline drops its first 34 tokens: that part
+# conditions the prompt's states but never reaches the DiT.
+_CROPPED_THROUGH = {"qwen25_7b": "<|im_start|>user\n"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class ComfyTextPart:
     ``key``: its name in the CLIP's token dict (``t5xxl``, ``qwen3_4b``...); ``tokenizer``: the
     Hugging Face tokenizer behind it (word offsets for token roles); ``pad_length``: what a prompt
     is padded to (FLUX.1's T5: 256), None when prompts are not padded (Chroma's T5, the LLMs);
-    ``template``: an LLM's chat template around the prompt, (before, after)."""
+    ``template``: an LLM's chat template around the prompt, (before, after), as the DiT sees it;
+    ``encoder_prefix``: template text before that which only the encoder reads (the CLIP crops it
+    from its output: Qwen-Image's system turn and user-turn opening), None when there is none."""
 
     key: str
     tokenizer: Any
@@ -53,6 +60,7 @@ class ComfyTextPart:
     template: tuple[str, str] | None
     model: Any  # the CLIP's encoder for that key (its input embeddings serve vector magnets)
     causal: bool  # an LLM: padding after a prompt never reaches it
+    encoder_prefix: str | None = None
 
 
 def _inner(tokenizer: Any) -> Any:
@@ -69,8 +77,9 @@ def _model_part(clip: Any, key: str) -> Any:
 
 
 def text_part(clip: Any) -> ComfyTextPart:
-    """The T5-XXL (FLUX.1's dual CLIP, Mochi's single one) or LLM (FLUX.2 klein's Qwen3, with its
-    chat template) part of a ComfyUI CLIP; a TypeError naming what the CLIP holds otherwise."""
+    """The T5-XXL (FLUX.1's dual CLIP, Mochi's single one) or LLM (FLUX.2 klein's Qwen3, Qwen-Image's
+    Qwen2.5-VL, with its chat template) part of a ComfyUI CLIP; a TypeError naming what the CLIP
+    holds otherwise."""
     tokenizer = getattr(clip, "tokenizer", None)
     t5 = getattr(tokenizer, "t5xxl", None)
     if t5 is None and getattr(tokenizer, "clip_name", None) == "t5xxl":
@@ -84,6 +93,9 @@ def text_part(clip: Any) -> ComfyTextPart:
     llm = _inner(tokenizer) if isinstance(template, str) and template.count("{}") == 1 else None
     if getattr(llm, "tokenizer", None) is not None and key:
         before, after = template.split("{}")
+        cropped = _CROPPED_THROUGH.get(key)
+        if cropped is not None and before.endswith(cropped):
+            return ComfyTextPart(key, llm.tokenizer, None, ("", after), _model_part(clip, key), True, before)
         return ComfyTextPart(key, llm.tokenizer, None, (before, after), _model_part(clip, key), True)
     raise TypeError(
         f"RefAM needs {_WANTED}; the CLIP given has tokenizer {type(tokenizer).__name__} without either"
@@ -149,6 +161,8 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
     if not expressions:
         raise ValueError("no expressions to encode")
     part = text_part(clip)  # the TypeError for a CLIP without a text encoder RefAM reads
+    if part.encoder_prefix is not None:
+        return _encode_behind_prefix(clip, part, expressions)
     if part.pad_length is None and not part.causal and len(expressions) > 1:
         alone = [encode_expressions(clip, [e])[0] for e in expressions]
         return torch.cat(alone, dim=1), ExpressionLayout(tuple(e.valid_length for e in expressions))
@@ -163,3 +177,25 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
     rows = cond.reshape(len(expressions), width, cond.shape[-1])
     joined, layout = pack_expressions(rows, [e.valid_length for e in expressions])
     return joined.float().cpu(), layout
+
+
+def _encode_behind_prefix(
+    clip: Any, part: ComfyTextPart, expressions: Sequence[TokenizedExpression]
+) -> tuple[torch.Tensor, ExpressionLayout]:
+    """Each expression behind the template prefix only the encoder reads, one CLIP call each: the
+    CLIP looks for that prefix in the first section alone and crops it from all sections joined
+    (a section without it would keep its last token only)."""
+    prefix = [(int(i), 1.0) for i in part.tokenizer(part.encoder_prefix, add_special_tokens=False)["input_ids"]]
+    scale = _vector_scale(clip, part) if has_vector_magnets(expressions) else None
+    rows = []
+    for expression in expressions:
+        tokens = dict(clip.tokenize(""))
+        tokens[part.key] = [prefix + _section(expression, scale)]
+        cond = clip.encode_from_tokens(tokens)
+        if cond.shape[1] != len(expression.ids):
+            raise RuntimeError(
+                f"the CLIP returned {cond.shape[1]} rows for a prompt of {len(prefix)} template + "
+                f"{len(expression.ids)} expression tokens; RefAM expects it to drop exactly the {len(prefix)}"
+            )
+        rows.append(cond[:, : expression.valid_length])
+    return torch.cat(rows, dim=1).float().cpu(), ExpressionLayout(tuple(e.valid_length for e in expressions))

@@ -147,7 +147,7 @@ class DiffusersCapture:
             def embed(batch: int) -> torch.Tensor:
                 embeds = self.expression_embeds.to(device=text.device, dtype=text.dtype)
                 embeds = embeds.expand(batch, -1, -1) if embeds.shape[0] == 1 else embeds
-                return self.architecture.diffusers_embed(self.transformer, embeds)
+                return self.architecture.diffusers_embed(self.transformer, embeds, self.runner.layout)
 
             def image() -> ImageAttention:
                 return self.architecture.diffusers_image_attention(block, q, k, v, o, inputs, self._pass)

@@ -297,10 +297,17 @@ class DiffusersFlux:
         )
 
     # -- passes ----------------------------------------------------------------------------------
+    def transformer_inputs(self, packed: torch.Tensor, sigma: float, flux: FluxInputs) -> dict[str, Any]:
+        """The transformer's arguments for one pass on tokens from :meth:`to_tokens` at ``σ``."""
+        return flux.kwargs(packed.to(self.device, self.dtype), sigma)
+
+    def velocity(self, output: Any) -> torch.Tensor:
+        """The flow's velocity (float32, laid out as :meth:`to_tokens`) from the transformer's output."""
+        return output[0].float()
+
     def forward(self, packed: torch.Tensor, sigma: float, flux: FluxInputs) -> torch.Tensor:
         """The transformer's velocity at ``σ`` for packed latents ``[B, N, C·4]`` (float32 out)."""
-        kwargs = flux.kwargs(packed.to(self.device, self.dtype), sigma)
-        return self.transformer(**kwargs)[0].float()
+        return self.velocity(self.transformer(**self.transformer_inputs(packed, sigma, flux)))
 
     def capture_latent(
         self, packed: torch.Tensor, sigma: float, flux: FluxInputs, branch: Branch
@@ -308,7 +315,7 @@ class DiffusersFlux:
         """One pass at ``σ`` on the (already noised) packed latents with every expression's branch,
         stopped after the last selected block."""
         with branch.installed(self.transformer, flux, stop_after_last=True) as session:
-            run_until_captured(self.transformer, **flux.kwargs(packed.to(self.device, self.dtype), sigma))
+            run_until_captured(self.transformer, **self.transformer_inputs(packed, sigma, flux))
         return session.records
 
     def invert_and_denoise(

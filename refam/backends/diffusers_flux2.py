@@ -43,13 +43,19 @@ class DiffusersFlux2(DiffusersFlux):
     text_encoder: nn.Module | None = None
     text_tokenizer: Any = None
     name: str = "flux2-klein"
+    # What the text path reads: the encoder's hidden states concatenated, the chat template, and the
+    # length captions are padded to (None: unpadded, the pads stripped as Z-Image's pipeline does).
+    text_layers = KLEIN_LAYERS
+    template = KLEIN_TEMPLATE
+    caption_length = TEXT_POSITIONS
+    architecture_name = "flux2"
 
     def __post_init__(self) -> None:
         if self.text_encoder is None or self.text_tokenizer is None:
-            raise ValueError("FLUX.2 klein needs its Qwen3 text encoder and tokenizer (text_encoder=, text_tokenizer=)")
+            raise ValueError(f"{self.name} needs its Qwen3 text encoder and tokenizer (text_encoder=, text_tokenizer=)")
         super().__post_init__()
-        if self.architecture.name != "flux2":
-            raise TypeError(f"DiffusersFlux2 runs FLUX.2 transformers; got {self.architecture.label}")
+        if self.architecture.name != self.architecture_name:
+            raise TypeError(f"{type(self).__name__} runs {self.architecture_name} transformers; got {self.architecture.label}")
 
     def _modules(self) -> list[nn.Module]:
         return [m for m in (self.transformer, self.vae, self.text_encoder) if m is not None]
@@ -65,7 +71,7 @@ class DiffusersFlux2(DiffusersFlux):
 
     @property
     def text_template(self) -> tuple[str, str]:
-        return KLEIN_TEMPLATE
+        return self.template
 
     @torch.no_grad()
     def _hidden_layers(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -73,18 +79,19 @@ class DiffusersFlux2(DiffusersFlux):
         with self._on_device(self.text_encoder):
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             states = encoder(**inputs, attention_mask=mask.to(self.device), output_hidden_states=True).hidden_states
-            return torch.cat([states[i] for i in KLEIN_LAYERS], dim=-1).to(self.dtype)
+            return torch.cat([states[i] for i in self.text_layers], dim=-1).to(self.dtype)
 
     @torch.no_grad()
     def encode_caption(self, caption: str) -> tuple[torch.Tensor, None]:
-        """``(prompt_embeds [1, 512, 3·D], None)``: the caption in klein's template, padded to 512
-        as the Flux2KleinPipeline pads it (the transformer sees the pads; FLUX.2 has no pooled vector)."""
+        """``(prompt_embeds [1, T, 3·D], None)``: the caption in the template, padded to 512 as the
+        Flux2KleinPipeline pads it (the transformer sees the pads; FLUX.2 has no pooled vector)."""
+        padding = {"padding": "max_length"} if self.caption_length else {}
         enc = self.text_tokenizer(
-            [KLEIN_TEMPLATE[0] + caption + KLEIN_TEMPLATE[1]],
-            padding="max_length",
-            max_length=TEXT_POSITIONS,
+            [self.template[0] + caption + self.template[1]],
+            max_length=self.caption_length or TEXT_POSITIONS,
             truncation=True,
             return_tensors="pt",
+            **padding,
         )
         return self._hidden_layers({"input_ids": enc.input_ids}, enc.attention_mask), None
 

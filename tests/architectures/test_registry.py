@@ -42,5 +42,5 @@ def test_a_diffusers_mochi_is_read_as_mochi():
     )  # fmt: skip
     assert diffusers_architecture(model) is MOCHI
     assert [name for name, _ in MOCHI.diffusers_blocks(model)] == ["mochi.0"]
-    with pytest.raises(TypeError, match="FLUX.1 / FLUX.2 / Chroma transformers"):
+    with pytest.raises(TypeError, match="FLUX.1 / FLUX.2 / Chroma / Qwen-Image / Z-Image transformers"):
         diffusers_architecture(model, "image")

@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
 from refam.architectures.flux2 import KLEIN_TEMPLATE
 from tiny_models import save_tiny_flux2_klein_folder
-
-QWEN_TOKENIZER = REPO_ROOT.parent / "shared" / "comfyui" / "0.10.0-hiddenswitch" / "comfy" / "text_encoders" / "qwen25_tokenizer"
-
-
-@pytest.fixture(scope="module")
-def qwen_tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER))
 
 
 @pytest.fixture(scope="module")

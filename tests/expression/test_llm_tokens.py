@@ -1,5 +1,5 @@
-"""Token roles with FLUX.2 klein's real Qwen3 tokenizer (byte-level BPE, the one ComfyUI ships)
-inside its chat template, on the RefCOCOg fixture sentences."""
+"""Token roles with the real Qwen3 tokenizer (byte-level BPE, the one ComfyUI ships) inside FLUX.2
+klein's and Z-Image's chat templates, on the RefCOCOg fixture sentences."""
 
 from __future__ import annotations
 
@@ -7,20 +7,10 @@ import pickle
 
 import pytest
 
-from conftest import REPO_ROOT, shared_path
+from conftest import shared_path
 from refam.architectures.flux2 import KLEIN_TEMPLATE
+from refam.architectures.z_image import Z_IMAGE_TEMPLATE
 from refam.expression import STOP_WORDS, TokenRole, tokenize_expression
-
-QWEN_TOKENIZER = REPO_ROOT.parent / "shared" / "comfyui" / "0.10.0-hiddenswitch" / "comfy" / "text_encoders" / "qwen25_tokenizer"
-
-
-@pytest.fixture(scope="module")
-def qwen_tokenizer():
-    from transformers import AutoTokenizer
-
-    if not QWEN_TOKENIZER.is_dir():
-        pytest.fail(f"ComfyUI's Qwen tokenizer missing: {QWEN_TOKENIZER} (the repo expects ../shared beside it)")
-    return AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER))
 
 
 def _sentences() -> list[str]:
@@ -37,15 +27,17 @@ def _content_words(expression) -> list[str]:
     return words
 
 
-def test_klein_template_tokens_are_what_comfyui_encodes_and_roles_match_t5s(qwen_tokenizer, t5_tokenizer):
-    before, after = (len(qwen_tokenizer(part, add_special_tokens=False)["input_ids"]) for part in KLEIN_TEMPLATE)
-    assert (before, after) == (3, 9)  # <|im_start|> user \n ... <|im_end|> ... </think> \n\n
+# <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n (klein: then the empty think block)
+@pytest.mark.parametrize(("template", "sizes"), [(KLEIN_TEMPLATE, (3, 9)), (Z_IMAGE_TEMPLATE, (3, 5))], ids=["klein", "z-image"])
+def test_template_tokens_are_what_comfyui_encodes_and_roles_match_t5s(qwen_tokenizer, t5_tokenizer, template, sizes):
+    before, after = (len(qwen_tokenizer(part, add_special_tokens=False)["input_ids"]) for part in template)
+    assert (before, after) == sizes
     sentences = _sentences()
     assert len(sentences) == 28
     for sentence in sentences:
-        te = tokenize_expression(sentence, qwen_tokenizer, template=KLEIN_TEMPLATE)
-        # ComfyUI's KleinTokenizer encodes the templated text in one call: the same ids.
-        assert te.ids == qwen_tokenizer(KLEIN_TEMPLATE[0] + te.augmented + KLEIN_TEMPLATE[1])["input_ids"]
+        te = tokenize_expression(sentence, qwen_tokenizer, template=template)
+        # ComfyUI's KleinTokenizer / ZImageTokenizer encode the templated text in one call: the same ids.
+        assert te.ids == qwen_tokenizer(template[0] + te.augmented + template[1])["input_ids"]
         roles = [t.role for t in te.tokens]
         assert roles[:before] == [TokenRole.EOS] * before and roles[-after:] == [TokenRole.EOS] * after
         assert roles[-after - 5 : -after] == [TokenRole.MAGNET] * 5  # "_ with to and pink", one piece each

@@ -12,6 +12,7 @@ from comfy_support import (
     comfy_flux2_from_diffusers,
     import_comfy,
     load_pack,
+    run_node,
     tiny_flux2_vae_for_comfy,
     tiny_klein_clip,
 )
@@ -35,23 +36,18 @@ def objects(pack):
     return model, clip, vae
 
 
-def _run(pack, node_id, **kwargs):
-    spec = next(s for s in pack.nodes.NODE_SPECS if s.node_id == node_id)
-    defaults = {p.name: p.default for p in spec.inputs if p.is_widget and p.name not in kwargs}
-    return spec.run(**defaults, **kwargs)
-
 
 def test_flux2_klein_node_chain_end_to_end(pack, objects):
     model, clip, vae = objects
     image = torch.full((2, 77, 123, 3), 0.5)
     image[:, 10:40, 8:45] = torch.tensor([0.9, 0.1, 0.1])
-    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip, caption="two squares", guidance=3.5)
+    (cond,) = run_node(pack, "RefAMCaptionConditioning", clip=clip, caption="two squares", guidance=3.5)
     assert cond[0][0].shape[1] == 512  # klein's prompt: its chat template, padded to 512
-    (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="the red square on the left\nthe grey one")
+    (expr,) = run_node(pack, "RefAMReferringExpression", clip=clip, expressions="the red square on the left\nthe grey one")
     roles = [t.role.value for t in expr.tokenized[0].tokens]
     assert roles[:3] == ["eos"] * 3 and roles[-9:] == ["eos"] * 9  # the chat template around the expression
     assert expr.embeds.shape[-1] == 192 and expr.layout.lengths == tuple(len(t.ids) for t in expr.tokenized)
-    (att,) = _run(
+    (att,) = run_node(
         pack, "RefAMCaptureAttentionFlux", model=model, vae=vae, image=image, conditioning=cond, expression=expr,
         sigma=0.75, seed=0, blocks="all", resolution=96,
     )  # fmt: skip
@@ -59,10 +55,10 @@ def test_flux2_klein_node_chain_end_to_end(pack, objects):
     assert captured.meta["architecture"] == "FLUX.2"
     assert [b.name for b in captured.blocks] == ["double.0", "double.1", "single.0", "single.1"]
     assert captured.geometry.grid == tuple(side // 16 for side in captured.geometry.model_size)  # 1/16, patch 1
-    heat, overlay, heatmaps = _run(pack, "RefAMHeatmap", attention=att, image=image)
+    heat, overlay, heatmaps = run_node(pack, "RefAMHeatmap", attention=att, image=image)
     assert heat.shape == (4, 77, 123) and float(heat.min()) >= 0.0 and float(heat.max()) <= 1.0
-    points_json, *_ = _run(pack, "RefAMPoint", heatmaps=heatmaps)
+    points_json, *_ = run_node(pack, "RefAMPoint", heatmaps=heatmaps)
     assert len(json.loads(points_json)) == 4
-    _grid, report, _text, diagnostics = _run(pack, "RefAMTokenMaps", attention=att, image_index=0)
+    _grid, report, _text, diagnostics = run_node(pack, "RefAMTokenMaps", attention=att, image_index=0)
     assert report.startswith("model: FLUX.2") and "role=eos" in report
     assert len(json.loads(diagnostics)) == 2

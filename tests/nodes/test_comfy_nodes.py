@@ -14,6 +14,7 @@ from comfy_support import (
     comfy_vae_from_diffusers,
     import_comfy,
     load_pack,
+    run_node,
     tiny_flux_clip,
     tiny_vae_for_comfy,
 )
@@ -50,12 +51,6 @@ def sam2_folder(tmp_path_factory, pack):
     return folder
 
 
-def _run(pack, node_id, **kwargs):
-    """Run a node as ComfyUI would: widgets not given keep their declared defaults."""
-    spec = next(s for s in pack.nodes.NODE_SPECS if s.node_id == node_id)
-    defaults = {p.name: p.default for p in spec.inputs if p.is_widget and p.name not in kwargs}
-    return spec.run(**defaults, **kwargs)
-
 
 def _image(n=2, h=77, w=123):
     """A batch whose size is not a multiple of 16: two flat squares on grey."""
@@ -68,8 +63,8 @@ def _image(n=2, h=77, w=123):
 def test_node_chain_end_to_end(pack, objects, sam2_folder):
     model, clip, vae = objects
     image = _image()
-    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip, caption="", guidance=3.5)
-    (expr,) = _run(
+    (cond,) = run_node(pack, "RefAMCaptionConditioning", clip=clip, caption="", guidance=3.5)
+    (expr,) = run_node(
         pack,
         "RefAMReferringExpression",
         clip=clip,
@@ -79,7 +74,7 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         spatial_bias=True,
     )
     assert expr.texts == ["the red square on the left", "the blue one"]
-    (att,) = _run(
+    (att,) = run_node(
         pack,
         "RefAMCaptureAttentionFlux",
         model=model,
@@ -92,7 +87,7 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         blocks="all",
         resolution=128,
     )
-    (att,) = _run(
+    (att,) = run_node(
         pack,
         "RefAMFilterTokens",
         attention=att,
@@ -106,25 +101,25 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         noun_phrase=False,
     )
     assert att.options.noun_phrase is False
-    heat, overlay, heatmaps = _run(
+    heat, overlay, heatmaps = run_node(
         pack, "RefAMHeatmap", attention=att, image=image, blocks="double,single.1", skip_fraction=0.0, spatial_bias=True
     )
     assert heat.shape == (4, 77, 123) and heat.dtype == torch.float32
     assert float(heat.min()) >= 0.0 and float(heat.max()) <= 1.0
     assert overlay.shape == (4, 77, 123, 3)
-    points_json, points, *_sam3 = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=3, min_distance=2)
+    points_json, points, *_sam3 = run_node(pack, "RefAMPoint", heatmaps=heatmaps, mode="argmax", count=3, min_distance=2)
     rows = json.loads(points_json)
     assert [(r["image"], r["expression"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(0 <= r["x"] < 123 and 0 <= r["y"] < 77 for r in rows)
     # Same image twice, same seed: the entries of image 0 and image 1 agree (batch order check).
     assert rows[0]["x"] == rows[2]["x"] and rows[1]["y"] == rows[3]["y"]
-    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="auto", dtype="auto")
-    mask, preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=points)
+    (segmenter,) = run_node(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="auto", dtype="auto")
+    mask, preview = run_node(pack, "RefAMSegment", segmenter=segmenter, image=image, points=points)
     assert mask.shape == (4, 77, 123) and preview.shape == (4, 77, 123, 3)
     assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
     # An interior point, a negative point and a box, in ComfyUI SAM3 Detect's formats; the Segment
     # node gives all of them to SAM2 and picks the candidate that agrees with the heatmap.
-    _json, prompted, positive, negative, boxes = _run(
+    _json, prompted, positive, negative, boxes = run_node(
         pack, "RefAMPoint", heatmaps=heatmaps, mode="interior", negative_points=1, box=True
     )
     positive, negative = json.loads(positive), json.loads(negative)
@@ -136,9 +131,9 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
         assert set(box) == {"x", "y", "width", "height"} and box["width"] >= 1 and box["height"] >= 1
         assert box["x"] <= p["x"] <= box["x"] + box["width"] and box["y"] <= p["y"] <= box["y"] + box["height"]
         assert prompted.prompts[i].regions.mask()[p["y"], p["x"]]  # inside the heatmap's target region
-    chosen, _preview = _run(pack, "RefAMSegment", segmenter=segmenter, image=image, points=prompted, mask_choice="agreement")
+    chosen, _preview = run_node(pack, "RefAMSegment", segmenter=segmenter, image=image, points=prompted, mask_choice="agreement")
     assert chosen.shape == (4, 77, 123)
-    grid, report, text_attention, diagnostics = _run(pack, "RefAMTokenMaps", attention=att, image_index=1)
+    grid, report, text_attention, diagnostics = run_node(pack, "RefAMTokenMaps", attention=att, image_index=1)
     assert grid.ndim == 4 and grid.shape[-1] == 3
     assert "role=magnet" in report and "the red square on the left" in report
     # Figs. 1, 3 and 4 for each expression: one text-to-text tile per block, entropies in [0, 1]
@@ -155,8 +150,8 @@ def test_node_chain_end_to_end(pack, objects, sam2_folder):
 
 def test_all_in_one(pack, objects, sam2_folder):
     model, clip, vae = objects
-    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
-    mask, heat, points_json = _run(
+    (segmenter,) = run_node(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
+    mask, heat, points_json = run_node(
         pack,
         "RefAMSegmentAllInOne",
         model=model,
@@ -183,9 +178,9 @@ def test_bad_inputs_fail_clearly(pack, objects):
 
     model, clip, vae = objects
     with pytest.raises(ValueError, match="empty"):
-        _run(pack, "RefAMReferringExpression", clip=clip, expressions=" \n  ", magnets="", noun_phrase=False, spatial_bias=False)
+        run_node(pack, "RefAMReferringExpression", clip=clip, expressions=" \n  ", magnets="", noun_phrase=False, spatial_bias=False)
     with pytest.raises(FileNotFoundError, match="searched: .*sams"):
-        _run(pack, "RefAMLoadSAM", checkpoint="missing_sam.pth", device="cpu", dtype="auto")
+        run_node(pack, "RefAMLoadSAM", checkpoint="missing_sam.pth", device="cpu", dtype="auto")
 
     class Unet(torch.nn.Module):
         def __init__(self):
@@ -193,7 +188,7 @@ def test_bad_inputs_fail_clearly(pack, objects):
             self.diffusion_model = torch.nn.Conv2d(4, 4, 1)
 
     not_flux = comfy.model_patcher.ModelPatcher(Unet(), torch.device("cpu"), torch.device("cpu"))
-    (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="a cat", magnets="", noun_phrase=False, spatial_bias=False)
+    (expr,) = run_node(pack, "RefAMReferringExpression", clip=clip, expressions="a cat", magnets="", noun_phrase=False, spatial_bias=False)
     capture = dict(vae=vae, conditioning=[], expression=expr, sigma=0.75, seed=0, blocks="all", resolution=64)
     nan_image = _image(n=1)
     nan_image[0, 5, 5, 0] = float("nan")
@@ -205,9 +200,9 @@ def test_bad_inputs_fail_clearly(pack, objects):
     ]
     for change, message in bad_inputs:  # node errors with RefAM's message, before any pass runs
         with pytest.raises(ValueError, match=message):
-            _run(pack, "RefAMCaptureAttentionFlux", model=model, **{**capture, **change})
+            run_node(pack, "RefAMCaptureAttentionFlux", model=model, **{**capture, **change})
     with pytest.raises(TypeError, match="got Conv2d"):
-        _run(
+        run_node(
             pack,
             "RefAMCaptureAttentionFlux",
             model=not_flux,
@@ -225,20 +220,20 @@ def test_bad_inputs_fail_clearly(pack, objects):
 def test_feature_mode_node_drives_the_capture(pack, objects):
     model, clip, vae = objects
     image = _image(n=1)
-    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip, caption="two squares", guidance=3.5)
-    (expr,) = _run(pack, "RefAMReferringExpression", clip=clip, expressions="the red square", magnets="_ with to and pink", noun_phrase=True, spatial_bias=True)
+    (cond,) = run_node(pack, "RefAMCaptionConditioning", clip=clip, caption="two squares", guidance=3.5)
+    (expr,) = run_node(pack, "RefAMReferringExpression", clip=clip, expressions="the red square", magnets="_ with to and pink", noun_phrase=True, spatial_bias=True)
     capture = dict(model=model, vae=vae, image=image, conditioning=cond, expression=expr, sigma=0.75, seed=0, blocks="all", resolution=64)
-    (features,) = _run(pack, "RefAMFeatureMode", features="inversion", inversion_steps=3, collect_steps="1-2")
-    (att,) = _run(pack, "RefAMCaptureAttentionFlux", features=features, **capture)
+    (features,) = run_node(pack, "RefAMFeatureMode", features="inversion", inversion_steps=3, collect_steps="1-2")
+    (att,) = run_node(pack, "RefAMCaptureAttentionFlux", features=features, **capture)
     assert att.captured.meta["features"]["mode"] == "inversion"
     assert att.captured.meta["features"]["collect_steps"] == [1, 2]
-    heat, *_ = _run(pack, "RefAMHeatmap", attention=att, image=image)
+    heat, *_ = run_node(pack, "RefAMHeatmap", attention=att, image=image)
     assert heat.shape == (1, 77, 123) and torch.isfinite(heat).all()
-    (several,) = _run(pack, "RefAMFeatureMode", sigmas="0.5, 0.9")
-    (att,) = _run(pack, "RefAMCaptureAttentionFlux", features=several, **capture)
+    (several,) = run_node(pack, "RefAMFeatureMode", sigmas="0.5, 0.9")
+    (att,) = run_node(pack, "RefAMCaptureAttentionFlux", features=several, **capture)
     assert att.captured.meta["features"]["sigmas"] == [0.5, 0.9]
     # Without the features input the node is the paper's single pass, as before.
-    (att,) = _run(pack, "RefAMCaptureAttentionFlux", **capture)
+    (att,) = run_node(pack, "RefAMCaptureAttentionFlux", **capture)
     assert att.captured.meta["features"]["mode"] == "single" and att.captured.meta["features"]["sigmas"] is None
     for change, message in [
         ({"features": "inversion", "sigmas": "0.5"}, "clear it for inversion"),
@@ -247,7 +242,7 @@ def test_feature_mode_node_drives_the_capture(pack, objects):
         ({"features": "inversion", "collect_steps": "40"}, "past the last denoising step"),
     ]:
         with pytest.raises(ValueError, match=message):
-            _run(pack, "RefAMFeatureMode", **change)
+            run_node(pack, "RefAMFeatureMode", **change)
 
 
 def test_mochi_video_chain(pack, sam2_folder):
@@ -262,34 +257,34 @@ def test_mochi_video_chain(pack, sam2_folder):
     frames = torch.zeros(8, 48, 64, 3)
     for t in range(8):
         frames[t, 10:30, 4 + 3 * t : 24 + 3 * t] = torch.tensor([0.9, 0.1, 0.1])
-    (cond,) = _run(pack, "RefAMCaptionConditioning", clip=clip_model, caption="a red box moving right", guidance=3.5)
+    (cond,) = run_node(pack, "RefAMCaptionConditioning", clip=clip_model, caption="a red box moving right", guidance=3.5)
     assert cond[0][1]["attention_mask"].shape == (1, cond[0][0].shape[1])  # Mochi's T5 returns its mask
-    (expr,) = _run(
+    (expr,) = run_node(
         pack, "RefAMReferringExpression", clip=clip_model, expressions="the red box", magnets="_ with",
         noun_phrase=False, spatial_bias=True,
     )
-    att, shown, selection = _run(
+    att, shown, selection = run_node(
         pack, "RefAMCaptureAttentionMochi", model=model, vae=PooledVideoVAE(), frames=frames, conditioning=cond,
         expression=expr, sigma=0.01, seed=0, blocks="all", resolution=64,
     )
     # 8 frames -> padded to 13 -> 3 latent frames, all holding real frames; one shown frame each.
     assert att.captured.batch_size == 3 and selection.indices == [0, 3, 7] and shown.shape == (3, 48, 64, 3)
-    (att,) = _run(
+    (att,) = run_node(
         pack, "RefAMFilterTokens", attention=att, drop_stop_words=True, drop_magnets=True, drop_eos=True,
         score="concept_attention", remove_gas=True, gas_threshold=10.0, gas_rule="paper", noun_phrase=False,
     )
-    heat, _overlay, heatmaps = _run(pack, "RefAMHeatmap", attention=att, image=shown, blocks="all", skip_fraction=0.0, spatial_bias=True)
+    heat, _overlay, heatmaps = run_node(pack, "RefAMHeatmap", attention=att, image=shown, blocks="all", skip_fraction=0.0, spatial_bias=True)
     assert heat.shape == (3, 48, 64)
-    _json, points, *_sam3 = _run(pack, "RefAMPoint", heatmaps=heatmaps, mode="interior", box=True)
-    (segmenter,) = _run(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
-    mask, preview, report = _run(
+    _json, points, *_sam3 = run_node(pack, "RefAMPoint", heatmaps=heatmaps, mode="interior", box=True)
+    (segmenter,) = run_node(pack, "RefAMLoadSAM2", checkpoint="sam2.1_hiera_tiny.safetensors", device="cpu", dtype="auto")
+    mask, preview, report = run_node(
         pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,
         points_from=1, direction="both", prompt_frame="first", selection=selection,
     )
     assert mask.shape == (8, 48, 64) and preview.shape == (8, 48, 64, 3)
     # the paper's protocol by default: the first frame prompts SAM2
     assert report.startswith("'the red box': prompts on frames [0]; evidence 0:")
-    _mask, _preview, report = _run(
+    _mask, _preview, report = run_node(
         pack, "RefAMPropagateSAM2Video", segmenter=segmenter, frames=frames, points=points, heatmaps=heatmaps,
         points_from=1, direction="forward", prompt_frame="best", selection=selection,
     )
