@@ -18,7 +18,7 @@ import torch
 __all__ = ["ARCHITECTURES", "TOY_BANNER", "WHERE_WEIGHTS_GO", "detect_architecture", "load_parts"]
 
 ProgressFn = Callable[[str], None]
-ARCHITECTURES = ("flux", "flux2", "chroma", "z_image", "mochi")
+ARCHITECTURES = ("flux", "flux2", "chroma", "qwen_image", "z_image", "mochi")
 # diffusers' transformer class name -> the architecture that loads it
 _TRANSFORMER_CLASSES = {
     "MochiTransformer3DModel": "mochi",
@@ -26,6 +26,7 @@ _TRANSFORMER_CLASSES = {
     "Flux2Transformer2DModel": "flux2",
     "ChromaTransformer2DModel": "chroma",
     "ZImageTransformer2DModel": "z_image",
+    "QwenImageTransformer2DModel": "qwen_image",
 }
 
 WHERE_WEIGHTS_GO = """Real weights: pass --model (or set REFAM_FLUX_MODEL) to one of
@@ -113,6 +114,8 @@ def load_parts(
         backend = loading.load_flux2(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
     elif found == "chroma":
         backend = loading.load_chroma(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
+    elif found == "qwen_image":
+        backend = loading.load_qwen_image(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
     elif found == "z_image":
         backend = loading.load_z_image(chosen, device=device, dtype=dtype, offload=offload, progress=progress)
     elif chosen:

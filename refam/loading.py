@@ -35,6 +35,7 @@ __all__ = [
     "load_flux",
     "load_flux2",
     "load_mochi",
+    "load_qwen_image",
     "load_z_image",
 ]
 
@@ -267,7 +268,7 @@ def load_flux(
 
 
 # The folder parts each loader reads (diffusers' subfolder names).
-FLUX2_PARTS = CHROMA_PARTS = Z_IMAGE_PARTS = ("transformer", "vae", "text_encoder")
+FLUX2_PARTS = CHROMA_PARTS = Z_IMAGE_PARTS = QWEN_IMAGE_PARTS = ("transformer", "vae", "text_encoder")
 
 
 def _load_folder(
@@ -362,6 +363,23 @@ def load_z_image(model: str | Path, **kwargs: Any) -> Any:
     def make(parts: dict[str, Any], **backend: Any) -> DiffusersZImage:
         return DiffusersZImage(transformer=parts["transformer"], vae=parts["vae"], text_encoder=parts["text_encoder"],
                                text_tokenizer=parts["tokenizer"], **backend)  # fmt: skip
+
+    return _load_folder(model, classes, make, **_folder_options(kwargs))
+
+
+def load_qwen_image(model: str | Path, **kwargs: Any) -> Any:
+    """Load Qwen-Image from a diffusers folder or a cached hub id: its transformer, Qwen-Image VAE,
+    Qwen2.5-VL text encoder and tokenizer. Keywords as :func:`load_chroma`."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from refam.backends.diffusers_qwen_image import DiffusersQwenImage
+
+    classes = {"transformer": QwenImageTransformer2DModel, "vae": AutoencoderKLQwenImage, "text_encoder": AutoModel, "tokenizer": AutoTokenizer}
+
+    def make(parts: dict[str, Any], **backend: Any) -> DiffusersQwenImage:
+        return DiffusersQwenImage(transformer=parts["transformer"], vae=parts["vae"], text_encoder=parts["text_encoder"],
+                                  text_tokenizer=parts["tokenizer"], **backend)  # fmt: skip
 
     return _load_folder(model, classes, make, **_folder_options(kwargs))
 

@@ -242,7 +242,7 @@ class RefAMPipeline:
         ``comfyui_path`` or ``COMFYUI_PATH``); without it ``REFAM_FLUX_MODEL``, then a cached
         FLUX.1, else the embedded toy model (announced through ``progress``, with where real
         weights go; it brings its own flood-fill segmenter and operating point).
-        ``architecture`` is ``"flux"``, ``"flux2"`` (FLUX.2 klein), ``"chroma"``, ``"z_image"``, ``"mochi"`` or None (read off
+        ``architecture`` is ``"flux"``, ``"flux2"`` (FLUX.2 klein), ``"chroma"``, ``"qwen_image"``, ``"z_image"``, ``"mochi"`` or None (read off
         the folder's ``transformer/config.json``; FLUX.1 when it names nothing else). ``segmenter`` is a SAM / SAM2
         checkpoint (a path or a file name in ComfyUI's ``models/sam2`` / ``models/sams``); it is
         loaded first, so a wrong one is refused before the diffusion model's long load.

@@ -367,20 +367,31 @@ def tiny_mochi_clip(seed: int = 0):
     as a zero-stride view the size of one number, for the detector only (the tiny model ignores it).
     """
     import comfy.sd
+
+    return _tiny_t5_clip(comfy.sd.CLIPType.MOCHI, masks=True, seed=seed)  # Mochi's T5 masks its padding
+
+
+def tiny_chroma_clip(seed: int = 0):
+    """A Chroma CLIP made by ComfyUI's own loader (type ``chroma``: the PixArt T5 tokenizer, which pads
+    nothing, and T5 without a mask) holding a tiny random T5, as :func:`tiny_mochi_clip` does."""
+    import comfy.sd
+
+    return _tiny_t5_clip(comfy.sd.CLIPType.CHROMA, masks=False, seed=seed)
+
+
+def _tiny_t5_clip(clip_type, masks: bool, seed: int):
+    import comfy.sd
     import comfy.sd1_clip
 
     class TinyT5(comfy.sd1_clip.SDClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):  # noqa: B006 (ComfyUI's signature)
-            # Mochi's T5 masks its padding.
-            super().__init__(device=device, dtype=dtype, **_comfy_t5_options(TINY_T5, model_options, masks=True))
+            super().__init__(device=device, dtype=dtype, **_comfy_t5_options(TINY_T5, model_options, masks=masks))
 
     t5, _clip_l = tiny_text_encoders(seed)
     state_dict = dict(t5.state_dict())
     state_dict["encoder.block.23.layer.1.DenseReluDense.wi_1.weight"] = torch.zeros(1, 1).expand(10240, 4096)
     return comfy.sd.load_text_encoder_state_dicts(
-        [state_dict],
-        clip_type=comfy.sd.CLIPType.MOCHI,
-        model_options={"t5xxl_class": TinyT5, "initial_device": torch.device("cpu")},
+        [state_dict], clip_type=clip_type, model_options={"t5xxl_class": TinyT5, "initial_device": torch.device("cpu")}
     )
 
 
@@ -436,6 +447,9 @@ def comfy_chroma_from_diffusers(transformer, dtype: torch.dtype = torch.float32)
         out_dim=cfg.num_attention_heads * cfg.attention_head_dim,
         hidden_dim=cfg.approximator_hidden_dim,
         n_layers=cfg.approximator_layers,
+        # the packed (2x2) latent width, which ComfyUI also takes as a constant
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels or cfg.in_channels,
     )
     assert unet_config["image_model"] == "chroma"
     return comfy_model_from_config(unet_config, sd, dtype)

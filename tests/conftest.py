@@ -75,3 +75,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if item not in dropped]
         print(f"\nComfyUI at {tree} has no {', '.join(sorted(absent))}: {len(dropped)} test(s) of it deselected")
+
+
+def assert_pipeline_segments(pipe, label: str) -> None:
+    """A loaded pipeline runs a 70x100 image with two expressions to heatmaps and points in the
+    image, and names its architecture; at resolution 128 the model sees 112x160 pixels, 7x10 tokens."""
+    import numpy as np
+
+    image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)
+    results = pipe.segment(image, ["the cat on the left", "a dog"], caption="two animals")
+    assert len(results) == 2
+    for result in results:
+        assert result.heatmap.shape == (70, 100) and 0 <= result.point.x < 100 and 0 <= result.point.y < 70
+    captured = pipe.capture(image, pipe.tokenize(["a dog"])[0], "two animals")
+    assert captured.meta["architecture"] == label and captured.geometry.grid == (7, 10)

@@ -156,8 +156,8 @@ def test_from_pretrained_picks_the_architecture_from_the_folder(tmp_path, monkey
 
 
 def test_from_pretrained_refuses_unknown_or_modelless_architectures():
-    with pytest.raises(ValueError, match="architecture must be one of flux, flux2, chroma, z_image, mochi"):
+    with pytest.raises(ValueError, match="architecture must be one of flux, flux2, chroma, qwen_image, z_image, mochi"):
         RefAMPipeline.from_pretrained("x", architecture="sd3")
-    for architecture in ("mochi", "flux2", "chroma", "z_image"):
+    for architecture in ("mochi", "flux2", "chroma", "qwen_image", "z_image"):
         with pytest.raises(ValueError, match=f"architecture='{architecture}' needs model="):
             RefAMPipeline.from_pretrained(None, architecture=architecture)

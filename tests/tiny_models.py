@@ -317,3 +317,20 @@ def save_tiny_z_image_folder(path, qwen_tokenizer, seed: int = 0):
     qwen_tokenizer.save_pretrained(path / "tokenizer")
     (path / "model_index.json").write_text(json.dumps({"_class_name": "ZImagePipeline"}))
     return path
+
+
+def save_tiny_qwen_image_folder(path, qwen_tokenizer, seed: int = 0):
+    """A diffusers-layout Qwen-Image folder of tiny random parts (transformer, Qwen-Image VAE,
+    Qwen2.5-VL text decoder, tokenizer)."""
+    import json
+
+    from diffusers import AutoencoderKLQwenImage
+
+    text = tiny_qwen25_vl_text(seed)
+    tiny_qwen_image_transformer(seed, joint_attention_dim=text.config.hidden_size).save_pretrained(path / "transformer")
+    torch.manual_seed(seed)
+    AutoencoderKLQwenImage(base_dim=8, num_res_blocks=1).eval().save_pretrained(path / "vae")
+    text.save_pretrained(path / "text_encoder")
+    qwen_tokenizer.save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "QwenImagePipeline"}))
+    return path

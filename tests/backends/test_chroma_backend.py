@@ -3,10 +3,10 @@ the pipeline runs to heatmaps and points."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import assert_pipeline_segments
 from tiny_models import save_tiny_chroma_folder
 
 
@@ -36,8 +36,4 @@ def test_chroma_folder_loads_and_encodes_unpadded_t5(pipe, t5_tokenizer):
 
 
 def test_chroma_pipeline_runs_to_heatmaps_and_points(pipe):
-    image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)
-    results = pipe.segment(image, ["the cat on the left", "a dog"], caption="two animals")
-    assert len(results) == 2 and all(r.heatmap.shape == (70, 100) for r in results)
-    captured = pipe.capture(image, pipe.tokenize(["a dog"])[0], "two animals")
-    assert captured.meta["architecture"] == "Chroma" and captured.geometry.grid == (7, 10)
+    assert_pipeline_segments(pipe, "Chroma")

@@ -661,7 +661,8 @@ def test_kontext_reference_tokens_agree_with_diffusers_and_stay_out_of_the_maps(
     kontext = [[cond, {**extra, "reference_latents": [reference]}]]
     session = ComfyCapture(model, embeds, layout)
     noise = capture_noise(latent.shape, 5).contiguous()
-    denoise_once(session.patched_model(), latent, kontext, sigma, noise)
+    captured = denoise_once(session.patched_model(), latent, kontext, sigma, noise)
+    assert torch.equal(captured, denoise_once(model, latent, kontext, sigma, noise))  # the denoiser is untouched
 
     transformer = weights[0]
     process_in = model.model.latent_format.process_in
@@ -672,17 +673,19 @@ def test_kontext_reference_tokens_agree_with_diffusers_and_stay_out_of_the_maps(
     packed_ref = pack_latents(process_in(reference)).expand(2, -1, -1)
     pooled = extra["pooled_output"].expand(2, -1)
     shift = FLUX1.diffusers_pooled_shift(transformer, pooled, "zero")  # as ComfyCapture's default branch
+    forward = dict(
+        hidden_states=torch.cat([pack_latents(noisy), packed_ref], dim=1),
+        encoder_hidden_states=cond.expand(2, -1, -1),
+        pooled_projections=pooled,
+        guidance=torch.full((2,), 3.5),
+        timestep=torch.full((2,), sigma),
+        img_ids=torch.cat([latent_image_ids(*grid), ref_ids]),
+        txt_ids=torch.zeros(cond.shape[1], 3),
+        return_dict=False,
+    )
     with capture_attention(transformer, embeds, layout, architecture=FLUX1, vec_shift=shift) as theirs:
-        transformer(
-            hidden_states=torch.cat([pack_latents(noisy), packed_ref], dim=1),
-            encoder_hidden_states=cond.expand(2, -1, -1),
-            pooled_projections=pooled,
-            guidance=torch.full((2,), 3.5),
-            timestep=torch.full((2,), sigma),
-            img_ids=torch.cat([latent_image_ids(*grid), ref_ids]),
-            txt_ids=torch.zeros(cond.shape[1], 3),
-            return_dict=False,
-        )
+        with_branch = transformer(**forward)[0]
+    assert torch.equal(with_branch, transformer(**forward)[0])
     worst = 0.0
     for a, b in zip(session.records, theirs.records, strict=True):
         assert a.logits.shape == b.logits.shape == (2, grid[0] * grid[1], layout.total)  # the target only

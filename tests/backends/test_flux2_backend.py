@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import assert_pipeline_segments
 from refam.architectures.flux2 import KLEIN_TEMPLATE
 from tiny_models import save_tiny_flux2_klein_folder
 
@@ -51,13 +51,7 @@ def test_klein_folder_loads_with_its_text_encoder_and_encodes_as_the_klein_pipel
 
 
 def test_klein_pipeline_runs_to_heatmaps_and_points(pipe):
-    image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)
-    results = pipe.segment(image, ["the cat on the left", "a dog"], caption="two animals")
-    assert len(results) == 2
-    for result in results:
-        assert result.heatmap.shape == (70, 100) and 0 <= result.point.x < 100 and 0 <= result.point.y < 70
-    captured = pipe.capture(image, pipe.tokenize(["a dog"])[0], "two animals")
-    assert captured.meta["architecture"] == "FLUX.2" and captured.geometry.grid == (7, 10)  # 112x160 at 1/16
+    assert_pipeline_segments(pipe, "FLUX.2")
 
 
 def test_flux2_dev_folder_is_refused_by_name_before_loading(tmp_path, klein_folder):

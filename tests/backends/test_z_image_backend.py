@@ -3,10 +3,10 @@ ZImagePipeline's, and the pipeline runs to heatmaps and points."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import assert_pipeline_segments
 from refam.architectures.z_image import Z_IMAGE_TEMPLATE
 from tiny_models import save_tiny_z_image_folder
 
@@ -46,8 +46,4 @@ def test_z_image_forward_is_the_flow_velocity(pipe):
 
 
 def test_z_image_pipeline_runs_to_heatmaps_and_points(pipe):
-    image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)
-    results = pipe.segment(image, ["the cat on the left", "a dog"], caption="two animals")
-    assert len(results) == 2 and all(r.heatmap.shape == (70, 100) for r in results)
-    captured = pipe.capture(image, pipe.tokenize(["a dog"])[0], "two animals")
-    assert captured.meta["architecture"] == "Z-Image" and captured.geometry.grid == (7, 10)
+    assert_pipeline_segments(pipe, "Z-Image")

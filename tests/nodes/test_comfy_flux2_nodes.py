@@ -27,6 +27,7 @@ def pack():
     return load_pack()
 
 
+
 @pytest.fixture(scope="module")
 def objects(pack):
     clip, _ = tiny_klein_clip()

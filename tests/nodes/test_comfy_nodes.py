@@ -29,6 +29,7 @@ def pack():
     return load_pack()
 
 
+
 @pytest.fixture(scope="module")
 def objects(pack):
     model = comfy_flux_from_diffusers(tiny_flux_transformer(seed=3, guidance_embeds=True))
@@ -328,3 +329,27 @@ def test_pack_entry_point_names_its_requirements_file(pack):
         assert "custom_nodes/" in install_hint("sam2") and "requirements.txt" in install_hint("sam2")
     finally:
         use_comfyui_hints(None)
+
+
+def test_kontext_reference_latent_leaves_the_maps_on_the_target(pack, objects):
+    """FLUX.1 Kontext: a reference latent in the conditioning (what ComfyUI's ReferenceLatent node
+    adds) joins the pass after the target's tokens; the maps stay the target's, one per patch."""
+    model, clip, vae = objects
+    image = _image(n=1)
+    (cond,) = run_node(pack, "RefAMCaptionConditioning", clip=clip, caption="", guidance=2.5)
+    reference = torch.randn(1, 4, 10, 10, generator=torch.Generator().manual_seed(3))
+    kontext = [[c, {**extra, "reference_latents": [reference]}] for c, extra in cond]
+    (expr,) = run_node(pack, "RefAMReferringExpression", clip=clip, expressions="the red square")
+    (att,) = run_node(
+        pack, "RefAMCaptureAttentionFlux", model=model, vae=vae, image=image, conditioning=kontext, expression=expr,
+        sigma=0.75, seed=0, blocks="all", resolution=128,
+    )  # fmt: skip
+    (plain,) = run_node(
+        pack, "RefAMCaptureAttentionFlux", model=model, vae=vae, image=image, conditioning=cond, expression=expr,
+        sigma=0.75, seed=0, blocks="all", resolution=128,
+    )  # fmt: skip
+    grid = att.captured.geometry.grid
+    assert grid == plain.captured.geometry.grid
+    for with_ref, without in zip(att.captured.blocks, plain.captured.blocks, strict=True):
+        assert with_ref.logits.shape == without.logits.shape == (1, grid[0] * grid[1], expr.layout.total)
+    assert not torch.equal(att.captured.blocks[-1].logits, plain.captured.blocks[-1].logits)  # the reference was seen

@@ -28,6 +28,7 @@ def pack():
 
 
 
+
 def test_qwen_image_node_chain_end_to_end(pack):
     clip, hf = tiny_qwen_image_clip()
     model = comfy_qwen_image_from_diffusers(tiny_qwen_image_transformer(seed=3, joint_attention_dim=hf.config.hidden_size))

@@ -29,6 +29,7 @@ def pack():
 
 
 
+
 @torch.no_grad()
 def test_z_image_node_chain_and_text_path(pack):
     clip, hf = tiny_z_image_clip()
