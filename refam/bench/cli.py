@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--device", default=None)
     cap.add_argument("--runs", type=int, default=7, help="interleaved rounds (default 7)")
     cap.add_argument(
-        "--full", action="store_true", help="the real FLUX.1 depth (19 + 38 blocks) at 1024² (GPU)"
+        "--full", action="store_true", help="the real depth (FLUX.1: 19 + 38 blocks; klein 4B: 5 + 20) at 1024² (GPU)"
+    )
+    cap.add_argument(
+        "--model", choices=("flux1", "flux2-klein"), default="flux1",
+        help="the random transformer's layout: FLUX.1's or FLUX.2 klein 4B's (shared modulation, Qwen3's 7680-wide text)",
     )
     cap.add_argument("--json", default=None, help="also write the JSON result to this file")
     feat = sub.add_parser(
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which is None:
         args = parser.parse_args(["capture", *argv])
     if args.which == "capture" and args.full:
-        args.double, args.single, args.size = 19, 38, 1024
+        args.double, args.single, args.size = (5, 20, 1024) if args.model == "flux2-klein" else (19, 38, 1024)
     if args.which == "features" and args.full:
         args.double, args.single, args.size, args.heads, args.dtype = 19, 38, 1024, 24, "bf16"
     try:
