@@ -210,6 +210,13 @@ class QwenImage(Architecture):
         )
 
     def comfy_check(self, diffusion_model: nn.Module) -> None:
+        if not hasattr(diffusion_model, "default_ref_method"):
+            # The October-2025 core's Qwen-Image hands q/k/v to attention flattened and lays out its
+            # reference latents differently: the capture reads the January-2026 one.
+            raise NotImplementedError(
+                "RefAM reads Qwen-Image on ComfyUI 0.10 (January 2026) and later; this ComfyUI's Qwen-Image is older: "
+                "update ComfyUI"
+            )
         if getattr(diffusion_model.time_text_embed, "use_additional_t_cond", False):
             # Layered's latent holds several frames (layers), none of them the one image to segment.
             raise NotImplementedError(
