@@ -334,3 +334,12 @@ def save_tiny_qwen_image_folder(path, qwen_tokenizer, seed: int = 0):
     qwen_tokenizer.save_pretrained(path / "tokenizer")
     (path / "model_index.json").write_text(json.dumps({"_class_name": "QwenImagePipeline"}))
     return path
+
+
+def random_expressions(model, lengths=(3, 4), seed: int = 2):
+    """Random text-encoder embeddings for expressions of ``lengths`` tokens, back to back, as wide as
+    ``model``'s text input, and their layout."""
+    from refam.attention import ExpressionLayout
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, sum(lengths), model.config.joint_attention_dim, generator=g), ExpressionLayout(tuple(lengths))

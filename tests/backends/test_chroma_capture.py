@@ -13,7 +13,7 @@ from refam.architectures.flux import FLUX1, latent_image_ids
 from refam.architectures.flux2 import FLUX2
 from refam.attention import ExpressionLayout
 from refam.backends.diffusers_capture import capture_attention
-from tiny_models import tiny_chroma_transformer
+from tiny_models import random_expressions, tiny_chroma_transformer
 
 T_CAP, GRID_H, GRID_W = 6, 3, 4
 N_IMG = GRID_H * GRID_W
@@ -37,11 +37,6 @@ def model():
     return tiny_chroma_transformer(seed=3)
 
 
-def _expr(model, lengths=(3, 4), seed=2):
-    g = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(1, sum(lengths), model.config.joint_attention_dim, generator=g)
-    return embeds, ExpressionLayout(lengths)
-
 
 def test_chroma_is_recognised_and_the_flux_modules_do_not_claim_it(model):
     assert diffusers_architecture(model) is CHROMA
@@ -53,7 +48,7 @@ def test_chroma_is_recognised_and_the_flux_modules_do_not_claim_it(model):
 def test_denoiser_output_bit_identical_with_capture(model):
     inputs = _inputs(model)
     plain = model(**inputs)[0]
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         captured = model(**inputs)[0]
     assert torch.equal(plain, captured)
@@ -129,7 +124,7 @@ def test_branch_equals_masked_joint_attention(model):
     from diffusers.models.embeddings import apply_rotary_emb
 
     inputs = _inputs(model)
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
     reference, seen, ref, mask = _reference_run(model, inputs, embeds, layout)

@@ -11,7 +11,7 @@ from refam.architectures import diffusers_architecture
 from refam.architectures.flux2 import FLUX2
 from refam.attention import ExpressionLayout
 from refam.backends.diffusers_capture import capture_attention
-from tiny_models import tiny_flux2_transformer
+from tiny_models import random_expressions, tiny_flux2_transformer
 
 T_CAP, GRID_H, GRID_W = 6, 3, 4
 N_IMG = GRID_H * GRID_W
@@ -50,11 +50,6 @@ def model():
     return tiny_flux2_transformer(seed=3)
 
 
-def _expr(model, lengths=(3, 4), seed=2):
-    g = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(1, sum(lengths), model.config.joint_attention_dim, generator=g)
-    return embeds, ExpressionLayout(lengths)
-
 
 def test_flux2_is_recognised_and_flux1_does_not_claim_it(model):
     assert diffusers_architecture(model) is FLUX2
@@ -64,7 +59,7 @@ def test_flux2_is_recognised_and_flux1_does_not_claim_it(model):
 def test_denoiser_output_bit_identical_with_capture(model):
     inputs = _inputs(model)
     plain = model(**inputs)[0]
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         captured = model(**inputs)[0]
     assert torch.equal(plain, captured)
@@ -132,7 +127,7 @@ def test_branch_equals_masked_joint_attention_at_the_expressions_own_text_positi
     from diffusers.models.embeddings import apply_rotary_emb
 
     inputs = _inputs(model, reference=reference_image)
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
     reference, seen, ref, mask = _reference_run(model, inputs, embeds, layout)

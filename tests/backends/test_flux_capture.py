@@ -10,7 +10,7 @@ import torch
 from refam.architectures.flux import FLUX1
 from refam.attention import ExpressionLayout
 from refam.backends.diffusers_capture import capture_attention, run_until_captured
-from tiny_models import tiny_flux_transformer
+from tiny_models import random_expressions, tiny_flux_transformer
 
 T_CAP, GRID_H, GRID_W = 5, 3, 4
 N_IMG = GRID_H * GRID_W
@@ -38,18 +38,12 @@ def model():
     return tiny_flux_transformer(seed=3)
 
 
-def _expr(model, lengths=(3, 4), seed=2):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, sum(lengths), model.config.joint_attention_dim, generator=g), ExpressionLayout(
-        lengths
-    )
-
 
 @torch.no_grad()
 def test_denoiser_output_bit_identical_with_capture(model):
     inputs = _inputs(model)
     plain = model(**inputs)[0]
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         captured = model(**inputs)[0]
     assert torch.equal(plain, captured)
@@ -68,7 +62,7 @@ def test_hooks_removed_after_exception(model):
     def interrupt(*_args):
         raise Interrupted
 
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     trap = model.single_transformer_blocks[0].register_forward_pre_hook(interrupt)
     try:
         with pytest.raises(Interrupted), capture_attention(model, embeds, layout):
@@ -81,7 +75,7 @@ def test_hooks_removed_after_exception(model):
 
 @torch.no_grad()
 def test_early_stop_records_only_selected_blocks(model):
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout, blocks=[1], stop_after_last=True) as cap:
         out = run_until_captured(model, **_inputs(model))
     assert out is None
@@ -175,7 +169,7 @@ def test_branch_equals_masked_joint_attention(model):
     image output must match, and the captured logits must equal q_img.k_expr recomputed from
     that run's attention inputs."""
     inputs = _inputs(model, batch=2)
-    embeds, layout = _expr(model, lengths=(3, 4))
+    embeds, layout = random_expressions(model, lengths=(3, 4))
     with capture_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
 
@@ -232,7 +226,7 @@ def test_single_blocks_of_old_diffusers_are_refused_by_name(monkeypatch):
     monkeypatch.setattr(block, "forward", types.MethodType(old_forward, block))
     with pytest.raises(RuntimeError, match=r"diffusers >= 0\.35"):
         FLUX1.diffusers_blocks(model)
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with (
         pytest.raises(RuntimeError, match="single blocks as one tensor"),
         capture_attention(model, embeds, layout),
@@ -265,7 +259,7 @@ def _assert_heatmap_is_conceptattentions(model, t5_tokenizer, options, vectors_o
 
     expression = tokenize_expression("the red cup on the left", t5_tokenizer, max_length=32, pad_to=32)
     n = expression.valid_length
-    embeds, layout = _expr(model, lengths=(n,))
+    embeds, layout = random_expressions(model, lengths=(n,))
     inputs = _inputs(model, batch=2)
     with capture_attention(model, embeds, layout) as cap:
         model(**inputs)
@@ -322,7 +316,7 @@ def test_branch_modulation_uses_the_chosen_pooled_vector(model, branch_pooled):
     modulation, against ``time_text_embed`` computed here."""
 
     inputs = _inputs(model)
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     seen: list[torch.Tensor] = []
     block = model.transformer_blocks[0]
     hook = block.norm1_context.register_forward_pre_hook(

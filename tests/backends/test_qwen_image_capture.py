@@ -11,7 +11,7 @@ from refam.architectures import diffusers_architecture
 from refam.architectures.qwen_image import QWEN_IMAGE
 from refam.attention import ExpressionLayout
 from refam.backends.diffusers_capture import capture_attention
-from tiny_models import tiny_qwen_image_transformer
+from tiny_models import random_expressions, tiny_qwen_image_transformer
 
 # An odd number of rows: diffusers centres the grid as -(h - h//2) ... h//2 - 1.
 T_CAP, GRID_H, GRID_W = 6, 3, 4
@@ -38,11 +38,6 @@ def model():
     return tiny_qwen_image_transformer(seed=3)
 
 
-def _expr(model, lengths=(3, 4), seed=2):
-    g = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(1, sum(lengths), model.config.joint_attention_dim, generator=g)
-    return embeds, ExpressionLayout(lengths)
-
 
 def test_qwen_image_is_recognised_and_no_flux_claims_it(model):
     assert diffusers_architecture(model) is QWEN_IMAGE
@@ -60,7 +55,7 @@ def test_qwen_image_layered_is_named_not_misread():
 def test_denoiser_output_bit_identical_with_capture(model):
     inputs = _inputs(model)
     plain = model(**inputs)[0]
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         captured = model(**inputs)[0]
     assert torch.equal(plain, captured)
@@ -151,7 +146,7 @@ def test_branch_equals_masked_joint_attention_at_the_expressions_own_text_positi
     expressions attend the target only and the maps cover its tokens."""
     model = tiny_qwen_image_transformer(seed=3, zero_cond_t=variant == "reference_zero_cond")
     inputs = _inputs(model, reference=variant != "plain")
-    embeds, layout = _expr(model)
+    embeds, layout = random_expressions(model)
     with capture_attention(model, embeds, layout) as cap:
         plain = model(**inputs)[0]
     reference, seen, mask = _reference_run(model, inputs, embeds, layout)
