@@ -268,3 +268,18 @@ def test_clip_problems_are_found_before_any_pass(tmp_path, capsys, no_model_load
     _fails(["segment-video", str(clip), "a dog", "--prompt-frame", "-1", *common], capsys, "--prompt-frame must be")
     mixed = _clip(tmp_path / "mixed", [(32, 48), (32, 48), (40, 48)])
     _fails(["segment-video", str(mixed), "a dog", *common], capsys, "00002.png", "one size")
+
+
+def test_a_clip_without_a_text_encoder_refam_reads_is_named_with_the_loaders_that_give_one():
+    from types import SimpleNamespace
+
+    from refam.backends.comfy_text import text_part
+
+    class SD3Tokenizer:  # e.g. a CLIP loaded with the wrong type
+        pass
+
+    with pytest.raises(TypeError) as err:
+        text_part(SimpleNamespace(tokenizer=SD3Tokenizer()))
+    message = str(err.value)
+    assert "SD3Tokenizer" in message
+    assert all(hint in message for hint in ("DualCLIPLoader type 'flux'", "CLIPLoader type 'flux2'", "'qwen_image'", "'lumina2'"))

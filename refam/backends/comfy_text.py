@@ -33,8 +33,9 @@ COMFY_T5_PAD_LENGTH = 256
 
 # What a CLIP must hold, for the message when it holds neither.
 _WANTED = (
-    "the model's text encoder: T5-XXL (FLUX.1: DualCLIPLoader type 'flux'; Mochi: CLIPLoader type 'mochi'), "
-    "Qwen3 (FLUX.2 klein: CLIPLoader type 'flux2') or Qwen2.5-VL (Qwen-Image: CLIPLoader type 'qwen_image')"
+    "the model's text encoder: T5-XXL (FLUX.1: DualCLIPLoader type 'flux'; Chroma: CLIPLoader type 'chroma'; "
+    "Mochi: CLIPLoader type 'mochi'), Qwen3 (FLUX.2 klein: CLIPLoader type 'flux2'; Z-Image: CLIPLoader type "
+    "'lumina2') or Qwen2.5-VL (Qwen-Image: CLIPLoader type 'qwen_image')"
 )
 
 # ComfyUI's Qwen2.5-VL text model (Qwen-Image's) crops a prompt's template up to and including the
