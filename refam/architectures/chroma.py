@@ -81,9 +81,6 @@ class Chroma(Flux1):
             inputs = {**inputs, "hidden_states": inputs["hidden_states"][:, state.txt_len :]}
         return super().diffusers_image_attention(block, q, k, v, out, inputs, state)
 
-    def diffusers_pooled_shift(self, transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> None:
-        return None  # Chroma has no pooled text vector
-
     # -- ComfyUI -------------------------------------------------------------------------------
     def comfy_matches(self, diffusion_model: nn.Module) -> bool:
         # Chroma Radiance subclasses Chroma but works in pixel space through a NeRF head.

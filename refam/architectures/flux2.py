@@ -214,9 +214,6 @@ class Flux2(Flux1):
             _diffusers_text_rotation(state.text_rope),
         )  # fmt: skip
 
-    def diffusers_pooled_shift(self, transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> None:
-        return None  # FLUX.2 has no pooled text vector
-
     # -- ComfyUI -------------------------------------------------------------------------------
     def comfy_matches(self, diffusion_model: nn.Module) -> bool:
         params = getattr(diffusion_model, "params", None)

@@ -199,9 +199,6 @@ class QwenImage(Architecture):
     def diffusers_embed(self, transformer: nn.Module, embeds: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
         return transformer.txt_in(transformer.txt_norm(embeds))
 
-    def diffusers_pooled_shift(self, transformer: nn.Module, pooled: torch.Tensor, branch_pooled: str) -> None:
-        return None  # Qwen-Image has no pooled text vector
-
     # -- ComfyUI -------------------------------------------------------------------------------
     def comfy_matches(self, diffusion_model: nn.Module) -> bool:
         return (

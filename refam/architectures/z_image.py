@@ -21,7 +21,7 @@ expression branch runs through each layer's own weights (like FLUX's single bloc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -124,11 +124,19 @@ class ComfyAdapter:
 
 @dataclass
 class ZImagePass:
-    """One forward's layout: ``n_img`` image tokens, the caption padded to ``caption_padded``."""
+    """One forward's layout: ``n_img`` image tokens, the caption padded to ``caption_padded``;
+    ``text_tables``: the expressions' RoPE table, built once per pass (every block rotates by it)."""
 
     n_img: int
     caption_padded: int
     rope: Any  # the model's RoPE embedder (diffusers' RopeEmbedder / ComfyUI's EmbedND)
+    text_tables: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    def text_table(self, layout: ExpressionLayout, caption_padded: int, build: Any) -> torch.Tensor:
+        key = (layout.lengths, caption_padded)
+        if key not in self.text_tables:
+            self.text_tables[key] = build(_text_axis_positions(layout, caption_padded, "cpu"))
+        return self.text_tables[key]
 
 
 class ZImage(Architecture):
@@ -188,16 +196,18 @@ class ZImage(Architecture):
     def _diffusers_text_rotation(state: ZImagePass):
         rope = state.rope
 
-        def rotate(x: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+        def table(positions: torch.Tensor) -> torch.Tensor:
             # The RoPE table of the model's embedder, computed for these (possibly negative) positions
             # exactly as it computes its own: float64 angles cast to float32, then polar.
-            positions = _text_axis_positions(layout, state.caption_padded, "cpu")
             d0 = rope.axes_dims[0]
             inverse = 1.0 / (rope.theta ** (torch.arange(0, d0, 2, dtype=torch.float64) / d0))
             angles = torch.outer(positions, inverse).float()
             first = torch.polar(torch.ones_like(angles), angles)
             rest = torch.ones(len(positions), (sum(rope.axes_dims) - d0) // 2, dtype=first.dtype)
-            freqs = torch.cat([first, rest], dim=-1).to(x.device)
+            return torch.cat([first, rest], dim=-1)
+
+        def rotate(x: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
+            freqs = state.text_table(layout, state.caption_padded, table).to(x.device)
             return _complex_rope(x.transpose(1, 2), freqs[:, None]).transpose(1, 2)
 
         return rotate
@@ -258,10 +268,13 @@ class ZImage(Architecture):
         q_plain = comfy_rope(q_img, pe.transpose(-1, -2), v)
         rope = state.rope
 
+        def table(positions: torch.Tensor) -> torch.Tensor:
+            ids = torch.zeros(1, len(positions), len(rope.axes_dim), device=q.device)
+            ids[0, :, 0] = positions.to(q.device).float()
+            return rope(ids)
+
         def rotate(x: torch.Tensor, layout: ExpressionLayout) -> torch.Tensor:
-            ids = torch.zeros(1, layout.total, len(rope.axes_dim), device=x.device)
-            ids[0, :, 0] = _text_axis_positions(layout, caption, x.device).float()
-            return comfy_rope(x, rope(ids), x)
+            return comfy_rope(x, state.text_table(layout, caption, table), x)
 
         return ImageAttention(q_img, k[:, :, image], v[:, :, image], q_plain, out[:, :, image], rotate)
 

@@ -162,11 +162,8 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
     if not expressions:
         raise ValueError("no expressions to encode")
     part = text_part(clip)  # the TypeError for a CLIP without a text encoder RefAM reads
-    if part.encoder_prefix is not None:
-        return _encode_behind_prefix(clip, part, expressions)
-    if part.pad_length is None and not part.causal and len(expressions) > 1:
-        alone = [encode_expressions(clip, [e])[0] for e in expressions]
-        return torch.cat(alone, dim=1), ExpressionLayout(tuple(e.valid_length for e in expressions))
+    if part.encoder_prefix is not None or (part.pad_length is None and not part.causal):
+        return _encode_one_by_one(clip, part, expressions)
     tokens = dict(clip.tokenize(""))
     width = max(len(e.ids) for e in expressions)
     if part.pad_length is not None and any(len(e.ids) != width for e in expressions):
@@ -180,13 +177,15 @@ def encode_expressions(clip: Any, expressions: Sequence[TokenizedExpression]) ->
     return joined.float().cpu(), layout
 
 
-def _encode_behind_prefix(
+def _encode_one_by_one(
     clip: Any, part: ComfyTextPart, expressions: Sequence[TokenizedExpression]
 ) -> tuple[torch.Tensor, ExpressionLayout]:
-    """Each expression behind the template prefix only the encoder reads, one CLIP call each: the
-    CLIP looks for that prefix in the first section alone and crops it from all sections joined
-    (a section without it would keep its last token only)."""
-    prefix = [(int(i), 1.0) for i in part.tokenizer(part.encoder_prefix, add_special_tokens=False)["input_ids"]]
+    """Each expression in a CLIP call of its own, as its caption would be: an unpadded T5 without a
+    mask (Chroma's) would let a shorter section see the pads that match it to a longer one; Qwen-
+    Image's CLIP looks for the template prefix only the encoder reads in the first section alone and
+    crops it from all sections joined (a section without it would keep its last token only)."""
+    text = part.encoder_prefix
+    prefix = [(int(i), 1.0) for i in part.tokenizer(text, add_special_tokens=False)["input_ids"]] if text else []
     scale = _vector_scale(clip, part) if has_vector_magnets(expressions) else None
     rows = []
     for expression in expressions:

@@ -85,6 +85,7 @@ class DiffusersCapture:
         self.records = self.runner.records
         self._slots = [_Slots() for _ in self.named_blocks]
         self._signatures = [inspect.signature(b.forward) for _, b in self.named_blocks]
+        self._model_signature = inspect.signature(transformer.forward)
         self._pass: Any = None
 
     def install(self) -> list[torch.utils.hooks.RemovableHandle]:
@@ -130,7 +131,7 @@ class DiffusersCapture:
         return hook
 
     def _on_model_start(self, module, args, kwargs) -> None:
-        forward = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+        forward = self._model_signature.bind_partial(*args, **kwargs).arguments
         self._pass = self.architecture.diffusers_start_pass(module, forward)
         self.runner.start_pass(None)
 
