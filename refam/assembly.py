@@ -131,10 +131,10 @@ def load_parts(
             say(line)
         backend = load_toy(device=device)
         if seg is None:
-            from refam.toy.segmenter import FloodFillSegmenter
+            from refam.toy.segmenter import toy_segmenter
 
-            say("segmenter: the toy world's flood fill (flat-coloured regions only)")
-            seg = FloodFillSegmenter()
+            seg = toy_segmenter(backend.world)
+            say(f"segmenter: {seg.name}, the toy world's stand-in for SAM (toy scenes only)")
     if seg is None:
         say("no segmenter given: heatmaps and points only (give a SAM/SAM2 checkpoint for masks)")
     return backend, seg

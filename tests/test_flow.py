@@ -104,10 +104,10 @@ def test_toy_inversion_reconstructs_the_image():
     from refam.images import to_model_pixels
     from refam.noise import capture_noise
     from refam.toy import scenes
-    from refam.toy.model import load_toy
+    from refam.toy.model import load_toy, weights_for
 
     defaults = FeatureOptions(mode="inversion")
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))  # renders v1 scenes
     errors = {"RF-inversion": [], "plain inversion": [], "noised": []}
     for i, ex in enumerate(scenes.make_eval_set(scenes.EVAL_SEED, 3, kinds=("colour",))):
         image = scenes.render(ex.scene)[None]

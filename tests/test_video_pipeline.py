@@ -23,9 +23,9 @@ H, W, T = 96, 96, 8  # square, as the toy model was trained
 def toy_pipe():
     from refam.options import RefAMOptions
     from refam.pipeline import RefAMPipeline
-    from refam.toy.model import load_toy
+    from refam.toy.model import load_toy, weights_for
 
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))  # renders v1 scenes
     return RefAMPipeline(backend, None, RefAMOptions(sigma=backend.default_sigma))
 
 

@@ -87,12 +87,12 @@ def _modes(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
     return modes
 
 
+@torch.no_grad()  # scoped: a global switch would leak into whatever runs next in the process
 def bench_features(args: argparse.Namespace) -> dict[str, Any]:
     if args.runs < 1 or args.steps < 1:
         raise ValueError("--runs and --steps must be at least 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = parse_dtype(args.dtype)
-    torch.set_grad_enabled(False)
     modes = _modes(args, device, dtype)
     for fn in modes.values():  # warm-up: allocator, kernels, lazy imports
         fn()

@@ -110,9 +110,9 @@ def _workload(
     return CaptureWorkload.of(model, inputs, embeds, lengths, device), build_s
 
 
+@torch.no_grad()  # scoped: a global switch would leak into whatever runs next in the process
 def bench_capture(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.set_grad_enabled(False)
     grid = args.size // 16
     result: dict[str, Any] = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),

@@ -123,14 +123,13 @@ def memory_child(folder: str) -> dict[str, float]:
     from refam.images import load_image
     from refam.pipeline import RefAMPipeline
     from refam.toy.model import load_toy
-    from refam.toy.segmenter import FloodFillSegmenter
+    from refam.toy.segmenter import toy_segmenter
 
     stages: dict[str, float] = {"start": rss_mb("VmHWM")}
     image = load_image(Path(folder) / "scene.png")
     stages["load_image"] = rss_mb("VmHWM")
-    pipe = RefAMPipeline(
-        load_toy(device="cpu"), FloodFillSegmenter()
-    )  # the toy pipeline refam segment builds
+    backend = load_toy(device="cpu")
+    pipe = RefAMPipeline(backend, toy_segmenter(backend.world))  # the toy pipeline refam segment builds
     stages["load_model"] = rss_mb("VmHWM")
     results = pipe.segment(image, [MEMORY_EXPRESSION])
     stages["segment"] = rss_mb("VmHWM")

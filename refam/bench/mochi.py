@@ -49,11 +49,11 @@ def _workload(
     return CaptureWorkload.of(model, inputs, {8: embeds}, {8: lengths}, device), build_s
 
 
+@torch.no_grad()  # scoped: a global switch would leak into whatever runs next in the process
 def bench_mochi(args: argparse.Namespace) -> dict[str, Any]:
     from refam.architectures.mochi import latent_frames
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.set_grad_enabled(False)
     t_lat, h, w = latent_frames(args.frames), args.height // 8, args.width // 8
     result: dict[str, Any] = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),

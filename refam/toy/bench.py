@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from refam.options import RefAMOptions
 from refam.pipeline import RefAMPipeline
-from refam.toy import scenes
 from refam.toy.evaluate import baselines, evaluate
-from refam.toy.model import load_toy
-from refam.toy.segmenter import FloodFillSegmenter
+from refam.toy.model import load_toy, weights_for
+from refam.toy.segmenter import toy_segmenter
+from refam.toy.worlds import WORLDS
 from refam.variants import POINT_STRATEGIES, SCORES
 
-KINDS = scenes.ALL_KINDS
+
+def _load(args: argparse.Namespace) -> tuple[RefAMPipeline, Any]:
+    """The toy pipeline (with its world's segmenter) and its world's scenes package."""
+    weights = args.weights or (weights_for(args.world) if args.world else None)
+    backend = load_toy(weights)
+    return RefAMPipeline(backend, toy_segmenter(backend.world), RefAMOptions()), WORLDS[backend.world]
 
 
 def ablations(num_blocks: int, num_double: int) -> list[tuple[str, dict[str, Any]]]:
@@ -84,10 +90,9 @@ def prompt_rows() -> list[tuple[str, dict[str, Any]]]:
 
 
 def run_prompts(args: argparse.Namespace) -> dict[str, Any]:
-    from refam.toy.release import VALIDATION_SEED
-
-    pipe = RefAMPipeline(load_toy(args.weights), FloodFillSegmenter(), RefAMOptions())
-    examples = scenes.make_eval_set(VALIDATION_SEED, args.n, kinds=KINDS)
+    pipe, world = _load(args)
+    kinds = world.scenes.ALL_KINDS
+    examples = world.scenes.make_eval_set(world.validation_seed, args.n, kinds=kinds)
     caption = None if args.empty_caption else "scene"
     table = []
     for size in PROMPT_SIZES:
@@ -96,34 +101,36 @@ def run_prompts(args: argparse.Namespace) -> dict[str, Any]:
             res = evaluate(pipe, examples, size=size, caption=caption, **overrides)
             table.append({"size": list(size), "setting": name, "overrides": overrides, "results": res,
                           "seconds": round(time.perf_counter() - start, 1)})
-            print(f"{f'{size[0]}x{size[1]}':<9}" + _row(name, res) + _near(res), flush=True)
-    return {"model": pipe.backend.name, "n_per_kind": args.n, "seed": VALIDATION_SEED, "table": table}
+            print(f"{f'{size[0]}x{size[1]}':<9}" + _row(name, res, kinds) + _near(res, kinds), flush=True)
+    return {"model": pipe.backend.name, "n_per_kind": args.n, "seed": world.validation_seed, "kinds": kinds,
+            "table": table}
 
 
-def _near(res: dict[str, dict[str, float]]) -> str:
-    return "   near-miss " + " ".join(f"{res[k]['near_miss'] * 100:4.1f}" for k in KINDS if k in res)
+def _near(res: dict[str, dict[str, float]], kinds: tuple[str, ...]) -> str:
+    return "   near-miss " + " ".join(f"{res[k]['near_miss'] * 100:4.1f}" for k in kinds if k in res)
 
 
 def print_prompt_report(report: dict[str, Any]) -> None:
+    kinds = report["kinds"]
     print(f"\nPrompt strategies — {report['model']}; {report['n_per_kind']} validation scenes per kind "
           f"(seed {report['seed']}); PA / mIoU / near-miss (off the target by < 1 patch), %")
-    print(f"{'size':<9}{'setting':<24}" + "".join(f"{k[:14]:>22}" for k in KINDS))
+    print(f"{'size':<9}{'setting':<24}" + "".join(f"{k[:14]:>22}" for k in kinds))
     for row in report["table"]:
         cells = "".join(
             f"{r['pa'] * 100:8.1f}{r['miou'] * 100:7.1f}{r['near_miss'] * 100:7.1f}"
-            for k in KINDS if (r := row["results"].get(k))
+            for k in kinds if (r := row["results"].get(k))
         )
         size = f"{row['size'][0]}x{row['size'][1]}"
         print(f"{size:<9}{row['setting']:<24}{cells}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    backend = load_toy(args.weights)
-    base = RefAMOptions()
-    pipe = RefAMPipeline(backend, FloodFillSegmenter(), base)
-    examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=KINDS)
+    pipe, world = _load(args)
+    backend, scenes = pipe.backend, world.scenes
+    kinds = scenes.ALL_KINDS
+    examples = scenes.make_eval_set(scenes.EVAL_SEED, args.n, kinds=kinds)
     # make_eval_set draws each kind from its own stream, so the ablation set is a prefix of it.
-    ablation_examples = scenes.make_eval_set(scenes.EVAL_SEED, min(args.n, args.ablation_n), kinds=KINDS)
+    ablation_examples = scenes.make_eval_set(scenes.EVAL_SEED, min(args.n, args.ablation_n), kinds=kinds)
     caption = None if args.empty_caption else "scene"
     rows = ablations(backend.num_blocks, backend.transformer.config.num_layers)
     plan = [
@@ -146,14 +153,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "setting": name,
                 "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
-                "n_per_kind": len(chosen) // len(KINDS),
+                "n_per_kind": len(chosen) // len(kinds),
                 "results": res,
                 "seconds": round(time.perf_counter() - start, 1),
             }
         )
-        print(_row(name, res), flush=True)
+        print(_row(name, res, kinds), flush=True)
     return {
-        "weights": str(args.weights or "embedded"),
+        "weights": str(args.weights or (weights_for(args.world).name if args.world else "embedded")),
+        "world": world.name,
+        "kinds": kinds,
         "model": backend.name,
         "n_per_kind": args.n,
         "caption": "empty" if args.empty_caption else "scene caption",
@@ -167,34 +176,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _row(name: str, res: dict[str, dict[str, float]], width: int = 24) -> str:
-    cells = "".join(f"{res[k]['pa'] * 100:8.1f}{res[k]['miou'] * 100:7.1f}" for k in KINDS if k in res)
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` measured on ``n`` scenes."""
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n else float("nan")
+
+
+def _row(name: str, res: dict[str, dict[str, float]], kinds: tuple[str, ...], width: int = 24) -> str:
+    cells = "".join(
+        f"{res[k]['pa'] * 100:7.1f}±{standard_error(res[k]['pa'], res[k]['n']) * 100:3.1f}{res[k]['miou'] * 100:6.1f}"
+        for k in kinds if k in res
+    )
     return f"{name:<{width}}{cells}"
 
 
 def print_report(report: dict[str, Any]) -> None:
+    kinds = report["kinds"]
     print(
         f"\nToy benchmark — {report['model']}; {report['n_per_kind']} held-out scenes per kind; "
         f"caption: {report['caption']}; defaults {report['defaults']}"
     )
     labels = [f"{row['setting']} (n={row['n_per_kind']})" for row in report["table"]]
     width = max(24, *(len(label) + 2 for label in labels))
-    header = "".join(f"{k[:14]:>15}" for k in KINDS)
+    header = "".join(f"{k[:16]:>17}" for k in kinds)
     print(f"{'':<{width}}{header}")
-    print(f"{'setting':<{width}}" + "".join(f"{'PA':>8}{'mIoU':>7}" for _ in KINDS))
+    print(f"{'setting':<{width}}" + "".join(f"{'PA ± SE':>11}{'mIoU':>6}" for _ in kinds))
     for label, row in zip(labels, report["table"], strict=True):
-        print(_row(label, row["results"], width))
+        print(_row(label, row["results"], kinds, width))
     print("baselines (PA):")
     for name in ("chance", "centre", "random_object"):
         print(
             f"  {name:<{width - 2}}"
-            + "".join(f"{report['baselines'][k][name] * 100:8.1f}{'':>7}" for k in KINDS)
+            + "".join(f"{report['baselines'][k][name] * 100:7.1f}{'':>10}" for k in kinds)
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="refam bench toy", description=__doc__)
     p.add_argument("--weights", default=None, help="toy safetensors (default: the embedded one)")
+    p.add_argument("--world", choices=sorted(WORLDS), default=None,
+                   help="the committed model of this toy world (default: the embedded default's)")
     p.add_argument("--n", type=int, default=300, help="held-out scenes per expression kind")
     p.add_argument("--ablations", action="store_true", help="also run the ablation table")
     p.add_argument(

@@ -10,6 +10,7 @@ import numpy as np
 
 from refam.metrics import RisScores, point_in_mask
 from refam.toy import scenes
+from refam.toy.worlds import world_of
 
 __all__ = ["baselines", "evaluate", "near_miss"]
 
@@ -29,9 +30,10 @@ def evaluate(
     near: dict[str, int] = defaultdict(int)
     height, width = size
     for i, ex in enumerate(examples):
-        image = scenes.render(ex.scene, height, width)
-        target = scenes.masks(ex.scene, height, width)[ex.referral.target]
-        text = scenes.caption(ex.scene, np.random.default_rng(i)) if caption == "scene" else (caption or "")
+        world = world_of(ex.scene).scenes
+        image = world.render(ex.scene, height, width)
+        target = world.masks(ex.scene, height, width)[ex.referral.target]
+        text = world.caption(ex.scene, np.random.default_rng(i)) if caption == "scene" else (caption or "")
         res = pipe.segment(image, ex.referral.text, text, **overrides)[0]
         pred = res.mask if res.mask is not None else np.zeros_like(target)
         per_kind[ex.referral.kind].add(pred, target, point=(res.point.x, res.point.y))
@@ -69,7 +71,7 @@ def baselines(
     height, width = size
     acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for ex in examples:
-        all_masks = scenes.masks(ex.scene, height, width)
+        all_masks = world_of(ex.scene).scenes.masks(ex.scene, height, width)
         target = all_masks[ex.referral.target]
         kind = acc[ex.referral.kind]
         kind["chance"].append(float(target.mean()))

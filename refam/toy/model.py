@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from refam.backends.diffusers_flux import DiffusersFlux
 from refam.operating_point import OperatingPoint
+from refam.toy.worlds import DEFAULT_WORLD, WORLDS
 from refam.variants import DEFAULT_SCORE
 
 __all__ = [
@@ -36,10 +38,18 @@ __all__ = [
     "save_toy",
     "toy_backend",
     "toy_vocabulary",
+    "weights_for",
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "toy_flux.safetensors"
+
+
+def weights_for(world: str) -> Path:
+    """The committed weights of the toy model trained on ``world``."""
+    return WEIGHTS_DIR / WORLDS[world].weights
+
+
+DEFAULT_WEIGHTS = weights_for(DEFAULT_WORLD)
 # T5's own tokenizer files (Apache-2.0), shipped so the toy runs without FLUX, ComfyUI or a download.
 TOKENIZER_DIR = WEIGHTS_DIR / "t5_tokenizer"
 
@@ -59,6 +69,7 @@ class ToyConfig:
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
     default_sigma: float = 0.5
     default_score: str = DEFAULT_SCORE  # the paper's unless release.py validated another
+    world: str = "v1"  # the toy world it was trained on (refam.toy.worlds.WORLDS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -97,23 +108,21 @@ class ToyFlux(DiffusersFlux):
     def latent_multiple(self) -> int:
         return self.vae.factor * 2
 
+    @property
+    def world(self) -> str:
+        """The toy world the weights were trained on (:data:`refam.toy.worlds.WORLDS`)."""
+        return self.toy_config.world
+
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(pixels.to(self.device, torch.float32)).to(self.dtype)
 
 
-def toy_vocabulary(tokenizer: Any, samples: int = 4000, seed: int = 12345) -> list[int]:
+def toy_vocabulary(tokenizer: Any, samples: int = 4000, seed: int = 12345, world: str = "v1") -> list[int]:
     """Every token id the toy world can produce: captions, all referral wordings, magnets, specials."""
     from refam.expression import DEFAULT_MAGNETS, STOP_WORDS
-    from refam.toy import scenes
 
-    rng = np.random.default_rng(seed)
-    texts = set()
-    for _ in range(samples):
-        scene = scenes.sample_scene(rng, (1, 4))
-        texts.add(scenes.caption(scene, rng))
-        for kind in scenes.ALL_KINDS:
-            texts.update(r.text for r in scenes.referrals(scene, (kind,), rng))
+    texts = set(_world_texts(world, samples, seed))
     texts.update(DEFAULT_MAGNETS)
     # Stop words are what the method filters; give them rows so they behave like words, not zeros.
     texts.update(STOP_WORDS)
@@ -122,6 +131,23 @@ def toy_vocabulary(tokenizer: Any, samples: int = 4000, seed: int = 12345) -> li
         ids.update(tokenizer(t).input_ids)
     ids.update(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None)
     return sorted(ids)
+
+
+@lru_cache(maxsize=4)
+def _world_texts(world: str, samples: int, seed: int) -> frozenset[str]:
+    """Captions and referral wordings of ``samples`` scenes (a pure function, so cached: sampling
+    every referral of thousands of scenes takes seconds)."""
+    scenes = WORLDS[world].scenes
+    rng = np.random.default_rng(seed)
+    texts = set()
+    for _ in range(samples):
+        scene = scenes.sample_scene(rng, (1, 4))
+        texts.add(scenes.caption(scene, rng))
+        for kind in scenes.ALL_KINDS:
+            texts.update(r.text for r in scenes.referrals(scene, (kind,), rng))
+    if world != "v1":  # v1's vocabulary predates the namings; its committed weights fix it
+        texts.update(scenes.caption(scenes.sample_scene(rng, (1, 4)), rng, naming) for naming in scenes.NAMINGS)
+    return frozenset(texts)
 
 
 def build_toy_modules(config: ToyConfig, vocab_ids: list[int], vocab_size: int, seed: int = 0):
@@ -267,6 +293,7 @@ def toy_backend(
         dtype=dtype,
     )
     backend.native_size = (config.image_size, config.image_size)
+    backend.toy_config = config
     backend.operating_point = OperatingPoint(
         sigma=config.default_sigma,
         resolution=config.image_size,

@@ -1,7 +1,9 @@
-"""A test-only segmenter for the toy world: the flat-coloured region under the point.
+"""Test-only segmenters for the toy worlds, standing in for SAM where SAM weights cannot exist.
 
-Toy scenes have no anti-aliasing, so the connected region of exactly the clicked pixel's colour
-is the clicked object (or the background). It stands in for SAM where SAM weights cannot exist.
+Toy scenes have no anti-aliasing. In world v1 objects are flat, so the connected region of exactly
+the clicked pixel's colour is the clicked object (:class:`FloodFillSegmenter`). World v2's objects
+are textured in two tones, where that region is one stripe or one check; there the connected
+non-background region under the point is the object (:class:`ForegroundSegmenter`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import torch
 from scipy import ndimage
 
 from refam.segment.base import Segmenter
+from refam.toy.scenes.world import BACKGROUND
 
-__all__ = ["FloodFillSegmenter"]
+__all__ = ["FloodFillSegmenter", "ForegroundSegmenter", "toy_segmenter"]
 
 # Rows labelled at once. Labelling a whole 48-megapixel image would need 192 MB of int32 labels
 # plus full-size boolean scratch; bands keep the scratch to a few MB whatever the image size.
@@ -106,6 +109,25 @@ class FloodFillSegmenter(Segmenter):
         if box is not None:
             _keep_inside(mask, box)
         return mask[None], np.ones(1, dtype=np.float32)
+
+
+class ForegroundSegmenter(FloodFillSegmenter):
+    """The connected region of not-background pixels under the point (or the background region)."""
+
+    def __init__(self, background: tuple[int, int, int] = BACKGROUND) -> None:
+        super().__init__()
+        self._name = "toy-foreground"
+        self._background = np.asarray(background, dtype=np.uint8)
+
+    def _encode(self, image: np.ndarray) -> None:
+        # One channel, 1 = object: the flood fill's same-colour regions are then the foreground's
+        # connected components.
+        self._image = np.any(image != self._background, axis=-1, keepdims=True).astype(np.uint8)
+
+
+def toy_segmenter(world: str) -> FloodFillSegmenter:
+    """The segmenter that returns whole objects in ``world``."""
+    return FloodFillSegmenter() if world == "v1" else ForegroundSegmenter()
 
 
 def _keep_inside(mask: np.ndarray, box: np.ndarray) -> None:

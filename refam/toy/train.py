@@ -2,16 +2,18 @@
 
     python -m refam.toy.train --out runs/toy --steps 12000
     python -m refam.toy.train --out runs/toy --steps 20000   # resumes from runs/toy/checkpoint.pt
+    python -m refam.toy.train --world v2 --out runs/toy_v2 --steps 2000 --schedule-steps 2000 --timestep-mean 1.0
 
-The committed weights are step 3000 of a 3600-step schedule: ``--steps 3000 --schedule-steps 3600``
-(the run went on to 3600, which scored lower; model card). A second phase (``--phase2-at``)
+World v1's committed weights are step 3000 of a 3600-step schedule: ``--steps 3000 --schedule-steps
+3600`` (the run went on to 3600, which scored lower; model card). A second phase (``--phase2-at``)
 switches to captions that also name objects by shape only or by colour only (``--naming-mix``) and
 restarts the learning rate; tried from step 3000 to 4600, it lowered point accuracy (model card),
-so it is kept as a reproducible experiment, not as the default.
+so it is kept as a reproducible experiment, not as the default. World v2's committed weights and the
+runs tried for them are in ``MODEL_CARD_v2.md``.
 
 Every batch is a pure function of (seed, step), so a resumed run sees exactly the batches the
 uninterrupted run would have. The point-accuracy curve is measured with the real RefAM pipeline
-on held-out scenes (EVAL_SEED) every ``--eval-every`` steps.
+every ``--eval-every`` steps: on v1's held-out scenes (EVAL_SEED), on later worlds' validation scenes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from refam.toy import scenes
 from refam.toy.model import (
     SpaceToDepthCodec,
     ToyConfig,
@@ -37,11 +38,17 @@ from refam.toy.model import (
     toy_backend,
     toy_vocabulary,
 )
+from refam.toy.worlds import WORLDS
 
 
 def _batch(args: argparse.Namespace, step: int, tokenizer: Any, config: ToyConfig):
+    scenes = WORLDS[config.world].scenes
     rng = np.random.default_rng([scenes.TRAIN_SEED, args.seed, step])
-    mix = args.naming_mix if args.phase2_at is not None and step >= args.phase2_at else None
+    if config.world == "v1":
+        phase2 = args.phase2_at is not None and step >= args.phase2_at
+        mix = (args.naming_mix or _V1_PHASE2_MIX) if phase2 else None
+    else:  # later worlds mix their namings from the first step (their training_batch's default)
+        mix = args.naming_mix
     images, captions = scenes.training_batch(
         rng, args.batch, config.image_size, config.image_size, naming_mix=mix
     )
@@ -57,8 +64,10 @@ def _batch(args: argparse.Namespace, step: int, tokenizer: Any, config: ToyConfi
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     g = torch.Generator().manual_seed(int(rng.integers(2**62)))
     # Half uniform, half logit-normal timesteps: every σ the ablation asks about gets trained.
+    # A positive --timestep-mean moves the logit-normal half towards noisy steps, where the
+    # denoiser needs the caption to tell what a blob is.
     u = torch.rand(args.batch, generator=g)
-    ln = torch.sigmoid(torch.randn(args.batch, generator=g))
+    ln = torch.sigmoid(torch.randn(args.batch, generator=g) + args.timestep_mean)
     t = torch.where(torch.rand(args.batch, generator=g) < 0.5, u, ln)
     return pixels, ids, t, g
 
@@ -76,7 +85,11 @@ def _eval(transformer: nn.Module, t5: nn.Module, tokenizer: Any, config: ToyConf
 
     backend = toy_backend(transformer, t5, tokenizer, config, name="training")
     pipe = RefAMPipeline(backend, options=RefAMOptions(resolution=config.image_size))
-    examples = scenes.make_eval_set(scenes.EVAL_SEED, n, kinds=("colour", "colour_shape"))
+    world = WORLDS[config.world]
+    # v1's monitor read its test scenes (EVAL_SEED); later worlds keep those for reported numbers
+    # and watch training on validation scenes only.
+    seed = world.scenes.EVAL_SEED if world.name == "v1" else world.validation_seed
+    examples = world.scenes.make_eval_set(seed, n, kinds=world.selection_kinds)
     out = {}
     for sigma in (0.25, 0.5, 0.75):
         res = evaluate(pipe, examples, sigma=sigma)
@@ -87,13 +100,14 @@ def _eval(transformer: nn.Module, t5: nn.Module, tokenizer: Any, config: ToyConf
     return out
 
 
+@torch.enable_grad()  # whatever grad mode the caller left on
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_toy_tokenizer()
-    config = ToyConfig()
-    vocab = toy_vocabulary(tokenizer)
+    config = ToyConfig(world=args.world)
+    vocab = toy_vocabulary(tokenizer, world=args.world)
     transformer, t5 = build_toy_modules(config, vocab, len(tokenizer), seed=args.seed)
     codec = SpaceToDepthCodec(2)
     params = [p for p in [*transformer.parameters(), *t5.parameters()] if p.requires_grad]
@@ -110,7 +124,7 @@ def train(args: argparse.Namespace) -> None:
         return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     ckpt = out / "checkpoint.pt"
-    step, log = 0, []
+    step, log, loss_avg = 0, [], None
     if ckpt.exists():
         # Only state dicts, ints, floats and the log's dicts: nothing that needs weights_only=False.
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -118,13 +132,15 @@ def train(args: argparse.Namespace) -> None:
         t5.load_state_dict(state["t5"])
         opt.load_state_dict(state["opt"])
         step, log = state["step"], state["log"]
+        # The logged loss is a moving average; carry it over so a resumed log reads as one run.
+        loss_avg = state.get("loss_ema")
         print(f"resumed at step {step}", flush=True)
 
     img_ids = None
     txt_ids = torch.zeros(config.text_pad_length, 3)
     transformer.train()
     t5.train()
-    start, loss_avg = time.perf_counter(), None
+    start = time.perf_counter()
     while step < args.steps:
         pixels, ids, t, g = _batch(args, step, tokenizer, config)
         x0 = _pack(codec.encode(pixels))
@@ -183,30 +199,38 @@ def train(args: argparse.Namespace) -> None:
                     "opt": opt.state_dict(),
                     "step": step,
                     "log": log,
+                    "loss_ema": loss_avg,
                 },
                 out / "checkpoint.tmp",
             )
             (out / "checkpoint.tmp").replace(ckpt)
-            meta = {"step": step, "batch": args.batch, "lr": args.lr, "seed": args.seed, "loss_ema": loss_avg}
+            meta = {"step": step, "batch": args.batch, "lr": args.lr, "seed": args.seed, "loss_ema": loss_avg,
+                    "schedule_steps": args.schedule_steps, "timestep_mean": args.timestep_mean}
             if args.phase2_at is not None:
-                meta.update(phase2_at=args.phase2_at, phase2_lr=args.phase2_lr, naming_mix=args.naming_mix)
+                meta.update(phase2_at=args.phase2_at, phase2_lr=args.phase2_lr,
+                            naming_mix=args.naming_mix or _V1_PHASE2_MIX)
             save_toy(out / "toy_flux.safetensors", transformer, t5, config, vocab, meta)
             (out / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log) + "\n")
+
+
+_V1_PHASE2_MIX = {"full": 0.45, "shape": 0.35, "colour": 0.2}
 
 
 def _naming_mix(text: str) -> dict[str, float]:
     try:
         mix = {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=SHARE,... with names from {scenes.NAMINGS}, got {text!r}") from None
-    if not set(mix) <= set(scenes.NAMINGS):
-        raise argparse.ArgumentTypeError(f"unknown naming in {text!r}; expected names from {scenes.NAMINGS}")
+        raise argparse.ArgumentTypeError(f"expected NAME=SHARE,... (caption namings of the world), got {text!r}") from None
+    known = {n for w in WORLDS.values() for n in w.scenes.NAMINGS}
+    if not set(mix) <= known:
+        raise argparse.ArgumentTypeError(f"unknown naming in {text!r}; expected names from {sorted(known)}")
     return mix
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/toy")
+    p.add_argument("--world", choices=sorted(WORLDS), default="v1", help="the toy world to train on")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument(
         "--schedule-steps", type=int, default=12000, help="cosine schedule length (keep fixed when resuming)"
@@ -216,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--timestep-mean", type=float, default=0.0, help="mean of the logit-normal timestep half")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--log-every", type=int, default=50)
@@ -228,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--naming-mix",
         type=_naming_mix,
-        default=_naming_mix("full=0.45,shape=0.35,colour=0.2"),
-        help="phase-2 caption shares, e.g. full=0.45,shape=0.35,colour=0.2",
+        default=None,
+        help="caption shares, e.g. full=0.5,noun=0.3,colour=0.2 (v1: for phase 2; default "
+        "full=0.45,shape=0.35,colour=0.2; later worlds: from step 0, default their own mix)",
     )
     train(p.parse_args(argv))
 

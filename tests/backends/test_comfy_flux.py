@@ -370,9 +370,9 @@ def test_toy_weights_in_comfy_layout_agree_with_diffusers(comfy):
     from refam.pipeline import RefAMPipeline, expression_heatmaps
     from refam.prompts import choose_points
     from refam.toy import scenes
-    from refam.toy.model import load_toy
+    from refam.toy.model import load_toy, weights_for
 
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))  # renders v1 scenes
     pipe = RefAMPipeline(backend, options=RefAMOptions(sigma=backend.default_sigma, resolution=48))
     model = comfy_flux_from_diffusers(backend.transformer)
     vae = _SpaceToDepthComfyVAE(model.model.latent_format)

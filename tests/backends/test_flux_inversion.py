@@ -20,9 +20,9 @@ from refam.toy import scenes
 def toy():
     from refam.options import RefAMOptions
     from refam.pipeline import RefAMPipeline
-    from refam.toy.model import load_toy
+    from refam.toy.model import load_toy, weights_for
 
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))  # renders v1 scenes
     pipe = RefAMPipeline(backend, options=RefAMOptions())
     ex = scenes.make_eval_set(scenes.EVAL_SEED, 1, kinds=("colour_shape",))[0]
     image = scenes.render(ex.scene)[None]

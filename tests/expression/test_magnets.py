@@ -59,9 +59,9 @@ def _reference_vectors(count: int, dim: int, seed: int, table: torch.Tensor) -> 
 
 @torch.no_grad()
 def test_random_vectors_replace_the_input_embeddings_of_the_toy_t5(t5_tokenizer):
-    from refam.toy.model import load_toy
+    from refam.toy.model import load_toy, weights_for
 
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))  # renders v1 scenes
     pad = backend.text_pad_length
     heat = HeatmapOptions(noun_phrase=False)
     words = magnet_plan("random_vectors", DEFAULT_MAGNETS, seed=7)

@@ -1,4 +1,5 @@
-"""The trained toy model through the real pipeline: it must find the object that was named."""
+"""The world-v1 toy model through the real pipeline: it must find the object that was named (world v2,
+the embedded default, is in test_toy_model_v2.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from refam.options import RefAMOptions
 from refam.pipeline import RefAMPipeline
 from refam.toy import scenes
 from refam.toy.evaluate import evaluate
-from refam.toy.model import DEFAULT_WEIGHTS, load_toy
+from refam.toy.model import DEFAULT_WEIGHTS, load_toy, weights_for
 from refam.toy.segmenter import FloodFillSegmenter
+from refam.toy.worlds import WORLDS
 
 # Target (issue: unique-colour point accuracy >= 85 %) minus the margin a 100-expression sample
 # needs: the binomial standard error at p = 0.85 is 3.6 points, so 5 points is ~1.4 sigma.
@@ -25,7 +27,7 @@ UNIQUE_COLOUR_TARGET, MARGIN = 0.85, 0.05
 
 @pytest.fixture(scope="module")
 def toy_pipe():
-    backend = load_toy()
+    backend = load_toy(weights_for("v1"))
     return RefAMPipeline(
         backend,
         FloodFillSegmenter(),
@@ -35,7 +37,7 @@ def toy_pipe():
 
 def test_committed_weights_are_small_and_labelled():
     assert DEFAULT_WEIGHTS.stat().st_size <= 10 * 2**20
-    assert "not FLUX" in load_toy().name
+    assert "not FLUX" in load_toy().name  # the embedded default
 
 
 def test_toy_tokenizer_ships_with_the_weights(t5_tokenizer):
@@ -60,20 +62,24 @@ def test_toy_tokenizer_ships_with_the_weights(t5_tokenizer):
     assert {TOKENIZER_DIR / f for f in files} <= shipped
 
 
-def test_every_word_of_the_toy_world_has_a_trained_embedding(toy_pipe):
-    """The committed file keeps only the embedding rows of the toy vocabulary; a caption or referral
-    word outside it would silently become a zero vector."""
+@pytest.mark.parametrize("world", sorted(WORLDS))
+def test_every_word_of_each_toy_world_has_a_trained_embedding(world):
+    """Each committed file keeps only the embedding rows of its world's vocabulary; a caption or
+    referral word outside it would silently become a zero vector."""
     from safetensors import safe_open
 
-    with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as f:
+    from refam.toy.model import load_toy_tokenizer
+
+    with safe_open(str(weights_for(world)), framework="pt") as f:
         stored = set(f.get_tensor("t5.embedding_ids").tolist())
-    tokenizer = toy_pipe.backend.tokenizer
+    tokenizer = load_toy_tokenizer()
+    sc = WORLDS[world].scenes
     rng = np.random.default_rng(61)
     texts = []
     for _ in range(150):
-        scene = scenes.sample_scene(rng, (1, 4))
-        texts += [scenes.caption(scene, rng, naming) for naming in scenes.NAMINGS]
-        texts += [r.text for r in scenes.referrals(scene, scenes.ALL_KINDS, rng)]
+        scene = sc.sample_scene(rng, (1, 4))
+        texts += [sc.caption(scene, rng, naming) for naming in sc.NAMINGS]
+        texts += [r.text for r in sc.referrals(scene, sc.ALL_KINDS, rng)]
     missing = {t for t in texts if not set(tokenizer(t).input_ids) <= stored}
     assert not missing, sorted(missing)[:5]
 
@@ -135,16 +141,26 @@ def test_left_right_spatial_bias_picks_the_matching_object(toy_pipe):
     assert correct >= 0.8 * trials, f"{correct}/{trials}"
 
 
-def test_cli_on_a_non_square_toy_image_not_a_multiple_of_16(tmp_path, toy_pipe):
-    """End to end through the CLI with the embedded default (no FLUX given): a 123x77 render,
-    resized by the pipeline, gives a mask at 123x77 on the same object as the model's answer at its
-    native 48x48 — here the named one (scene 8 is one the model gets right; this test is about the
-    resize path, the accuracy tests above are about the model)."""
-    scene, ref = _scene_with("colour", 8)
-    native = toy_pipe.segment(scenes.render(scene), ref.text)[0].point
-    assert scenes.masks(scene)[ref.target][int(native.y), int(native.x)]
+def test_cli_on_a_non_square_toy_image_not_a_multiple_of_16(tmp_path):
+    """End to end through the CLI with the embedded default (no FLUX given): a 123x77 render of a
+    scene of the default world, resized by the pipeline, gives a mask at 123x77 on the same object as
+    the model's answer at its native 48x48 — here the named one (the first scene the model gets
+    right; this test is about the resize path, the accuracy tests are about the model)."""
+    from refam.toy.segmenter import toy_segmenter
+    from refam.toy.worlds import DEFAULT_WORLD
+
+    world = WORLDS[DEFAULT_WORLD].scenes
+    backend = load_toy()
+    pipe = RefAMPipeline(backend, toy_segmenter(backend.world))
+    for ex in world.make_eval_set(world.EVAL_SEED, 10, kinds=("colour",)):
+        native = pipe.segment(world.render(ex.scene), ex.referral.text)[0].point
+        if world.masks(ex.scene)[ex.referral.target][int(native.y), int(native.x)]:
+            scene, ref = ex
+            break
+    else:
+        raise AssertionError("the default toy model missed 10 unique-colour scenes in a row")
     height, width = 77, 123
-    Image.fromarray(scenes.render(scene, height, width)).save(tmp_path / "scene.png")
+    Image.fromarray(world.render(scene, height, width)).save(tmp_path / "scene.png")
     env = {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-m", "refam.cli", "segment", str(tmp_path / "scene.png"), ref.text, "--out", str(tmp_path / "o")],
@@ -154,7 +170,7 @@ def test_cli_on_a_non_square_toy_image_not_a_multiple_of_16(tmp_path, toy_pipe):
     assert "TOY model" in proc.stderr and "--model" in proc.stderr  # labelled, and says where weights go
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     mask = np.asarray(Image.open(tmp_path / "o" / summary["results"][0]["mask"])) > 0
-    target = scenes.masks(scene, height, width)[ref.target]
+    target = world.masks(scene, height, width)[ref.target]
     assert mask.shape == (height, width)
     assert (mask & target).sum() > 0.5 * target.sum() and (mask & ~target).sum() < 0.1 * target.sum()
 

@@ -9,7 +9,7 @@ import numpy as np
 from refam.toy.scenes.drawing import check_size, render_into
 from refam.toy.scenes.world import NAMINGS, RELATION_AXIS, SPATIAL_MARGIN, Scene, sample_scene
 
-__all__ = ["caption", "training_batch"]
+__all__ = ["caption", "naming_shares", "training_batch"]
 
 
 def _join(phrases: Sequence[str]) -> str:
@@ -94,6 +94,16 @@ def caption(scene: Scene, rng: np.random.Generator, naming: str = "full") -> str
     return _join(parts)
 
 
+def naming_shares(mix: dict[str, float], namings: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """``mix``'s namings and their shares, normalised; refused unless it maps some of ``namings``
+    to non-negative shares."""
+    if set(mix) - set(namings) or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
+        raise ValueError(f"naming_mix must map some of {tuple(namings)} to non-negative shares, got {mix}")
+    names = list(mix)
+    shares = np.array([mix[k] for k in names], dtype=np.float64)
+    return names, shares / shares.sum()
+
+
 def training_batch(
     rng: np.random.Generator,
     batch: int,
@@ -113,14 +123,7 @@ def training_batch(
     names: list[str] = []
     shares = np.zeros(0)
     if naming_mix is not None:
-        unknown = set(naming_mix) - set(NAMINGS)
-        if unknown or not naming_mix or min(naming_mix.values()) < 0 or sum(naming_mix.values()) <= 0:
-            raise ValueError(
-                f"naming_mix must map some of {NAMINGS} to non-negative shares, got {naming_mix}"
-            )
-        names = list(naming_mix)
-        shares = np.array([naming_mix[k] for k in names], dtype=np.float64)
-        shares /= shares.sum()
+        names, shares = naming_shares(naming_mix, NAMINGS)
     images = np.empty((batch, height, width, 3), dtype=np.uint8)
     captions = []
     for b in range(batch):

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from refam.toy.eval_sets import per_kind_examples
 from refam.toy.scenes.drawing import masks
 from refam.toy.scenes.resolver import (
     ALL_KINDS,
@@ -126,20 +127,10 @@ def sample_referral(
 
 
 def make_eval_set(
-    seed: int = EVAL_SEED,
-    n_per_kind: int = 50,
-    kinds: Sequence[str] = ALL_KINDS,
-    n_objects: tuple[int, int] = (2, 4),
+    seed: int = EVAL_SEED, n_per_kind: int = 50, kinds: Sequence[str] = ALL_KINDS, n_objects: tuple[int, int] = (2, 4)
 ) -> list[ToyExample]:
-    """``n_per_kind`` (scene, referral) examples per kind, deterministic in ``seed``.
-
-    Each kind has its own stream keyed by its position in ALL_KINDS, so asking for a subset of kinds
-    (or more examples of one) leaves the others' examples unchanged.
-    """
-    examples: list[ToyExample] = []
-    for kind in kinds:
-        if kind not in ALL_KINDS:
-            raise ValueError(f"unknown referral kind {kind!r}; expected one of {ALL_KINDS}")
-        rng = np.random.default_rng([seed, ALL_KINDS.index(kind)])
-        examples.extend(ToyExample(*sample_referral(rng, kind, n_objects)) for _ in range(n_per_kind))
-    return examples
+    """``n_per_kind`` (scene, referral) examples per kind, deterministic in ``seed``; each kind has
+    its own stream (:func:`refam.toy.eval_sets.per_kind_examples`)."""
+    return per_kind_examples(
+        seed, n_per_kind, kinds, ALL_KINDS, lambda rng, kind: ToyExample(*sample_referral(rng, kind, n_objects))
+    )
