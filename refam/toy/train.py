@@ -41,16 +41,19 @@ from refam.toy.model import (
 from refam.toy.worlds import WORLDS
 
 
+def _caption_mix(args: argparse.Namespace, world: str, step: int) -> dict[str, float] | None:
+    """The caption naming mix of ``step``'s batch; None is the world's own default."""
+    if world == "v1":
+        phase2 = args.phase2_at is not None and step >= args.phase2_at
+        return (args.naming_mix or _V1_PHASE2_MIX) if phase2 else None
+    return args.naming_mix  # later worlds mix their namings from the first step
+
+
 def _batch(args: argparse.Namespace, step: int, tokenizer: Any, config: ToyConfig):
     scenes = WORLDS[config.world].scenes
     rng = np.random.default_rng([scenes.TRAIN_SEED, args.seed, step])
-    if config.world == "v1":
-        phase2 = args.phase2_at is not None and step >= args.phase2_at
-        mix = (args.naming_mix or _V1_PHASE2_MIX) if phase2 else None
-    else:  # later worlds mix their namings from the first step (their training_batch's default)
-        mix = args.naming_mix
     images, captions = scenes.training_batch(
-        rng, args.batch, config.image_size, config.image_size, naming_mix=mix
+        rng, args.batch, config.image_size, config.image_size, naming_mix=_caption_mix(args, config.world, step)
     )
     # Caption dropout: the pipeline may condition on the empty prompt.
     captions = ["" if rng.random() < args.caption_dropout else c for c in captions]
@@ -207,8 +210,10 @@ def train(args: argparse.Namespace) -> None:
             meta = {"step": step, "batch": args.batch, "lr": args.lr, "seed": args.seed, "loss_ema": loss_avg,
                     "schedule_steps": args.schedule_steps, "timestep_mean": args.timestep_mean}
             if args.phase2_at is not None:
-                meta.update(phase2_at=args.phase2_at, phase2_lr=args.phase2_lr,
-                            naming_mix=args.naming_mix or _V1_PHASE2_MIX)
+                meta.update(phase2_at=args.phase2_at, phase2_lr=args.phase2_lr)
+            # The mix the last batch was drawn with; a world's own default (None) is not written.
+            if (mix := _caption_mix(args, config.world, step - 1)) is not None:
+                meta["naming_mix"] = mix
             save_toy(out / "toy_flux.safetensors", transformer, t5, config, vocab, meta)
             (out / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log) + "\n")
 

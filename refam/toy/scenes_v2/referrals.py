@@ -88,11 +88,19 @@ def _wording(meaning: Meaning, rng: np.random.Generator | None) -> str:
 
 def verify(scene: Scene, referral: Referral, image: np.ndarray | None = None) -> bool:
     """Whether the words and the pixels both single out exactly ``referral.target``."""
-    if parse_referral(referral.text) != referral.meaning:
-        return False
     if image is None:
         image = render(scene, _RENDER_SIZE, _RENDER_SIZE)
-    seen = see_objects(image, masks(scene, *image.shape[:2]))
+    return _agrees(referral, _seen(scene, image))
+
+
+def _seen(scene: Scene, image: np.ndarray) -> list[SeenObject]:
+    return see_objects(image, masks(scene, *image.shape[:2]))
+
+
+def _agrees(referral: Referral, seen: list[SeenObject]) -> bool:
+    """The parser reads back the intended meaning, and it picks out exactly the target on the pixels."""
+    if parse_referral(referral.text) != referral.meaning:
+        return False
     return resolve_meaning(referral.meaning, seen) == [referral.target]
 
 
@@ -103,17 +111,17 @@ def referrals(
     ``rng``). A referral whose comparison sits within a pixel of the spatial margin can read
     differently off the pixels than off the description; it is dropped, never kept ambiguous."""
     described = _described(scene)
-    image = None
+    seen = None  # read off the pixels once, for the first candidate, then shared by every check
     found = []
     for kind in kinds:
         for meaning in _meanings(kind):
             hits = resolve_meaning(meaning, described)
             if len(hits) != 1:
                 continue
-            if image is None:
-                image = render(scene, _RENDER_SIZE, _RENDER_SIZE)
+            if seen is None:
+                seen = _seen(scene, render(scene, _RENDER_SIZE, _RENDER_SIZE))
             ref = Referral(_wording(meaning, rng), kind, hits[0], meaning)
-            if verify(scene, ref, image):
+            if _agrees(ref, seen):
                 found.append(ref)
     return found
 
